@@ -1,0 +1,34 @@
+"""Jinja2 rendering of ``templates/<role>/...``: a missing variable fails before any upload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+class TemplateError(Exception):
+    """One line naming the template and what is wrong with it."""
+
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render(template: str, variables: dict) -> str:
+    """Render ``templates/<template>`` with ``variables``; raise TemplateError naming what is missing."""
+    try:
+        return _environment.get_template(template).render(**variables)
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"templates/{template}: undefined variable: {exc.message}; set it in hosts.yaml or the role defaults") from None
+    except jinja2.TemplateNotFound:
+        raise TemplateError(f"templates/{template}: template not found") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"templates/{template}:{exc.lineno}: template syntax error: {exc.message}") from None
