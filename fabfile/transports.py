@@ -113,10 +113,13 @@ class LocalTransport(Transport):
 
     def _put(self, local_path, remote, mode):
         staging = remote + ".veza-put"
-        shutil.copyfile(local_path, staging)
-        if mode:
-            os.chmod(staging, int(str(mode), 8))
-        os.replace(staging, remote)
+        try:
+            shutil.copyfile(local_path, staging)
+            if mode:
+                os.chmod(staging, int(str(mode), 8))
+            os.replace(staging, remote)
+        except OSError as exc:
+            raise TransportError(f"{self.name}: cannot write {remote}: {exc.strerror}") from None
 
 
 class IncusTransport(Transport):

@@ -1,0 +1,44 @@
+"""The local secrets file (YAML mapping name -> value) that env templates read as ``secrets.NAME``.
+
+The real file is never committed (``secrets.yaml`` and ``.lab/`` are git-ignored);
+``secrets.example.yaml`` shows its shape. Every value is masked wherever output goes.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+from .templating import TemplateError
+
+
+class Secrets(dict):
+    """A mapping whose missing entries fail with a line naming the file and the key."""
+
+    def __init__(self, values: dict, path: str):
+        super().__init__(values)
+        self.path = path
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name not in self:
+            raise TemplateError(f"{self.path}: secret '{name}' is missing; add it to the secrets file")
+        return self[name]
+
+    def __repr__(self):
+        return f"Secrets({self.path}: {len(self)} values)"
+
+
+def load_secrets(path: str) -> Secrets:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise TemplateError(f"{path}: secrets file not found; pass --secrets PATH (see secrets.example.yaml)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise TemplateError(f"{path}:{where} YAML syntax error in the secrets file") from None
+    if not isinstance(data, dict):
+        raise TemplateError(f"{path}: the secrets file must be a mapping of name: value")
+    return Secrets({str(k): str(v) for k, v in data.items()}, path)

@@ -1,0 +1,143 @@
+"""Inventory shapes, precedence, fallback and every bad input: one line, no host touched."""
+
+import subprocess
+import textwrap
+
+import pytest
+
+from fabfile import cli
+from fabfile.inventory import InventoryError, load_inventory
+
+REPO = cli.REPO_ROOT
+
+
+def write(tmp_path, text, name="hosts.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_repo_inventory_has_the_roles_groups():
+    inventory = load_inventory(REPO / "hosts.yaml")
+    assert [h.name for h in inventory.group("haproxy")] == ["haproxy"]
+    assert [h.name for h in inventory.group("backend_api_instances")] == ["backend-api-1", "backend-api-2"]
+    assert [h.name for h in inventory.group("stream_server_instances")] == ["stream-server-1", "stream-server-2"]
+    assert all(h.connection == "incus" and h.address for h in inventory.hosts.values())
+
+
+def test_precedence_defaults_all_group_outer_inner_host_cli(tmp_path):
+    path = write(tmp_path, """
+        all:
+          vars: {level: all, from_all: 1, from_outer: all, from_inner: all, from_host: all}
+          children:
+            outer:
+              vars: {level: outer, from_outer: outer, from_inner: outer, from_host: outer}
+              children:
+                inner:
+                  vars: {level: inner, from_inner: inner, from_host: inner}
+                  hosts:
+                    web-1: {address: 10.0.0.2, level: host, from_host: host}
+    """)
+    host = load_inventory(path, cli_vars={"level": "cli"}).hosts["web-1"]
+    merged = host.vars_with({"from_default": "default", "from_all": "default", "level": "default"})
+    assert merged["from_default"] == "default"
+    assert merged["from_all"] == 1
+    assert merged["from_outer"] == "outer"
+    assert merged["from_inner"] == "inner"
+    assert merged["from_host"] == "host"
+    assert merged["level"] == "cli"
+    assert host.groups == ["all", "outer", "inner"]
+
+
+def test_ansible_aliases(tmp_path):
+    path = write(tmp_path, """
+        all:
+          children:
+            lb:
+              hosts:
+                a: {ansible_host: 10.0.0.5, ansible_connection: community.general.incus}
+                b: {ansible_host: 10.0.0.6, ansible_connection: ssh, ansible_user: ops}
+                c: {ansible_connection: local}
+    """)
+    hosts = load_inventory(path).hosts
+    assert (hosts["a"].address, hosts["a"].connection) == ("10.0.0.5", "incus")
+    assert (hosts["b"].connection, hosts["b"].vars["ssh_user"]) == ("ssh", "ops")
+    assert hosts["c"].connection == "local"
+
+
+def test_host_in_two_groups_with_same_vars_is_fine(tmp_path):
+    path = write(tmp_path, """
+        all:
+          children:
+            a: {hosts: {h1: {address: 10.0.0.2}}}
+            b: {hosts: {h1: {address: 10.0.0.2}}}
+            c: {hosts: {h1: }}
+    """)
+    inventory = load_inventory(path)
+    assert list(inventory.hosts) == ["h1"]
+    assert inventory.hosts["h1"].groups == ["all", "a", "b", "c"]
+
+
+def test_limit_by_host_and_group(tmp_path):
+    inventory = load_inventory(REPO / "hosts.yaml")
+    assert [h.name for h in inventory.select("backend_api_instances", "backend-api-2")] == ["backend-api-2"]
+    assert [h.name for h in inventory.select("all", "haproxy,stream_server_instances")] == [
+        "haproxy", "stream-server-1", "stream-server-2"]
+
+
+BAD_INVENTORIES = {
+    "syntax": ("all:\n  children:\n    lb: {hosts: [\n", r"line \d+: YAML syntax error"),
+    "no_address_ssh": ("all:\n  children:\n    lb:\n      hosts:\n        h: {connection: ssh}\n", "uses ssh but has no address"),
+    "conflict": ("all:\n  children:\n    a: {hosts: {h: {address: 10.0.0.2}}}\n    b: {hosts: {h: {address: 10.0.0.3}}}\n", "defined in groups 'a' and 'b' with different vars"),
+    "unknown_transport": ("all:\n  children:\n    lb: {hosts: {h: {connection: telnet}}}\n", "unknown connection 'telnet'"),
+    "group_not_mapping": ("all:\n  children:\n    lb: [h1, h2]\n", "group 'lb' must be a mapping"),
+    "no_all": ("lb:\n  hosts: {h: }\n", "no top-level 'all:'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INVENTORIES))
+def test_bad_inventory_is_one_line_naming_the_file(tmp_path, case):
+    text, expected = BAD_INVENTORIES[case]
+    path = write(tmp_path, text)
+    with pytest.raises(InventoryError, match=expected) as caught:
+        load_inventory(path)
+    message = str(caught.value)
+    assert message.startswith(str(path))
+    assert "\n" not in message
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(InventoryError, match="inventory file not found"):
+        load_inventory(tmp_path / "nope.yaml")
+    with pytest.raises(InventoryError, match="cannot read inventory"):
+        load_inventory(tmp_path)  # a directory is not readable as a file
+
+
+def test_limit_matching_nothing():
+    inventory = load_inventory(REPO / "hosts.yaml")
+    with pytest.raises(InventoryError, match="--limit 'web-9' matches no host or group"):
+        inventory.select("haproxy", "web-9")
+    with pytest.raises(InventoryError, match="matches no host of 'haproxy'"):
+        inventory.select("haproxy", "backend-api-1")
+
+
+def test_cli_bad_inventory_exits_2_with_one_line_and_runs_nothing(tmp_path):
+    """Through the real `inv`: one stderr line, exit 2, no traceback, and no host command (a
+    local-transport host would leave a marker file if any command ran)."""
+    marker = tmp_path / "touched"
+    path = write(tmp_path, f"""
+        all:
+          vars: {{connection: local, marker: "{marker}"}}
+          children:
+            haproxy:
+              hosts:
+                lb1: {{}}
+                lb1b: [oops]
+    """)
+    done = subprocess.run([str(REPO / ".venv/bin/inv"), "common.setup", "--inventory", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "host 'lb1b' must be a mapping" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not marker.exists()

@@ -1,0 +1,136 @@
+"""Operations against the local transport in a temporary directory: changed, then ok; --check changes nothing."""
+
+import io
+import json
+import os
+import pwd
+
+import pytest
+
+from fabfile.inventory import Host
+from fabfile.operations import Command, directory, file
+from fabfile.runner import HostPlan, Masker, Output, run_host, run_play, write_report
+from fabfile.transports import LocalTransport
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def local_host():
+    return Host(name="box", inventory_vars={"connection": "local"}, groups=["all"])
+
+
+def run(operations, *, check=False, diff=False, handlers=None, masker=None):
+    stream = io.StringIO()
+    output = Output(masker or Masker(), stream)
+    plan = HostPlan(host=local_host(), operations=operations, handlers=handlers or {})
+    results = run_host(plan, check=check, diff=diff, output=output, transport_factory=LocalTransport)
+    return results, stream.getvalue()
+
+
+def statuses(results):
+    return [r.status for r in results]
+
+
+def test_file_and_directory_changed_then_ok(tmp_path):
+    target_dir = tmp_path / "etc" / "veza"
+    target = target_dir / "app.conf"
+    operations = lambda: [directory(str(target_dir), ME, ME, "0750"),
+                          file(str(target), "port=8080\n", owner=ME, group=ME, mode="0640")]
+    first, _ = run(operations())
+    assert statuses(first) == ["changed", "changed"]
+    assert target.read_text() == "port=8080\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o640"
+    assert oct(target_dir.stat().st_mode & 0o777) == "0o750"
+    second, _ = run(operations())
+    assert statuses(second) == ["ok", "ok"]
+
+
+def test_mode_drift_is_repaired_without_rewrite(tmp_path):
+    target = tmp_path / "f"
+    run([file(str(target), "x\n", owner=ME, group=ME, mode="0644")])
+    os.chmod(target, 0o600)
+    results, _ = run([file(str(target), "x\n", owner=ME, group=ME, mode="0644")])
+    assert statuses(results) == ["changed"]
+    assert oct(target.stat().st_mode & 0o777) == "0o644"
+
+
+def test_check_mode_changes_nothing_and_says_what_would(tmp_path):
+    target = tmp_path / "f"
+    target.write_text("old\n")
+    results, printed = run([file(str(target), "new\n", owner=ME, group=ME), directory(str(tmp_path / "d"), ME, ME)],
+                           check=True, diff=True)
+    assert statuses(results) == ["changed", "changed"]
+    assert "(check)" in printed
+    assert "-old" in printed and "+new" in printed
+    assert target.read_text() == "old\n"
+    assert not (tmp_path / "d").exists()
+    assert not (tmp_path / "f.veza-tmp").exists()
+
+
+def test_validate_failure_leaves_target_untouched(tmp_path):
+    target = tmp_path / "cfg"
+    target.write_text("good\n")
+    bad = file(str(target), "bad\n", owner=ME, group=ME, validate="grep -q good {path}")
+    results, printed = run([bad, directory(str(tmp_path / "after"), ME, ME)])
+    assert statuses(results) == ["failed", "skipped"]
+    assert target.read_text() == "good\n"
+    assert not (tmp_path / "cfg.veza-tmp").exists()
+    assert not (tmp_path / "after").exists()
+
+
+def test_validate_runs_on_the_temporary_file_and_backup_is_kept(tmp_path):
+    target = tmp_path / "cfg"
+    target.write_text("v1\n")
+    results, _ = run([file(str(target), "v2 good\n", owner=ME, group=ME, validate="grep -q good {path}", backup=True)])
+    assert statuses(results) == ["changed"]
+    assert target.read_text() == "v2 good\n"
+    assert (tmp_path / "cfg.prev").read_text() == "v1\n"
+
+
+def test_handlers_run_once_at_the_end_only_when_notified(tmp_path):
+    log = tmp_path / "handler.log"
+    handlers = {"restart app": f"echo restarted >> {log}", "reload other": f"echo other >> {log}"}
+    operations = lambda: [file(str(tmp_path / "a"), "1\n", owner=ME, group=ME, notify=["restart app"]),
+                          file(str(tmp_path / "b"), "2\n", owner=ME, group=ME, notify=["restart app"])]
+    results, _ = run(operations(), handlers=handlers)
+    assert statuses(results) == ["changed", "changed", "changed"]
+    assert results[-1].step == "handler: restart app"
+    assert log.read_text() == "restarted\n"
+    results, _ = run(operations(), handlers=handlers)
+    assert statuses(results) == ["ok", "ok"]
+    assert log.read_text() == "restarted\n"
+
+
+def test_secrets_are_masked_in_diff_output_and_report(tmp_path):
+    target = tmp_path / "app.env"
+    target.write_text("JWT_SECRET=old-secret-value\n")
+    masker = Masker(["old-secret-value", "s3cr3t-new-value"])
+    stream = io.StringIO()
+    output = Output(masker, stream)
+    plan = HostPlan(host=local_host(), operations=[file(str(target), "JWT_SECRET=s3cr3t-new-value\n", owner=ME, group=ME)],
+                    handlers={})
+    result = run_play("mask", [plan], diff=True, output=output, transport_factory=LocalTransport)
+    printed = stream.getvalue()
+    assert "JWT_SECRET=********" in printed
+    assert "s3cr3t" not in printed and "old-secret" not in printed
+    report = tmp_path / "report.json"
+    result.steps[0].detail = "failed with s3cr3t-new-value in stderr"
+    write_report(str(report), result.to_json(), masker)
+    assert "s3cr3t" not in report.read_text()
+    assert json.loads(report.read_text())["recap"]["box"]["changed"] == 1
+
+
+def test_secret_named_vars_are_collected_for_masking():
+    host = Host(name="h", inventory_vars={"db_password": "hunter22", "api_token": "tok-123", "port": 8080,
+                                          "secret_vars": ["license"], "license": "LIC-999"}, groups=[])
+    masker = Masker.for_hosts([host])
+    assert masker("hunter22 tok-123 LIC-999 8080") == "******** ******** ******** 8080"
+
+
+def test_recap_counts_and_failed_exit(tmp_path):
+    stream = io.StringIO()
+    plan = HostPlan(host=local_host(), operations=[file(str(tmp_path / "nodir" / "x" / "f"), "1", owner=ME, group=ME)],
+                    handlers={})
+    result = run_play("fails", [plan], output=Output(Masker(), stream), transport_factory=LocalTransport)
+    assert result.failed
+    assert "box              : ok=0 changed=0 failed=1" in stream.getvalue()
