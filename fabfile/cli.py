@@ -16,6 +16,7 @@ from invoke.exceptions import Exit
 from .inventory import InventoryError, load_inventory
 from .operations import PreconditionFailed
 from .runner import Masker, Output, plan_hosts, run_play, write_report
+from .secrets import load_secrets
 from .templating import TemplateError
 from .transports import TransportError
 
@@ -71,15 +72,22 @@ def resolve(path: str | None, default: str) -> str:
     return str(Path(path)) if path else str(REPO_ROOT / default)
 
 
-def load(inventory: str | None, set_values=None):
-    return load_inventory(resolve(inventory, "hosts.yaml"), cli_vars=parse_set(set_values))
+def select(inventory: str | None, group: str, limit: str | None, set_values=None):
+    """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
+    loaded = load_inventory(resolve(inventory, "hosts.yaml"), cli_vars=parse_set(set_values))
+    return loaded, loaded.select(group, limit)
 
 
-def play(title, group, roles, *, inventory=None, limit=None, check=False, diff=False, report=None,
-         set_values=None, extra_secrets=(), parallel=True):
-    """Load, plan every host (failing before any change), run, recap, report; exit 1 on failure."""
-    loaded = load(inventory, set_values)
-    hosts = loaded.select(group, limit)
+def secrets_for(hosts, path: str | None):
+    """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
+    chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
+    if not chosen:
+        raise UsageError("no secrets file: pass --secrets PATH or set secrets_file in the inventory")
+    return load_secrets(str(chosen if Path(chosen).is_absolute() or path else REPO_ROOT / chosen))
+
+
+def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), parallel=True):
+    """Plan every host (failing before any change), run, recap, report; exit 1 on failure."""
     plans = plan_hosts(hosts, roles, loaded)
     masker = Masker.for_hosts(hosts, extra_secrets)
     result = run_play(title, plans, check=check, diff=diff, output=Output(masker), parallel=parallel)

@@ -41,6 +41,8 @@ class Operation:
     # For --diff: the new text of a file, and the remote path whose current text it replaces.
     diff_path: str | None = None
     diff_new: str | None = None
+    # Preconditions run before every other step of the play, so a host that fails one is left unchanged.
+    precondition: bool = False
 
 
 def _mode(value) -> str:
@@ -286,7 +288,7 @@ def assert_that(name: str, test: str, message: str) -> Operation:
             raise PreconditionFailed(message)
         return ()
 
-    return Operation(name, probe, decide)
+    return Operation(name, probe, decide, precondition=True)
 
 
 class PreconditionFailed(Exception):

@@ -107,6 +107,7 @@ def plan_hosts(hosts, roles, inventory: Inventory) -> list:
             context = HostContext(host=host, inventory=inventory, vars=variables)
             operations.extend(role.steps(context))
             handlers.update(role.handlers(variables))
+        operations.sort(key=lambda op: not op.precondition)  # stable: preconditions first, order kept
         plans.append(HostPlan(host=host, operations=operations, handlers=handlers))
     return plans
 

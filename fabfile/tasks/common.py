@@ -10,8 +10,8 @@ from ..roles import common
 @cli.user_errors
 def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None):
     """Baseline on every host: fresh apt lists, ca-certificates/curl/socat, UTC."""
-    cli.play("common.setup", "all", [common.ROLE], inventory=inventory, limit=limit, check=check, diff=diff,
-             report=report, set_values=set)
+    loaded, hosts = cli.select(inventory, "all", limit, set)
+    cli.play("common.setup", loaded, hosts, [common.ROLE], check=check, diff=diff, report=report)
 
 
 collection = Collection("common", setup)

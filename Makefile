@@ -1,0 +1,109 @@
+# Wrappers around the inv tasks. Every target installs what it needs first (venv, Debian packages).
+# Run as root on the lab host. `make help` lists them.
+SHELL := /bin/bash
+VENV := .venv
+INV := $(VENV)/bin/inv
+PYTHON := $(VENV)/bin/python
+BUILD := .lab/build
+INVENTORY ?= hosts.yaml
+VERSION ?= v1
+BINARY ?=
+STREAM_BINARY ?=
+ARGS ?=
+
+.PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
+        api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
+        stream-status test-failover demo-binaries demo test test-unit bench
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(INV): requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $(INV)
+
+venv: $(INV) ## Python venv with the pinned Fabric/Invoke set
+
+host-deps: ## Debian packages the tests use on this host (haproxy for `haproxy -c`, socat)
+	@command -v haproxy >/dev/null && command -v socat >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy socat >/dev/null; }
+
+lab-up: venv ## Build/start the local Incus lab (installs Incus, image, containers)
+	$(INV) lab.up --inventory $(INVENTORY)
+
+lab-status: venv ## Containers, addresses and active role services
+	$(INV) lab.status --inventory $(INVENTORY)
+
+lab-down: venv ## Delete the lab containers
+	$(INV) lab.down --inventory $(INVENTORY)
+
+lab-purge: venv ## Delete containers, image, network and pool
+	$(INV) lab.down --purge --inventory $(INVENTORY)
+
+common-setup: venv ## Baseline on every host
+	$(INV) common.setup --inventory $(INVENTORY) $(ARGS)
+
+haproxy-setup: venv ## Baseline + HAProxy, config validated, reloaded only on change
+	$(INV) haproxy.setup --inventory $(INVENTORY) $(ARGS)
+
+haproxy-status: venv ## Pools and server states from the runtime API
+	$(INV) haproxy.status --inventory $(INVENTORY)
+
+api-setup: venv ## veza-api user, dirs, env file, hardened unit
+	$(INV) api.setup --inventory $(INVENTORY) $(ARGS)
+
+# The seed's target: build the Go API when its source is here, else deploy BINARY=path.
+backend-api-deploy: venv ## Build (veza-backend-api/ if present) or take BINARY=path, then rolling deploy
+	@if [ -d veza-backend-api ]; then $(MAKE) -C veza-backend-api build && \
+	  $(INV) api.deploy --binary veza-backend-api/bin/veza-api --inventory $(INVENTORY) $(ARGS); \
+	elif [ -n "$(BINARY)" ]; then $(INV) api.deploy --binary "$(BINARY)" --inventory $(INVENTORY) $(ARGS); \
+	else echo "error: no veza-backend-api/ here; pass BINARY=path/to/veza-api" >&2; exit 2; fi
+
+api-deploy: backend-api-deploy ## Same as backend-api-deploy
+
+api-rollback: venv ## Back to each instance's previous binary, one at a time
+	$(INV) api.rollback --inventory $(INVENTORY) $(ARGS)
+
+api-status: venv ## Deployed sha256/version, unit and HAProxy state per instance
+	$(INV) api.status --inventory $(INVENTORY)
+
+stream-setup: venv ## veza-stream user, dirs, env file, hardened unit
+	$(INV) stream.setup --inventory $(INVENTORY) $(ARGS)
+
+stream-deploy: venv ## Rolling deploy of STREAM_BINARY=path to the stream servers
+	@[ -n "$(STREAM_BINARY)" ] || { echo "error: pass STREAM_BINARY=path/to/stream-server" >&2; exit 2; }
+	$(INV) stream.deploy --binary "$(STREAM_BINARY)" --inventory $(INVENTORY) $(ARGS)
+
+stream-rollback: venv ## Back to each stream server's previous binary
+	$(INV) stream.rollback --inventory $(INVENTORY) $(ARGS)
+
+stream-status: venv ## Per stream server: sha256, version, unit, HAProxy state
+	$(INV) stream.status --inventory $(INVENTORY)
+
+test-failover: venv ## The Day-19 acceptance gate against the lab
+	$(INV) test.failover --inventory $(INVENTORY) --report reports/failover.json --plot reports/failover.svg $(ARGS)
+
+demo-binaries: ## Build the stand-in API and stream server, version VERSION
+	@mkdir -p $(BUILD)
+	scripts/build-demo-api --version $(VERSION) -o $(BUILD)/veza-api-$(VERSION)
+	scripts/build-demo-stream --version $(VERSION) -o $(BUILD)/stream-server-$(VERSION)
+
+demo: venv lab-up demo-binaries ## The main job on the local lab: lab, HAProxy, API + stream deploys, failover gate
+	@mkdir -p reports
+	$(INV) haproxy.setup --inventory $(INVENTORY)
+	$(INV) api.setup --inventory $(INVENTORY)
+	$(INV) api.deploy --binary $(BUILD)/veza-api-$(VERSION) --inventory $(INVENTORY) --report reports/api-deploy.json
+	$(INV) stream.setup --inventory $(INVENTORY)
+	$(INV) stream.deploy --binary $(BUILD)/stream-server-$(VERSION) --inventory $(INVENTORY) --report reports/stream-deploy.json
+	$(INV) haproxy.status --inventory $(INVENTORY)
+	$(INV) test.failover --inventory $(INVENTORY) --report reports/failover.json --plot reports/failover.svg
+
+test-unit: venv host-deps ## Unit tests only (no lab)
+	$(VENV)/bin/pytest -m "not lab" $(ARGS)
+
+test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
+	$(VENV)/bin/pytest $(ARGS)
+
+bench: venv lab-up ## Wall times: haproxy.setup fresh/no-op, deploy phases for a 20 MB binary
+	$(PYTHON) scripts/bench.py

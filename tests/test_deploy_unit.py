@@ -1,0 +1,217 @@
+"""The rollout's order and decisions against a recording fake transport and a fake runtime API."""
+
+import hashlib
+import io
+
+import pytest
+
+from fabfile.deploy import DeployError, Instance, Rollout, Timeouts, read_artifact
+from fabfile.transports import Result
+
+SVC = {"binary_path": "/opt/veza/backend-api/veza-api", "unit": "veza-backend-api", "user": "veza-api",
+       "listen_port": 8080, "health_path": "/api/v1/health"}
+
+
+class Lab:
+    """Shared world of the fakes: files on each instance, HAProxy's view, and an event log."""
+
+    def __init__(self, names, broken=()):
+        self.events = []
+        self.broken = set(broken)  # sha256 values whose program never gets healthy
+        self.hosts = {n: {"binary": "sha-v1", "prev": "none", "running": "sha-v1", "pending": None} for n in names}
+        self.admin = {n: "ready" for n in names}
+        self.pool_violations = []
+
+    def healthy(self, name):
+        return self.hosts[name]["running"] not in self.broken and self.hosts[name]["running"] != "none"
+
+    def status(self, name):
+        if self.admin[name] == "maint":
+            return "MAINT"
+        if not self.healthy(name):
+            return "DOWN"
+        return "DRAIN" if self.admin[name] == "drain" else "UP"
+
+    def check_pool(self):
+        if not any(self.status(n) == "UP" for n in self.hosts):
+            self.pool_violations.append(list(self.events))
+
+
+class FakeTransport:
+    def __init__(self, lab, name):
+        self.lab, self.name = lab, name
+
+    def run(self, command, warn=False, timeout=None):
+        host = self.lab.hosts[self.name]
+        if command.startswith("uname -m"):
+            self.lab.events.append(f"{self.name}:facts")
+            return Result(command, 0, f"x86_64\n{host['binary']}\n{host['prev']}\nactive\n", "")
+        if "curl" in command:
+            return Result(command, 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
+        self.lab.events.append(f"{self.name}:{command.split()[0]}:{self._kind(command)}")
+        if ".veza-new" in command:  # verify + keep .prev + rename
+            host["prev"], host["binary"] = host["binary"], host["pending"]
+        elif ".veza-swap" in command:
+            host["prev"], host["binary"] = host["binary"], host["prev"]
+        elif command.startswith("mv -f") and ".prev" in command:
+            host["binary"], host["prev"] = host["prev"], "none"
+        elif command.startswith("systemctl restart"):
+            host["running"] = host["binary"]
+            self.lab.check_pool()
+        return Result(command, 0, "", "")
+
+    @staticmethod
+    def _kind(command):
+        for word, kind in ((".veza-new", "swap-in"), (".veza-swap", "swap-prev"), (".prev", "restore"), ("restart", "restart")):
+            if word in command:
+                return kind
+        return "other"
+
+    def put(self, source, remote, mode=None, owner=None, group=None):
+        with open(source, "rb") as handle:
+            self.lab.hosts[self.name]["pending"] = hashlib.sha256(handle.read()).hexdigest()
+        self.lab.events.append(f"{self.name}:put")
+
+
+class Stat:
+    def __init__(self, pool, server, status, sessions=0):
+        self.pool, self.server, self.status, self.current_sessions = pool, server, status, sessions
+
+    @property
+    def is_up(self):
+        return self.status == "UP"
+
+
+class FakeRuntime:
+    def __init__(self, lab):
+        self.lab = lab
+
+    def show_stat(self):
+        return [Stat("api_pool", n, self.lab.status(n)) for n in self.lab.hosts]
+
+    def server(self, pool, name):
+        return Stat(pool, name, self.lab.status(name))
+
+    def set_state(self, pool, name, state):
+        self.lab.admin[name] = state
+        self.lab.events.append(f"{name}:haproxy:{state}")
+        self.lab.check_pool()
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+
+    def line(self, text):
+        self.lines.append(text)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def make_rollout(lab):
+    clock = FakeClock()
+    instances = [Instance(n, FakeTransport(lab, n), SVC) for n in lab.hosts]
+    return Rollout(instances, FakeRuntime(lab), "api_pool", Lines(), Timeouts(drain=2, health=3, haproxy_up=3, interval=0.5),
+                   clock=clock, sleep=clock.sleep)
+
+
+@pytest.fixture
+def binary(tmp_path):
+    path = tmp_path / "veza-api"
+    path.write_bytes(b"#!/usr/bin/python3\nprint('v2')\n")
+    return read_artifact(str(path))
+
+
+def test_one_instance_at_a_time_in_inventory_order(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    steps = [e for e in lab.events if not e.endswith(":facts")]
+    assert steps == [
+        "b1:haproxy:drain", "b1:haproxy:maint", "b1:put", "b1:actual=$(sha256sum:swap-in", "b1:systemctl:restart",
+        "b1:haproxy:ready",
+        "b2:haproxy:drain", "b2:haproxy:maint", "b2:put", "b2:actual=$(sha256sum:swap-in", "b2:systemctl:restart",
+        "b2:haproxy:ready",
+    ]
+    assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
+    assert all(lab.hosts[n]["running"] == binary.sha256 and lab.hosts[n]["prev"] == "sha-v1" for n in lab.hosts)
+    assert not rollout.failed and not lab.pool_violations
+    assert set(rollout.outcomes[0].phases) == {"drain", "push", "restart", "health", "haproxy"}
+
+
+def test_same_binary_again_restarts_nothing(binary):
+    lab = Lab(["b1", "b2"])
+    for host in lab.hosts.values():
+        host["binary"] = host["running"] = binary.sha256
+    rollout = make_rollout(lab)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["ok", "ok"]
+    assert all(e.endswith(":facts") for e in lab.events)
+
+
+def test_broken_binary_rolls_back_first_instance_and_stops(binary):
+    lab = Lab(["b1", "b2"], broken=[binary.sha256])
+    rollout = make_rollout(lab)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert "timed out" in rollout.outcomes[0].detail
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP"
+    assert lab.hosts["b2"] == {"binary": "sha-v1", "prev": "none", "running": "sha-v1", "pending": None}
+    assert not any(e.startswith("b2:") and not e.endswith(":facts") for e in lab.events)
+    assert "b1:mv:restore" in lab.events
+    assert rollout.failed and not lab.pool_violations
+
+
+def test_refuses_when_the_pool_would_be_left_empty(binary):
+    lab = Lab(["b1", "b2"])
+    lab.hosts["b2"]["running"] = "none"  # b2 is DOWN: b1 is the only server UP
+    rollout = make_rollout(lab)
+    with pytest.raises(DeployError, match="taking b1 out would leave no server UP in api_pool"):
+        rollout.preflight(binary, force=False)
+    assert all(e.endswith(":facts") for e in lab.events)
+    rollout.preflight(binary, force=True)  # --force overrides
+
+
+def test_rollback_swaps_prev_back_with_the_same_gates(binary):
+    lab = Lab(["b1", "b2"])
+    for host in lab.hosts.values():
+        host.update(binary="sha-v2", running="sha-v2", prev="sha-v1")
+    rollout = make_rollout(lab)
+    rollout.run(None, rollout.preflight(None, force=False))
+    assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
+    assert all(h["running"] == "sha-v1" and h["prev"] == "sha-v2" for h in lab.hosts.values())
+    assert lab.events.index("b1:haproxy:ready") < lab.events.index("b2:haproxy:drain")
+
+
+def test_preflight_refusals(tmp_path):
+    with pytest.raises(DeployError, match="no such file"):
+        read_artifact(str(tmp_path / "missing"))
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(DeployError, match="file is empty"):
+        read_artifact(str(empty))
+
+
+def test_wrong_architecture_elf_is_refused(tmp_path):
+    """An ELF header patched to aarch64 (e_machine 183) against x86_64 hosts."""
+    header = bytearray(b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + b"\x02\x00" + b"\x00\x00" + b"\x01\x00\x00\x00")
+    header[18:20] = (183).to_bytes(2, "little")
+    path = tmp_path / "veza-api-arm64"
+    path.write_bytes(bytes(header) + b"\x00" * 64)
+    artifact = read_artifact(str(path))
+    assert artifact.elf_machine == 183
+    lab = Lab(["b1", "b2"])
+    with pytest.raises(DeployError, match="built for ELF machine 183 .aarch64/arm64. but b1 is x86_64"):
+        make_rollout(lab).preflight(artifact, force=False)
+    header[18:20] = (62).to_bytes(2, "little")
+    path.write_bytes(bytes(header) + b"\x00" * 64)
+    make_rollout(Lab(["b1", "b2"])).preflight(read_artifact(str(path)), force=False)
