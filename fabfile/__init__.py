@@ -5,7 +5,8 @@
 
 from invoke import Collection
 
-from .tasks import common
+from .tasks import common, haproxy, service
 
 ns = Collection()
-ns.add_collection(common.collection)
+for collection in (common.collection, haproxy.collection, *service.collections):
+    ns.add_collection(collection)

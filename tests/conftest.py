@@ -1,0 +1,57 @@
+"""Shared fixtures. Lab tests (marker `lab`) run against the real local Incus lab that `inv lab.up` builds."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+INV = REPO / ".venv" / "bin" / "inv"
+BUILD = REPO / ".lab" / "build"
+
+
+def inv(*args, check=True, timeout=600):
+    """Run a real `inv` command from the repo root; return the completed process (text)."""
+    done = subprocess.run([str(INV), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+    if check and done.returncode != 0:
+        raise AssertionError(f"inv {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def build_demo(kind, version, *extra):
+    """Build a stand-in binary (api or stream) into .lab/build and return its path."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    name = "veza-api" if kind == "api" else "stream-server"
+    path = BUILD / f"{name}-{version}{'-'.join([''] + [e.strip('-') for e in extra])}"
+    script = REPO / "scripts" / ("build-demo-api" if kind == "api" else "build-demo-stream")
+    subprocess.run([sys.executable, str(script), "--version", version, "-o", str(path), *extra], check=True, timeout=60)
+    return path
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab is up (idempotent): containers running, addresses answering."""
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (Incus)")
+    inv("lab.up", timeout=1800)
+    return REPO / "hosts.yaml"
+
+
+@pytest.fixture(scope="session")
+def haproxy_ready(lab):
+    inv("haproxy.setup")
+    return lab
+
+
+@pytest.fixture(scope="session")
+def deployed_lab(haproxy_ready):
+    """HAProxy configured, both services set up and running the v1 stand-ins."""
+    api_v1, stream_v1 = build_demo("api", "v1"), build_demo("stream", "v1")
+    inv("api.setup")
+    inv("api.deploy", "--binary", str(api_v1))
+    inv("stream.setup")
+    inv("stream.deploy", "--binary", str(stream_v1))
+    return haproxy_ready
