@@ -23,7 +23,7 @@ from .transports import TransportError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 COMMON_HELP = {
-    "inventory": "inventory file in Ansible's YAML shape (default: hosts.yaml at the repo root)",
+    "inventory": "inventory file in Ansible's YAML shape (default: invoke.yaml's veza.inventory, hosts.yaml)",
     "limit": "only these hosts or groups, comma-separated (NAME[,NAME])",
     "check": "probe only: say what would change, change nothing",
     "diff": "show unified diffs of rendered files against the hosts' current content",
@@ -72,9 +72,13 @@ def resolve(path: str | None, default: str) -> str:
     return str(Path(path)) if path else str(REPO_ROOT / default)
 
 
-def select(inventory: str | None, group: str, limit: str | None, set_values=None):
-    """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
-    loaded = load_inventory(resolve(inventory, "hosts.yaml"), cli_vars=parse_set(set_values))
+def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
+    """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``.
+
+    Without ``--inventory``, the path comes from invoke.yaml's ``veza.inventory`` (relative to the repo root).
+    """
+    default = c.config.get("veza", {}).get("inventory", "hosts.yaml") if c is not None else "hosts.yaml"
+    loaded = load_inventory(resolve(inventory, default), cli_vars=parse_set(set_values))
     return loaded, loaded.select(group, limit)
 
 

@@ -10,7 +10,7 @@ from ..roles import common
 @cli.user_errors
 def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None):
     """Baseline on every host: fresh apt lists, ca-certificates/curl/socat, UTC."""
-    loaded, hosts = cli.select(inventory, "all", limit, set)
+    loaded, hosts = cli.select(c, inventory, "all", limit, set)
     cli.play("common.setup", loaded, hosts, [common.ROLE], check=check, diff=diff, report=report)
 
 

@@ -15,7 +15,7 @@ from ..transports import connect
 @cli.user_errors
 def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None):
     """Baseline + HAProxy on the haproxy group: config rendered, validated with haproxy -c, reloaded only on change."""
-    loaded, hosts = cli.select(inventory, "haproxy", limit, set)
+    loaded, hosts = cli.select(c, inventory, "haproxy", limit, set)
     cli.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff, report=report)
 
 
@@ -23,7 +23,7 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
 @cli.user_errors
 def status(c, inventory=None, limit=None, report=None, set=None):
     """Pools and server states from HAProxy's runtime API (show stat), as a table."""
-    loaded, hosts = cli.select(inventory, "haproxy", limit, set)
+    loaded, hosts = cli.select(c, inventory, "haproxy", limit, set)
     rows = []
     for host in hosts:
         for stat in RuntimeAPI(connect(host)).show_stat():

@@ -71,7 +71,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
     @task(help=SETUP_HELP, iterable=["set"])
     @cli.user_errors
     def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, secrets=None):
-        loaded, hosts = cli.select(inventory, config.group, limit, set)
+        loaded, hosts = cli.select(c, inventory, config.group, limit, set)
         secret_values = cli.secrets_for(hosts, secrets)
         # One host at a time: a changed env file restarts the service, never the whole pool at once.
         cli.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
@@ -80,7 +80,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
     @task(help=DEPLOY_HELP, iterable=["set"])
     @cli.user_errors
     def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None):
-        loaded, hosts = cli.select(inventory, config.group, limit, set)
+        loaded, hosts = cli.select(c, inventory, config.group, limit, set)
         output = Output(Masker.for_hosts(hosts))
         try:
             artifact = read_artifact(binary)
@@ -95,7 +95,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
     @task(help={k: DEPLOY_HELP[k] for k in ("force", "inventory", "limit", "report", "set")}, iterable=["set"])
     @cli.user_errors
     def rollback(c, inventory=None, limit=None, report=None, force=False, set=None):
-        loaded, hosts = cli.select(inventory, config.group, limit, set)
+        loaded, hosts = cli.select(c, inventory, config.group, limit, set)
         output = Output(Masker.for_hosts(hosts))
         try:
             rollout = rollout_for(config, loaded, hosts, output)
@@ -109,7 +109,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
     @task(help={k: cli.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
     @cli.user_errors
     def status(c, inventory=None, limit=None, report=None, set=None):
-        loaded, hosts = cli.select(inventory, config.group, limit, set)
+        loaded, hosts = cli.select(c, inventory, config.group, limit, set)
         rollout = rollout_for(config, loaded, hosts, Output(Masker.for_hosts(hosts)))
         try:
             pool = {s.server: s.status for s in rollout.runtime.show_stat() if s.pool == config.pool}
