@@ -1,0 +1,294 @@
+"""Variables of the haproxy role: defaults, computed server lists, sanity checks.
+
+Every value written into ``templates/haproxy/haproxy.cfg.j2`` comes from
+``DEFAULTS`` and can be overridden in hosts.yaml (all vars, group vars or the
+haproxy host's vars) or on the command line.
+
+The upstream servers are read from the inventory groups
+``backend_api_instances`` and ``stream_server_instances``; a missing (or empty)
+group falls back to the static lists ``haproxy_backend_api_fallback`` /
+``haproxy_stream_server_fallback`` so the role also renders in isolation.
+
+``validate_vars`` catches obviously bad values before anything is uploaded;
+``haproxy -c`` on the host remains the final judge of the rendered file.
+"""
+
+from __future__ import annotations
+
+import re
+
+API_GROUP = "backend_api_instances"
+STREAM_GROUP = "stream_server_instances"
+
+DEFAULTS = {
+    # --- global -------------------------------------------------------------
+    "haproxy_log_target": "stdout format short",
+    "haproxy_log_facility": "local0",
+    "haproxy_chroot": "/var/lib/haproxy",
+    "haproxy_user": "haproxy",
+    "haproxy_group": "haproxy",
+    "haproxy_maxconn": 4096,
+    # Runtime API (stats socket): TCP on loopback only; the exporter sidecar and
+    # fabfile/haproxy_runtime.py talk to it from inside the haproxy host.
+    "haproxy_stats_socket_address": "127.0.0.1",
+    "haproxy_stats_socket_port": 9100,
+    "haproxy_stats_socket_level": "admin",
+    "haproxy_stats_timeout": "30s",
+    "haproxy_hard_stop_after": "5m",
+    # --- TLS (Mozilla Intermediate); only rendered when a cert path is set ---
+    "haproxy_tls_cert_path": "",
+    "haproxy_tls_alpn": "h2,http/1.1",
+    "haproxy_ssl_default_bind_ciphers": (
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384"
+    ),
+    "haproxy_ssl_default_bind_ciphersuites": "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
+    "haproxy_ssl_default_bind_options": "ssl-min-ver TLSv1.2 no-tls-tickets",
+    # --- frontend -----------------------------------------------------------
+    "haproxy_bind_address": "",  # empty: all IPv4 addresses
+    "haproxy_http_port": 80,
+    "haproxy_https_port": 443,
+    "haproxy_api_path_prefix": "/api/",
+    "haproxy_api_ws_path": "/api/v1/ws",
+    "haproxy_stream_path_prefix": "/hls/",
+    # --- timeouts (plain values; the failover switch only changes connect/check) ---
+    "haproxy_timeout_connect": "5s",
+    "haproxy_timeout_client": "30s",
+    "haproxy_timeout_server": "30s",
+    "haproxy_timeout_http_request": "10s",
+    "haproxy_timeout_http_keep_alive": "10s",
+    "haproxy_timeout_queue": "10s",
+    "haproxy_timeout_tunnel": "1h",
+    "haproxy_timeout_client_fin": "10s",
+    # --- api_pool / api_ws_pool ----------------------------------------------
+    "haproxy_api_balance": "roundrobin",
+    "haproxy_cookie_name": "SERVERID",
+    "haproxy_health_path": "/api/v1/health",
+    "haproxy_health_expect_status": 200,
+    "haproxy_backend_api_port": 8080,  # when a backend host has no backend_api_listen_port
+    "haproxy_backend_api_fallback": [
+        {"name": "backend-api-1", "address": "127.0.0.1", "port": 8080},
+    ],
+    # --- stream_pool -----------------------------------------------------------
+    # Hashes /hls/<track_id> (path only, two slashes deep) so every segment of a
+    # track lands on the same streamer and its cache stays warm.
+    "haproxy_stream_balance": "uri path-only depth 2",
+    "haproxy_stream_hash_type": "consistent",
+    "haproxy_stream_health_path": "/api/v1/health",  # empty: TCP connect check only
+    "haproxy_stream_server_port": 8082,  # when a stream host has no stream_server_listen_port
+    "haproxy_stream_server_fallback": [
+        {"name": "stream-server-1", "address": "127.0.0.1", "port": 8082},
+    ],
+    # --- health checks (seed values: the steady state) -------------------------
+    "haproxy_check_inter": "5s",
+    "haproxy_check_fall": 3,
+    "haproxy_check_rise": 2,
+    "haproxy_slowstart": "30s",
+    # --- fast failover levers (see the template for why each one) ---------------
+    # false renders the seed's plain settings for a before/after measurement.
+    "haproxy_failover_tuning": True,
+    "haproxy_failover_timeout_connect": "500ms",
+    "haproxy_failover_timeout_check": "1s",
+    "haproxy_failover_fastinter": "500ms",
+    "haproxy_failover_downinter": "1s",
+    "haproxy_failover_observe": "layer4",
+    "haproxy_failover_error_limit": 2,
+    "haproxy_failover_on_error": "mark-down",
+    "haproxy_failover_retries": 3,
+    "haproxy_failover_redispatch_interval": 1,
+    "haproxy_failover_retry_on": "conn-failure empty-response response-timeout",
+    # Replaying a request that may have reached the server is only safe for
+    # these methods; others keep the always-safe conn-failure retry only.
+    "haproxy_failover_l7_retry_methods": ["GET", "HEAD", "OPTIONS"],
+    "haproxy_failover_http_reuse": "never",
+}
+
+BALANCE_HELP = "roundrobin, static-rr, leastconn, first, source, uri, hdr(...), random, url_param, rdp-cookie, hash"
+_SIMPLE_ALGORITHMS = {"roundrobin", "static-rr", "leastconn", "first", "source"}
+_URI_OPTIONS = {"whole", "path-only"}
+_TIME = re.compile(r"^\d+(us|ms|s|m|h|d)?$")
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.-]+$")
+RETRY_ON_KEYWORDS = {
+    "none", "conn-failure", "empty-response", "junk-response", "response-timeout",
+    "0rtt-rejected", "all-retryable-errors", "401", "403", "404", "408", "425",
+    "500", "501", "502", "503", "504",
+}
+HTTP_REUSE_MODES = {"never", "safe", "aggressive", "always"}
+OBSERVE_MODES = {"layer4", "layer7"}
+ON_ERROR_MODES = {"fastinter", "fail-check", "sudden-death", "mark-down"}
+HASH_TYPES = {"map-based", "consistent"}
+
+
+def _servers_from_group(inventory, group: str, port_var: str, default_port) -> list:
+    """One {name, address, port} per inventory host of ``group``, in file order."""
+    return [
+        {
+            "name": host.name,
+            "address": host.vars.get("address"),
+            "port": host.vars.get(port_var, default_port),
+        }
+        for host in inventory.group(group)
+    ]
+
+
+def _upstream(inventory, group: str, port_var: str, default_port, fallback) -> tuple:
+    """Servers of ``group``, or the static fallback when the group is missing or empty."""
+    if inventory is not None and inventory.has_group(group) and inventory.group(group):
+        return _servers_from_group(inventory, group, port_var, default_port), "inventory"
+    return [dict(server) for server in fallback], "fallback"
+
+
+def template_vars(host, inventory) -> dict:
+    """The variables the haproxy template renders with, for ``host``.
+
+    The host's variables over ``DEFAULTS``, plus ``api_servers`` and
+    ``stream_servers`` (lists of {name, address, port}) and where each list came
+    from (``api_servers_source`` / ``stream_servers_source``: inventory|fallback).
+    """
+    variables = host.vars_with(DEFAULTS)
+    variables["api_servers"], variables["api_servers_source"] = _upstream(
+        inventory, API_GROUP, "backend_api_listen_port",
+        variables["haproxy_backend_api_port"], variables["haproxy_backend_api_fallback"],
+    )
+    variables["stream_servers"], variables["stream_servers_source"] = _upstream(
+        inventory, STREAM_GROUP, "stream_server_listen_port",
+        variables["haproxy_stream_server_port"], variables["haproxy_stream_server_fallback"],
+    )
+    return variables
+
+
+# --- validation ----------------------------------------------------------------
+
+def balance_problem(name: str, value) -> str | None:
+    """Why ``value`` is not a valid ``balance`` line argument, or None."""
+    words = str(value).split()
+    algorithm = words[0] if words else ""
+    options = words[1:]
+    if algorithm in _SIMPLE_ALGORITHMS or re.fullmatch(r"random(\(\d+\))?", algorithm):
+        if not options:
+            return None
+    elif algorithm == "uri" and _uri_options_ok(options):
+        return None
+    elif algorithm == "url_param" and options and len(options) <= 2:
+        return None
+    elif re.fullmatch(r"hdr\([A-Za-z0-9_-]+\)", algorithm) and options in ([], ["use_domain_only"]):
+        return None
+    elif re.fullmatch(r"rdp-cookie(\([A-Za-z0-9_-]+\))?", algorithm) and not options:
+        return None
+    elif algorithm == "hash" and options:
+        return None
+    return f"{name}: {str(value)!r} is not a balance algorithm ({BALANCE_HELP})"
+
+
+def _uri_options_ok(options: list) -> bool:
+    """``uri`` takes whole, path-only, len <n> and depth <n>."""
+    index = 0
+    while index < len(options):
+        option = options[index]
+        if option in _URI_OPTIONS:
+            index += 1
+        elif option in ("len", "depth") and index + 1 < len(options) and options[index + 1].isdigit():
+            index += 2
+        else:
+            return False
+    return True
+
+
+def _time_problem(name: str, value) -> str | None:
+    if not _TIME.match(str(value)):
+        return f"{name}: {value!r} is not an HAProxy time (a number with an optional unit us, ms, s, m, h, d)"
+    return None
+
+
+def _positive_int_problem(name: str, value, maximum: int | None = None) -> str | None:
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1 or (maximum and int(value) > maximum):
+        upper = f" up to {maximum}" if maximum else ""
+        return f"{name}: {value!r} must be a whole number from 1{upper}"
+    return None
+
+
+def _choice_problem(name: str, value, allowed: set) -> str | None:
+    if value not in allowed:
+        return f"{name}: {value!r} is not one of {', '.join(sorted(allowed))}"
+    return None
+
+
+def _servers_problems(name: str, servers) -> list:
+    """Each upstream server needs a valid name, an address and a port."""
+    if not isinstance(servers, list) or not servers:
+        return [f"{name}: needs at least one server {{name, address, port}}"]
+    problems, seen = [], set()
+    for index, server in enumerate(servers):
+        if not isinstance(server, dict):
+            problems.append(f"{name}[{index}]: must be a mapping {{name, address, port}}")
+            continue
+        label = f"{name}[{index}] ({server.get('name', '?')})"
+        server_name = str(server.get("name", ""))
+        if not _SERVER_NAME.match(server_name):
+            problems.append(f"{label}: name {server_name!r} must use letters, digits, '-', '_', '.', ':'")
+        elif server_name in seen:
+            problems.append(f"{label}: name {server_name!r} appears twice; cookies and tracking need unique names")
+        seen.add(server_name)
+        if not server.get("address") or any(ch.isspace() for ch in str(server["address"])):
+            problems.append(f"{label}: no usable address; set 'address' on that host")
+        problem = _positive_int_problem(f"{label} port", server.get("port"), 65535)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def validate_vars(variables: dict) -> list:
+    """Obviously bad values, one readable line each (empty list: nothing seen)."""
+    v = variables
+    checks = [
+        balance_problem("haproxy_api_balance", v["haproxy_api_balance"]),
+        balance_problem("haproxy_stream_balance", v["haproxy_stream_balance"]),
+        _choice_problem("haproxy_stream_hash_type", v["haproxy_stream_hash_type"], HASH_TYPES),
+        _positive_int_problem("haproxy_maxconn", v["haproxy_maxconn"]),
+        _positive_int_problem("haproxy_http_port", v["haproxy_http_port"], 65535),
+        _positive_int_problem("haproxy_https_port", v["haproxy_https_port"], 65535),
+        _positive_int_problem("haproxy_stats_socket_port", v["haproxy_stats_socket_port"], 65535),
+        _positive_int_problem("haproxy_check_fall", v["haproxy_check_fall"]),
+        _positive_int_problem("haproxy_check_rise", v["haproxy_check_rise"]),
+        _positive_int_problem("haproxy_health_expect_status", v["haproxy_health_expect_status"], 599),
+        _choice_problem("haproxy_failover_tuning", v["haproxy_failover_tuning"], {True, False}),
+    ]
+    checks += [_time_problem(name, v[name]) for name in sorted(v) if _is_time_var(name)]
+    if v["haproxy_failover_tuning"] is True:
+        checks += [
+            _choice_problem("haproxy_failover_observe", v["haproxy_failover_observe"], OBSERVE_MODES),
+            _choice_problem("haproxy_failover_on_error", v["haproxy_failover_on_error"], ON_ERROR_MODES),
+            _choice_problem("haproxy_failover_http_reuse", v["haproxy_failover_http_reuse"], HTTP_REUSE_MODES),
+            _positive_int_problem("haproxy_failover_error_limit", v["haproxy_failover_error_limit"]),
+            _positive_int_problem("haproxy_failover_retries", v["haproxy_failover_retries"]),
+            _positive_int_problem("haproxy_failover_redispatch_interval", v["haproxy_failover_redispatch_interval"]),
+        ]
+        unknown = [word for word in str(v["haproxy_failover_retry_on"]).split() if word not in RETRY_ON_KEYWORDS]
+        if unknown or not str(v["haproxy_failover_retry_on"]).split():
+            checks.append(
+                f"haproxy_failover_retry_on: {' '.join(unknown) or 'empty'!s} not valid; "
+                f"use {', '.join(sorted(RETRY_ON_KEYWORDS))}"
+            )
+    for name in ("haproxy_cookie_name",):
+        if not _TOKEN.match(str(v[name])):
+            checks.append(f"{name}: {v[name]!r} must be a plain token (letters, digits, '_', '-', '.')")
+    for name in ("haproxy_health_path", "haproxy_api_path_prefix", "haproxy_api_ws_path", "haproxy_stream_path_prefix"):
+        if not str(v[name]).startswith("/") or any(ch.isspace() for ch in str(v[name])):
+            checks.append(f"{name}: {v[name]!r} must be a URL path starting with '/' and without spaces")
+    cert = str(v["haproxy_tls_cert_path"] or "")
+    if cert and not cert.startswith("/"):
+        checks.append(f"haproxy_tls_cert_path: {cert!r} must be an absolute path on the haproxy host (PEM cert + key)")
+    checks += _servers_problems("api_servers", v.get("api_servers"))
+    checks += _servers_problems("stream_servers", v.get("stream_servers"))
+    return [problem for problem in checks if problem]
+
+
+def _is_time_var(name: str) -> bool:
+    """Variables holding an HAProxy time value, by their name."""
+    return name.startswith(("haproxy_timeout_", "haproxy_failover_timeout_", "haproxy_check_inter")) or name in (
+        "haproxy_stats_timeout", "haproxy_hard_stop_after", "haproxy_slowstart",
+        "haproxy_failover_fastinter", "haproxy_failover_downinter",
+    )
