@@ -1,7 +1,6 @@
 """The rollout's order and decisions against a recording fake transport and a fake runtime API."""
 
 import hashlib
-import io
 
 import pytest
 

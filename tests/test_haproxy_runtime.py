@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 

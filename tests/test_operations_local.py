@@ -5,10 +5,9 @@ import json
 import os
 import pwd
 
-import pytest
 
 from fabfile.inventory import Host
-from fabfile.operations import Command, directory, file
+from fabfile.operations import directory, file
 from fabfile.runner import HostPlan, Masker, Output, run_host, run_play, write_report
 from fabfile.transports import LocalTransport
 
