@@ -1,0 +1,111 @@
+"""haproxy.setup on the real lab: idempotent, no reload on a no-op, check/diff, bad overrides refused."""
+
+import http.client
+import re
+
+import pytest
+import yaml
+
+from conftest import REPO, inv
+from fabfile.haproxy_runtime import RuntimeAPI
+from fabfile.inventory import load_inventory
+from fabfile.transports import connect
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def balancer(haproxy_ready):
+    return connect(load_inventory(haproxy_ready).hosts["haproxy"])
+
+
+def processes(balancer):
+    """(master PID, worker PID, config sha256): what a reload or a rewrite would change."""
+    master = balancer.run("systemctl show -p MainPID --value haproxy").stdout.strip()
+    worker = balancer.run(f"pgrep -P {master} haproxy").stdout.split()
+    digest = balancer.run("sha256sum /etc/haproxy/haproxy.cfg").stdout.split()[0]
+    return master, worker, digest
+
+
+def test_second_run_changes_nothing_and_does_not_reload(balancer):
+    before = processes(balancer)
+    again = inv("haproxy.setup")
+    assert re.search(r"haproxy\s+: ok=\d+ changed=0 failed=0", again.stdout), again.stdout
+    assert "handler: reload haproxy" not in again.stdout
+    assert processes(balancer) == before
+
+
+def test_check_diff_shows_a_changed_default_and_changes_nothing(balancer, tmp_path):
+    inventory = yaml.safe_load((REPO / "hosts.yaml").read_text())
+    inventory["all"]["children"]["haproxy"]["vars"] = {"haproxy_timeout_client": "45s"}
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump(inventory))
+    before = processes(balancer)
+    done = inv("haproxy.setup", "--inventory", str(path), "--check", "--diff")
+    assert "-    timeout client 30s" in done.stdout and "+    timeout client 45s" in done.stdout
+    assert re.search(r"haproxy\s+changed .*file /etc/haproxy/haproxy.cfg \(check\)", done.stdout)
+    assert processes(balancer) == before
+
+
+@pytest.mark.parametrize("override, problem", [
+    ("haproxy_api_balance=nonsense", "haproxy_api_balance: 'nonsense' is not a balance algorithm"),
+])
+def test_invalid_override_is_refused_before_any_change(balancer, override, problem):
+    before = processes(balancer)
+    done = inv("haproxy.setup", "--set", override, check=False)
+    assert done.returncode != 0
+    assert problem in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert processes(balancer) == before
+
+
+def test_haproxy_c_rejects_what_validation_let_through(balancer):
+    """A value only HAProxy itself knows is wrong: the temporary file fails `haproxy -c`, the live one stays."""
+    before = processes(balancer)
+    done = inv("haproxy.setup", "--set", "haproxy_log_facility=nofacility", check=False)
+    assert done.returncode == 1
+    assert re.search(r"haproxy\s+failed .*file /etc/haproxy/haproxy.cfg", done.stdout)
+    assert processes(balancer) == before
+    assert balancer.run("ls /etc/haproxy").stdout.split().count("haproxy.cfg.veza-tmp") == 0
+
+
+def get(address, path, headers=None):
+    connection = http.client.HTTPConnection(address, 80, timeout=5)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read().decode(), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def test_runtime_api_sees_every_server_up(deployed_lab, balancer):
+    stats = RuntimeAPI(balancer).show_stat()
+    states = {(s.pool, s.server): s.status for s in stats}
+    for pool, server in [("api_pool", "backend-api-1"), ("api_pool", "backend-api-2"),
+                         ("stream_pool", "stream-server-1"), ("stream_pool", "stream-server-2")]:
+        assert states[(pool, server)] == "UP", states
+
+
+def test_a_track_always_lands_on_the_same_streamer(deployed_lab):
+    lb = load_inventory(deployed_lab).hosts["haproxy"].address
+    owners = {}
+    for track in range(12):
+        seen = set()
+        for segment in range(4):
+            status, body, _ = get(lb, f"/hls/track-{track}/segment-{segment}.ts")
+            assert status == 200, body
+            seen.add(re.search(r"instance=(\S+)", body).group(1))
+        assert len(seen) == 1, f"track-{track} served by {seen}"
+        owners[track] = seen.pop()
+    assert set(owners.values()) == {"stream-server-1", "stream-server-2"}
+
+
+def test_sticky_cookie_pins_api_requests(deployed_lab):
+    lb = load_inventory(deployed_lab).hosts["haproxy"].address
+    status, body, headers = get(lb, "/api/v1/health")
+    assert status == 200
+    pinned = re.search(r"SERVERID=([^;]+)", headers.get("Set-Cookie", "")).group(1)
+    for _ in range(6):
+        status, body, _ = get(lb, "/api/v1/health", {"Cookie": f"SERVERID={pinned}"})
+        assert status == 200 and f'"instance": "{pinned}"' in body.replace('":"', '": "')
