@@ -5,8 +5,9 @@
 
 from invoke import Collection
 
+from .lab import lab_collection
 from .tasks import common, haproxy, service
 
 ns = Collection()
-for collection in (common.collection, haproxy.collection, *service.collections):
+for collection in (lab_collection, common.collection, haproxy.collection, *service.collections):
     ns.add_collection(collection)
