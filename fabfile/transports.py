@@ -167,7 +167,7 @@ class SshTransport(Transport):
         import paramiko
 
         v = self.host.vars
-        kwargs = {"timeout": CONNECT_TIMEOUT, "banner_timeout": CONNECT_TIMEOUT, "auth_timeout": CONNECT_TIMEOUT}
+        kwargs = {"banner_timeout": CONNECT_TIMEOUT, "auth_timeout": CONNECT_TIMEOUT}
         if v.get("ssh_key_file"):
             kwargs["key_filename"] = os.path.expanduser(v["ssh_key_file"])
             kwargs["look_for_keys"] = False
