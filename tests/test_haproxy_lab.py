@@ -74,7 +74,7 @@ def get(address, path, headers=None):
     try:
         connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
-        return response.status, response.read().decode(), dict(response.getheaders())
+        return response.status, response.read().decode(), response.msg  # case-insensitive headers
     finally:
         connection.close()
 
