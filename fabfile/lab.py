@@ -784,9 +784,14 @@ def authorize_lab_key(name: str):
         f"echo {q(key)} >> /root/.ssh/authorized_keys; echo KEY-ADDED; fi; "
         "cat /etc/ssh/ssh_host_*_key.pub"
     )
-    done = incus("exec", name, "--", "sh", "-c", script, timeout=30)
-    lines = done.stdout.splitlines()
-    host_keys = [" ".join(line.split()[:2]) for line in lines if line.startswith(("ssh-", "ecdsa-"))]
+    # Seen once under load: an exec that succeeded with empty output. Ask again (bounded) before failing.
+    for attempt in range(3):
+        done = incus("exec", name, "--", "sh", "-c", script, timeout=30)
+        lines = done.stdout.splitlines()
+        host_keys = [" ".join(line.split()[:2]) for line in lines if line.startswith(("ssh-", "ecdsa-"))]
+        if host_keys:
+            break
+        time.sleep(1)
     if not host_keys:
         raise LabError(f"{name}: no ssh host keys in /etc/ssh; did ssh-host-keys.service run? (journalctl -u ssh-host-keys)")
     return "KEY-ADDED" in lines, host_keys
