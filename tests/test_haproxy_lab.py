@@ -109,3 +109,25 @@ def test_sticky_cookie_pins_api_requests(deployed_lab):
     for _ in range(6):
         status, body, _ = get(lb, "/api/v1/health", {"Cookie": f"SERVERID={pinned}"})
         assert status == 200 and f'"instance": "{pinned}"' in body.replace('":"', '": "')
+
+
+def test_missing_tls_certificate_fails_before_any_change(balancer):
+    before = processes(balancer)
+    done = inv("haproxy.setup", "--set", "haproxy_tls_cert_path=/etc/haproxy/certs/missing.pem", check=False)
+    assert done.returncode == 1
+    assert "haproxy_tls_cert_path /etc/haproxy/certs/missing.pem does not exist on haproxy" in done.stdout
+    assert re.search(r"haproxy\s+: ok=0 changed=0 failed=1 skipped=\d+", done.stdout), done.stdout
+    assert processes(balancer) == before
+
+
+def test_a_reload_that_starts_no_worker_restores_the_previous_config(balancer):
+    """Port 22 passes `haproxy -c` but the new worker cannot bind it (sshd has it): restore + fail."""
+    before_master, _, before_digest = processes(balancer)
+    done = inv("haproxy.setup", "--set", "haproxy_http_port=22", check=False)
+    assert done.returncode == 1
+    assert "reload failed" in done.stdout and "previous haproxy.cfg restored" in done.stdout
+    master, workers, digest = processes(balancer)
+    assert (master, digest) == (before_master, before_digest)
+    assert workers
+    lb = load_inventory(REPO / "hosts.yaml").hosts["haproxy"].address
+    assert get(lb, "/api/v1/health")[0] in (200, 503)  # still serving on :80 (503 only if no backend runs yet)

@@ -7,8 +7,9 @@ Steps:
     - /etc/haproxy/haproxy.cfg: uploaded to a temporary file, `haproxy -c` on the host,
       only a valid file replaces the live one (the previous one kept as haproxy.cfg.prev)
     - service haproxy enabled and running
-Handlers: reload haproxy (never restart: a reload keeps connections); if the reload
-fails the previous config is put back, reloaded, and the task fails.
+Handlers: reload haproxy (never restart: a reload keeps connections), verified by a new
+worker appearing within haproxy_reload_timeout; if none does, the previous config is put
+back, reloaded, and the task fails.
 """
 
 from ..operations import apt_packages, assert_that, file, service
@@ -41,13 +42,27 @@ def steps(context):
     return operations
 
 
+# `systemctl reload` only signals the master: in master-worker mode a config that fails to
+# load at reload time (a port already taken, say) leaves the old worker serving and systemd
+# reporting success. A reload counts only once a new worker exists; otherwise the previous
+# config is put back and reloaded, and the handler fails.
+RELOAD_AND_VERIFY = """\
+master=$(systemctl show -p MainPID --value haproxy)
+newest() {{ pgrep -n -P "$master" haproxy || echo none; }}
+before=$(newest)
+reloaded() {{ systemctl reload haproxy || return 1; for i in $(seq 1 {polls}); do
+  [ "$(newest)" != "$before" ] && [ "$(newest)" != none ] && return 0; sleep 0.1; done; return 1; }}
+if ! reloaded; then
+  cp -p {previous} {config}; before=$(newest); reloaded
+  echo "reload failed: the new config did not start a worker; previous haproxy.cfg restored" >&2; exit 1
+fi
+"""
+
+
 def handlers(variables):
-    config, previous = q(CONFIG_PATH), q(CONFIG_PATH + ".prev")
     return {
-        "reload haproxy": (
-            f"systemctl reload haproxy || {{ cp -p {previous} {config}; systemctl reload haproxy; "
-            "echo 'reload failed: previous haproxy.cfg restored' >&2; exit 1; }"
-        )
+        "reload haproxy": RELOAD_AND_VERIFY.format(
+            config=q(CONFIG_PATH), previous=q(CONFIG_PATH + ".prev"), polls=int(variables["haproxy_reload_timeout"] * 10)),
     }
 
 

@@ -35,6 +35,8 @@ DEFAULTS = {
     "haproxy_stats_socket_level": "admin",
     "haproxy_stats_timeout": "30s",
     "haproxy_hard_stop_after": "5m",
+    # Seconds a reload may take to start a new worker before it counts as failed.
+    "haproxy_reload_timeout": 5,
     # --- TLS (Mozilla Intermediate); only rendered when a cert path is set ---
     "haproxy_tls_cert_path": "",
     "haproxy_tls_alpn": "h2,http/1.1",
