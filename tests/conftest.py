@@ -21,6 +21,16 @@ def inv(*args, check=True, timeout=600):
     return done
 
 
+def end_process(process, grace=5):
+    """End a process this test session started (by its Popen handle): TERM, then KILL, bounded."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace)
+
+
 def build_demo(kind, version, *extra):
     """Build a stand-in binary (api or stream) into .lab/build and return its path."""
     BUILD.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from conftest import end_process
+
 from fabfile.haproxy_runtime import RuntimeAPI  # noqa: E402
 from fabfile.inventory import load_inventory  # noqa: E402
 from fabfile.polling import wait_until  # noqa: E402
@@ -309,12 +311,7 @@ def test_live_routing_stickiness_and_track_hashing(tmp_path):
 
         assert fetch(front_port, "/elsewhere")[0] == "HTTP 404"
     finally:
-        process.terminate()  # only the haproxy this test started, by its PID
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        end_process(process)  # only the haproxy this test started, by its PID
         for server in servers.values():
             server.shutdown()
             server.server_close()

@@ -15,9 +15,14 @@ import subprocess
 import threading
 
 import pytest
+from conftest import end_process
 
-
-from fabfile.haproxy_runtime import RuntimeAPI, RuntimeAPIError, ServerStat, parse_show_stat  # noqa: E402
+from fabfile.haproxy_runtime import (  # noqa: E402
+    RuntimeAPI,
+    RuntimeAPIError,
+    ServerStat,
+    parse_show_stat,
+)
 from fabfile.inventory import Host  # noqa: E402
 from fabfile.polling import wait_until  # noqa: E402
 from fabfile.transports import LocalTransport, Result  # noqa: E402
@@ -181,12 +186,7 @@ def local_haproxy(tmp_path):
         transport = LocalTransport(Host("haproxy", {"connection": "local"}, ["all"]))
         yield RuntimeAPI(transport, f"127.0.0.1:{stats_port}"), process
     finally:
-        process.terminate()  # only the haproxy this fixture started, by its PID
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        end_process(process)  # only the haproxy this test started, by its PID
         health.shutdown()
         health.server_close()
 

@@ -77,34 +77,30 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         cli.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
                  diff=diff, report=report, extra_secrets=secret_values.values(), parallel=False)
 
-    @task(help=DEPLOY_HELP, iterable=["set"])
-    @cli.user_errors
-    def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None):
+    def roll(c, binary, inventory, limit, report, force, set, title):
+        """Preflight every target (refusing before any change), then roll; binary None rolls back."""
         loaded, hosts = cli.select(c, inventory, config.group, limit, set)
         output = Output(Masker.for_hosts(hosts))
         try:
-            artifact = read_artifact(binary)
+            artifact = read_artifact(binary) if binary is not None else None
             rollout = rollout_for(config, loaded, hosts, output)
             facts = rollout.preflight(artifact, force)
         except DeployError as exc:
             raise cli.UsageError(str(exc)) from None
-        output.line(f"== {short}.deploy {artifact.path} sha256 {artifact.sha256[:12]} to {', '.join(h.name for h in hosts)}")
+        what = f"{artifact.path} sha256 {artifact.sha256[:12]}" if artifact else "each instance's .prev"
+        output.line(f"== {title} {what} on {', '.join(h.name for h in hosts)}")
         rollout.run(artifact, facts, force)
-        finish(rollout, artifact, report, f"{short}.deploy", output)
+        finish(rollout, artifact, report, title, output)
+
+    @task(help=DEPLOY_HELP, iterable=["set"])
+    @cli.user_errors
+    def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None):
+        roll(c, binary, inventory, limit, report, force, set, f"{short}.deploy")
 
     @task(help={k: DEPLOY_HELP[k] for k in ("force", "inventory", "limit", "report", "set")}, iterable=["set"])
     @cli.user_errors
     def rollback(c, inventory=None, limit=None, report=None, force=False, set=None):
-        loaded, hosts = cli.select(c, inventory, config.group, limit, set)
-        output = Output(Masker.for_hosts(hosts))
-        try:
-            rollout = rollout_for(config, loaded, hosts, output)
-            facts = rollout.preflight(None, force)
-        except DeployError as exc:
-            raise cli.UsageError(str(exc)) from None
-        output.line(f"== {short}.rollback to each instance's .prev")
-        rollout.run(None, facts, force)
-        finish(rollout, None, report, f"{short}.rollback", output)
+        roll(c, None, inventory, limit, report, force, set, f"{short}.rollback")
 
     @task(help={k: cli.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
     @cli.user_errors
