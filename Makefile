@@ -82,6 +82,7 @@ stream-status: venv ## Per stream server: sha256, version, unit, HAProxy state
 	$(INV) stream.status --inventory $(INVENTORY)
 
 test-failover: venv ## The Day-19 acceptance gate against the lab
+	@mkdir -p reports
 	$(INV) test.failover --inventory $(INVENTORY) --report reports/failover.json --plot reports/failover.svg $(ARGS)
 
 demo-binaries: ## Build the stand-in API and stream server, version VERSION

@@ -6,8 +6,8 @@
 from invoke import Collection
 
 from .lab import lab_collection
-from .tasks import common, haproxy, service
+from .tasks import common, haproxy, service, test
 
 ns = Collection()
-for collection in (lab_collection, common.collection, haproxy.collection, *service.collections):
+for collection in (lab_collection, common.collection, haproxy.collection, *service.collections, test.collection):
     ns.add_collection(collection)

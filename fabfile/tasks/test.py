@@ -1,0 +1,127 @@
+"""inv test.failover: the seed's failover smoke test against the inventory's load balancer."""
+
+from __future__ import annotations
+
+import json
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from .. import cli
+from ..failover import STOP_METHODS, FailoverSettings, FailoverTest, make_stopper
+from ..haproxy_runtime import RuntimeAPI
+from ..loadgen import HttpGetter, LoadGenerator
+from ..plot import write_svg
+from ..roles import haproxy_vars
+from ..roles.binary_service import CONFIGS
+from ..runner import Masker, Output
+from ..transports import connect
+from ..wsclient import connect as ws_connect
+
+API = CONFIGS["api"]
+EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
+# The background load's hard time cap is the two waits plus this, which covers the incus
+# stop/start commands, the WebSocket checks and the lead-in and tail of the load.
+LOAD_MARGIN_SECONDS = 300
+
+FAILOVER_HELP = {
+    "victim": "the backend_api_instances host to kill (default backend-api-1)",
+    "down_timeout": "seconds HAProxy may take to mark the victim DOWN (default 30)",
+    "up_timeout": "seconds for the victim to come back UP after the start (default 90)",
+    "report": "write the outcome as JSON: passed, steps, detect_down_seconds, recover_up_seconds, requests, websocket",
+    "plot": "write an SVG of request outcomes over time with t0/DOWN/UP marked",
+    "inventory": cli.COMMON_HELP["inventory"],
+    "websocket": "WebSocket checks: pinned by the SERVERID cookie, closed at the kill, rebalanced, kept after UP "
+                 "(--no-websocket skips them)",
+    "load": "continuous background GETs through the LB from before the kill to after UP, failures counted per phase "
+            "(--no-load skips it)",
+    "load_rate": "background requests per second (default 20; new connection each, 2 s timeout)",
+    "stop_method": "incus: 'incus stop --force' / 'incus start' of the victim's container (default for an incus "
+                   "connection; run locally, a remote: prefix addresses that Incus remote); unit: SIGKILL then "
+                   "'systemctl stop' of veza-backend-api (stop keeps Restart=on-failure from reviving it), later "
+                   "'systemctl start' (default for ssh)",
+}
+
+
+def _pick_victim(loaded, victim: str):
+    hosts = loaded.group(API.group)
+    for host in hosts:
+        if host.name == victim:
+            return host
+    raise cli.UsageError(f"--victim {victim}: not a host of {API.group} "
+                         f"({', '.join(h.name for h in hosts) or 'empty'}) in {loaded.path}")
+
+
+def _balancer(loaded):
+    balancers = loaded.group("haproxy")
+    if not balancers:
+        raise cli.UsageError(f"{loaded.path}: no 'haproxy' group; the test goes through its first host")
+    if not balancers[0].address:
+        raise cli.UsageError(f"{loaded.path}: haproxy host '{balancers[0].name}' has no address; set 'address'")
+    return balancers[0]
+
+
+@task(help=FAILOVER_HELP)
+@cli.user_errors
+def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, report=None, plot=None, inventory=None,
+             websocket=True, load=True, load_rate=20.0, stop_method=None):
+    """Kill one API backend behind HAProxy and prove clients never notice; always starts it again.
+
+    Steps: 0 pool all UP; 1 five GETs through the LB; 2 stop the victim (t0);
+    3 HAProxy marks it DOWN; 4 five GETs while it is down; 5 start it, UP again.
+    Plus WebSocket stickiness and a continuous load (see the flags). Exit 0 only
+    when every step passed; 1 on a failed step; 130 on Ctrl-C (after the victim
+    is back).
+    """
+    if stop_method is not None and stop_method not in STOP_METHODS:
+        raise cli.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
+    if load and load_rate <= 0:
+        raise cli.UsageError(f"--load-rate {load_rate}: must be > 0 requests/s")
+    loaded, _ = cli.select(c, inventory, API.group, None)
+    victim_host = _pick_victim(loaded, victim)
+    balancer = _balancer(loaded)
+    lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
+    api_vars = victim_host.vars_with(API.defaults)
+    try:
+        stopper = make_stopper(stop_method, connect(victim_host), API.unit)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
+    settings = FailoverSettings(
+        victim=victim, pool=API.pool, health_path=api_vars["backend_api_health_path"],
+        ws_path=lb_vars["haproxy_api_ws_path"], cookie_name=lb_vars["haproxy_cookie_name"],
+        down_timeout=float(down_timeout), up_timeout=float(up_timeout), websocket=websocket, load=load,
+    )
+    address, port = balancer.address, int(lb_vars["haproxy_http_port"])
+    http_get = HttpGetter(address, port)
+    generator = None
+    if load:
+        generator = LoadGenerator(http_get, settings.health_path, rate=float(load_rate), timeout=settings.request_timeout,
+                                  max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS)
+    output = Output(Masker())
+    output.line(f"LB {address}:{port} ({balancer.name}), runtime API via {balancer.name}")
+    test = FailoverTest(
+        settings, runtime=RuntimeAPI(connect(balancer)), stopper=stopper, http_get=http_get,
+        ws_connect=lambda path, headers: ws_connect(address, port, path, headers, timeout=settings.ws_timeout),
+        load=generator, output=output,
+    )
+    result = test.run()
+    _write_outputs(result, report, plot, output)
+    output.line(f"-- test.failover: {'PASSED' if result['passed'] else 'FAILED'}"
+                f"{' (interrupted)' if result['interrupted'] else ''}")
+    if result["interrupted"]:
+        raise Exit(code=EXIT_INTERRUPTED)
+    if not result["passed"]:
+        raise Exit(code=1)
+
+
+def _write_outputs(result: dict, report: str | None, plot: str | None, output: Output) -> None:
+    if report:
+        with open(report, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+        output.line(f"report: {report}")
+    if plot:
+        write_svg(plot, result)
+        output.line(f"plot: {plot}")
+
+
+collection = Collection("test", failover)

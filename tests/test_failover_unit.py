@@ -1,0 +1,727 @@
+"""test.failover against fakes: a fake lab (clock, HAProxy view, stopper, HTTP, WebSocket), no network.
+
+The only real sockets are on loopback (the HTTP getter and the load thread
+against a local http.server).
+"""
+
+import http.server
+import io
+import json
+import subprocess
+import threading
+import xml.etree.ElementTree as ET
+
+import pytest
+from invoke import Context
+from invoke.exceptions import Exit
+
+from fabfile.failover import (
+    STEP_DOWN,
+    STEP_DOWN_WINDOW,
+    STEP_LOAD_FLOWING,
+    STEP_LOAD_TOTAL,
+    STEP_PREFLIGHT,
+    STEP_RECOVERY,
+    STEP_RESTORE,
+    STEP_STOP,
+    STEP_WS_CLOSED,
+    STEP_WS_PINNED,
+    STEP_WS_REBALANCED,
+    STEP_WS_STAYS,
+    FailoverSettings,
+    FailoverTest,
+    IncusStopper,
+    UnitStopper,
+    make_stopper,
+    session_cookie,
+    wait_closed,
+)
+from fabfile.haproxy_runtime import ServerStat
+from fabfile.inventory import Host
+from fabfile.loadgen import HttpGetter, HttpReply, LoadGenerator, Sample, count_by_phase
+from fabfile.plot import render_svg
+from fabfile.runner import Masker, Output
+from fabfile.tasks import test as test_tasks
+from fabfile.transports import IncusTransport, Result, SshTransport
+from fabfile.wsclient import WebSocketClosed
+
+VICTIM, SURVIVOR = "backend-api-1", "backend-api-2"
+
+
+class World:
+    """The lab as the fakes see it: a fake clock, which backends run, and when HAProxy notices.
+
+    HAProxy marks a stopped backend DOWN ``detect_after`` seconds after the stop
+    (never, with ``never_down``), and a started one UP ``up_after`` seconds
+    after the start; in between it shows the transitional states.
+    """
+
+    def __init__(self, detect_after=1.2, up_after=3.0, never_down=False, down_from_start=()):
+        self.now = 1000.0
+        self.running = {VICTIM: True, SURVIVOR: True}
+        self.changed_at = {VICTIM: -1e9, SURVIVOR: -1e9}
+        self.detect_after = detect_after
+        self.up_after = up_after
+        self.never_down = never_down
+        self.down_from_start = set(down_from_start)  # already DOWN in HAProxy before the test
+        self.events = []
+        self.on_sleep = []  # callbacks(now) run as fake time passes: the "background" load
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+        for callback in self.on_sleep:
+            callback(self.now)
+
+    def status(self, name):
+        if name in self.down_from_start:
+            return "DOWN"
+        since = self.now - self.changed_at[name]
+        if self.running[name]:
+            return "UP" if since >= self.up_after else "DOWN 1/2"
+        if self.never_down or since < self.detect_after:
+            return "UP 1/3"
+        return "DOWN"
+
+    def serving(self):
+        """Backends a request can land on: running ones (HAProxy retries the others)."""
+        return [name for name in self.running if self.running[name] and name not in self.down_from_start]
+
+
+class FakeRuntime:
+    def __init__(self, world):
+        self.world = world
+
+    def show_stat(self):
+        rows = []
+        for pool in ("api_pool", "api_ws_pool"):
+            for name in (VICTIM, SURVIVOR):
+                status = self.world.status(name)
+                check = "L7OK" if status.startswith("UP") else "L4TOUT"
+                rows.append(ServerStat(pool, name, status, 1, 0, check))
+        rows.append(ServerStat("stream_pool", "stream-server-1", "UP", 1, 0, "L4OK"))
+        return rows
+
+
+class FakeStopper:
+    method = "fake"
+
+    def __init__(self, world, victim=VICTIM):
+        self.world = world
+        self.victim = victim
+
+    def stop(self):
+        self.world.events.append(("stop", self.victim))
+        self.world.running[self.victim] = False
+        self.world.changed_at[self.victim] = self.world.now
+
+    def start(self):
+        self.world.events.append(("start", self.victim))
+        self.world.running[self.victim] = True
+        self.world.changed_at[self.victim] = self.world.now
+
+    def describe(self, action):
+        return f"fake-{action} {self.victim}"
+
+
+def reply(status, instance, body=None):
+    return HttpReply(status, [], body if body is not None else json.dumps({"instance": instance}), 0.01)
+
+
+class FakeHttp:
+    """Round robin over serving backends; ``while_down`` scripts the n-th request (1-based) made while
+    the victim is stopped: an HttpReply, or an exception to raise."""
+
+    def __init__(self, world, while_down=None):
+        self.world = world
+        self.while_down = dict(while_down or {})
+        self.calls = 0
+        self.down_calls = 0
+
+    def __call__(self, path, headers=None, timeout=2.0):
+        self.world.now += 0.01
+        self.calls += 1
+        if not self.world.running[VICTIM]:
+            self.down_calls += 1
+            scripted = self.while_down.get(self.down_calls)
+            if isinstance(scripted, BaseException):
+                raise scripted
+            if scripted is not None:
+                return scripted
+        serving = self.world.serving()
+        if not serving:
+            return reply(503, None, "<html>503 Service Unavailable</html>")
+        return reply(200, serving[self.calls % len(serving)])
+
+
+class FakeSession:
+    def __init__(self, world, instance, set_cookie):
+        self.world = world
+        self.instance = instance
+        self.cookies = [f"SERVERID={set_cookie}; path=/"] if set_cookie else []
+        self.inbox = [json.dumps({"instance": instance, "version": "v1"})]
+        self.closed = False
+
+    def recv_text(self, timeout=5.0):
+        if not self.world.running[self.instance]:
+            raise WebSocketClosed("connection closed by the server")
+        if self.inbox:
+            return self.inbox.pop(0)
+        self.world.now += timeout
+        raise TimeoutError("no WebSocket message before the timeout")
+
+    def send_text(self, text):
+        if not self.world.running[self.instance]:
+            raise WebSocketClosed("connection broken")
+        self.inbox.append(json.dumps({"instance": self.instance, "echo": text}))
+
+    def close(self):
+        self.closed = True
+
+
+class FakeWs:
+    """HAProxy's cookie logic: a cookie naming a serving backend sticks, otherwise a new one is set."""
+
+    def __init__(self, world):
+        self.world = world
+        self.sessions = []
+
+    def __call__(self, path, headers):
+        wanted = headers.get("Cookie", "").partition("=")[2]
+        serving = self.world.serving()
+        if wanted in serving:
+            session = FakeSession(self.world, wanted, None)
+        else:
+            session = FakeSession(self.world, serving[0], serving[0])
+        self.sessions.append(session)
+        return session
+
+
+class FakeLoad:
+    """The background load in fake time: one request per 50 ms of fake time while started;
+    requests sent inside ``fail_between`` (fake clock times) fail with a timeout."""
+
+    rate = 20.0
+
+    def __init__(self, world, fail_between=None):
+        self.world = world
+        self.samples = []
+        self.fail_between = fail_between
+        self.running = False
+        self.last = None
+        world.on_sleep.append(self.tick)
+
+    def start(self):
+        self.running = True
+        self.last = self.world.now
+
+    def tick(self, now):
+        while self.running and self.last + 0.05 <= now:
+            self.last += 0.05
+            if self.fail_between and self.fail_between[0] <= self.last < self.fail_between[1]:
+                self.samples.append(Sample(self.last, "timeout", None, None, 2.0, "timed out"))
+            else:
+                serving = self.world.serving()
+                self.samples.append(Sample(self.last, "ok", 200, serving[len(self.samples) % len(serving)], 0.003))
+
+    def stop(self):
+        self.running = False
+        return True
+
+
+def make_test(world, *, http=None, ws=True, load=None, **settings):
+    stream = io.StringIO()
+    test = FailoverTest(
+        FailoverSettings(victim=VICTIM, websocket=ws, load=load is not None, **settings),
+        runtime=FakeRuntime(world), stopper=FakeStopper(world), http_get=http or FakeHttp(world),
+        ws_connect=FakeWs(world) if ws else None, load=load, output=Output(Masker(), stream),
+        clock=world.clock, sleep=world.sleep,
+    )
+    return test, stream
+
+
+def step(report, name):
+    return next(s for s in report["steps"] if s["name"] == name)
+
+
+# --- the sequence -------------------------------------------------------------------
+
+def test_full_pass_fills_every_report_field():
+    world = World()
+    test, stream = make_test(world, load=FakeLoad(world))
+    report = test.run()
+    assert report["passed"], stream.getvalue()
+    assert [s["status"] for s in report["steps"]] == ["pass"] * len(report["steps"])
+    assert world.events == [("stop", VICTIM), ("start", VICTIM)]
+    assert 1.2 <= report["detect_down_seconds"] < 1.5
+    assert 3.0 <= report["recover_up_seconds"] < 3.3
+    for field in ("name", "passed", "seconds", "detail", "status"):
+        assert all(field in s for s in report["steps"])
+    requests = report["requests"]
+    assert requests["total"] > 0 and requests["failed"] == 0
+    assert set(requests["by_phase"]) == {"before_kill", "kill_to_down", "down_window", "recovery"}
+    assert all(phase["total"] > 0 for phase in requests["by_phase"].values())
+    assert sum(p["total"] for p in requests["by_phase"].values()) == requests["total"]
+    ws = report["websocket"]
+    assert ws["enabled"] and set(ws["checks"]) == {STEP_WS_PINNED, STEP_WS_CLOSED, STEP_WS_REBALANCED, STEP_WS_STAYS}
+    assert all(check["passed"] for check in ws["checks"].values())
+    assert ws["seen"]["rebalanced"] == {"instance": SURVIVOR, "set_cookie": SURVIVOR}
+    assert report["timeline"]["t0"] == 0.0 and report["timeline"]["down"] > 0
+    assert [row["status"] for row in report["final_pool"]] == ["UP", "UP"]
+    assert "final api_pool: backend-api-1 UP" in stream.getvalue()
+    json.dumps(report)  # plain data only
+
+
+def test_victim_never_down_fails_step_3_with_timeout_and_still_restarts():
+    world = World(never_down=True)
+    test, stream = make_test(world, down_timeout=5, ws=False)
+    report = test.run()
+    assert not report["passed"]
+    down = step(report, STEP_DOWN)
+    assert down["status"] == "fail"
+    assert "timed out after 5s" in down["detail"] and "last seen UP 1/3" in down["detail"]
+    assert step(report, STEP_DOWN_WINDOW)["status"] == "skip"
+    assert step(report, STEP_RESTORE)["status"] == "pass"
+    assert world.events == [("stop", VICTIM), ("start", VICTIM)]
+    assert report["detect_down_seconds"] is None and report["recover_up_seconds"] >= 3.0
+    assert "FAIL" in stream.getvalue() and "final api_pool:" in stream.getvalue()
+
+
+def test_backend_already_down_fails_preflight_and_stops_nothing():
+    world = World(down_from_start={SURVIVOR})
+    test, _ = make_test(world, load=FakeLoad(world))
+    report = test.run()
+    assert not report["passed"]
+    preflight = step(report, STEP_PREFLIGHT)
+    assert preflight["status"] == "fail"
+    assert "backend-api-2 is DOWN" in preflight["detail"] and "nothing was stopped" in preflight["detail"]
+    assert world.events == []
+    assert all(s["status"] == "skip" for s in report["steps"][1:])
+    assert report["requests"]["total"] == 0  # the load never started
+
+
+def test_unknown_victim_fails_preflight():
+    world = World()
+    test, _ = make_test(world, ws=False)
+    test.settings.victim = "backend-api-9"
+    report = test.run()
+    assert "backend-api-9 is not a server of api_pool" in step(report, STEP_PREFLIGHT)["detail"]
+    assert world.events == []
+
+
+def test_non_200_while_down_fails_step_4_naming_the_response_and_continues_to_recovery():
+    world = World()
+    http = FakeHttp(world, while_down={3: reply(503, SURVIVOR, "no server available")})
+    test, _ = make_test(world, http=http, ws=False)
+    report = test.run()
+    assert not report["passed"]
+    window = step(report, STEP_DOWN_WINDOW)
+    assert window["status"] == "fail"
+    assert window["detail"].startswith("4/5 ok; request")
+    assert "request 3: HTTP 503: 'no server available'" in window["detail"]
+    assert window["data"]["failed"] == 1
+    assert step(report, STEP_RECOVERY)["status"] == "pass"
+    assert world.events == [("stop", VICTIM), ("start", VICTIM)]
+
+
+def test_connection_error_while_down_is_named():
+    world = World()
+    # Requests 1-2 while down belong to the WebSocket checks' world; the GETs start at call 1 without WS.
+    http = FakeHttp(world, while_down={1: ConnectionResetError("reset by peer")})
+    test, _ = make_test(world, http=http, ws=False)
+    report = test.run()
+    assert "request 1: no response (ConnectionResetError: reset by peer)" in step(report, STEP_DOWN_WINDOW)["detail"]
+
+
+def test_ctrl_c_during_the_down_window_restarts_the_victim():
+    world = World()
+    http = FakeHttp(world, while_down={2: KeyboardInterrupt()})
+    test, stream = make_test(world, http=http, load=FakeLoad(world))
+    report = test.run()
+    assert report["interrupted"] and not report["passed"]
+    assert world.events == [("stop", VICTIM), ("start", VICTIM)]
+    assert world.status(VICTIM) == "UP"
+    assert step(report, STEP_RESTORE)["status"] == "pass"
+    assert step(report, STEP_LOAD_TOTAL)["status"] == "pass"
+    assert "interrupted (Ctrl-C)" in stream.getvalue()
+    assert not any(s.closed is False for s in test.ws_connect.sessions)
+
+
+def test_ctrl_c_while_stopping_still_starts_the_victim():
+    world = World()
+    test, _ = make_test(world, ws=False)
+
+    def interrupted_stop():
+        world.running[VICTIM] = False
+        world.changed_at[VICTIM] = world.now
+        raise KeyboardInterrupt
+
+    test.stopper.stop = interrupted_stop
+    report = test.run()
+    assert report["interrupted"]
+    assert world.events == [("start", VICTIM)] and world.running[VICTIM]
+
+
+def test_failed_start_is_retried_once_by_the_wind_down():
+    world = World()
+    test, _ = make_test(world, ws=False)
+    real_start = test.stopper.start
+    attempts = []
+
+    def flaky_start():
+        attempts.append(world.now)
+        if len(attempts) == 1:
+            raise RuntimeError("incus: transient error")
+        real_start()
+
+    test.stopper.start = flaky_start
+    report = test.run()
+    assert step(report, STEP_RECOVERY)["status"] == "fail"
+    assert step(report, STEP_RESTORE)["status"] == "pass"
+    assert len(attempts) == 2 and world.running[VICTIM]
+
+
+def test_up_timeout_fails_step_5_without_a_second_start():
+    world = World(up_after=1000)
+    test, _ = make_test(world, ws=False, up_timeout=4)
+    report = test.run()
+    recovery = step(report, STEP_RECOVERY)
+    assert recovery["status"] == "fail" and "never UP" in recovery["detail"] and "DOWN 1/2" in recovery["detail"]
+    assert world.events == [("stop", VICTIM), ("start", VICTIM)]
+    assert not any(s["name"] == STEP_RESTORE for s in report["steps"])
+
+
+def test_failed_requests_under_load_fail_the_load_step_per_phase():
+    world = World()
+    start = world.now
+    # Baseline and lead-in end about 1.05 s in; the stop follows, DOWN 1.2 s later.
+    load = FakeLoad(world, fail_between=(start + 1.1, start + 1.6))
+    test, _ = make_test(world, load=load, ws=False)
+    report = test.run()
+    assert not report["passed"]
+    total = step(report, STEP_LOAD_TOTAL)
+    assert total["status"] == "fail" and total["detail"].startswith("10 of ")
+    requests = report["requests"]
+    assert requests["failed"] == requests["timeouts"] == 10
+    assert requests["by_phase"]["kill_to_down"]["timeouts"] == 10
+    assert requests["by_phase"]["before_kill"]["failed"] == requests["by_phase"]["down_window"]["failed"] == 0
+    assert step(report, STEP_RECOVERY)["status"] == "pass"
+
+
+def test_failing_traffic_before_the_kill_stops_nothing():
+    world = World()
+    load = FakeLoad(world, fail_between=(world.now + 0.5, world.now + 0.6))
+    test, _ = make_test(world, load=load, ws=False)
+    report = test.run()
+    assert step(report, STEP_LOAD_FLOWING)["status"] == "fail"
+    assert step(report, STEP_STOP)["status"] == "skip" and world.events == []
+    assert step(report, STEP_LOAD_TOTAL)["status"] == "fail"
+
+
+def test_websocket_that_does_not_follow_the_cookie_fails_pinning_only():
+    world = World()
+    test, _ = make_test(world)
+
+    def wrong_backend(path, headers):
+        return FakeSession(world, SURVIVOR, SURVIVOR)
+
+    test.ws_connect = wrong_backend
+    report = test.run()
+    assert "but the welcome came from backend-api-2" in step(report, STEP_WS_PINNED)["detail"]
+    assert step(report, STEP_WS_CLOSED)["status"] == "skip"
+    assert step(report, STEP_RECOVERY)["status"] == "pass"
+    assert not report["passed"]
+
+
+def test_websocket_left_open_at_the_kill_fails_the_close_check():
+    world = World()
+    test, _ = make_test(world, ws_timeout=2)
+    original = test.ws_connect
+
+    def immortal(path, headers):
+        session = original(path, headers)
+        session.world = World()  # a world where nothing ever stops: the session never closes
+        return session
+
+    test.ws_connect = immortal
+    report = test.run()
+    assert "still open 2s after DOWN" in step(report, STEP_WS_CLOSED)["detail"]
+
+
+def test_no_websocket_and_no_load_run_the_seed_steps_only():
+    world = World()
+    test, _ = make_test(world, ws=False)
+    report = test.run()
+    assert report["passed"]
+    assert [s["name"][0] for s in report["steps"]] == ["0", "1", "2", "3", "4", "5"]
+    assert report["websocket"]["enabled"] is False and report["requests"]["enabled"] is False
+
+
+# --- stoppers ---------------------------------------------------------------------------
+
+def completed(argv, code=0, stderr=""):
+    return subprocess.CompletedProcess(argv, code, "", stderr)
+
+
+def host(name, **variables):
+    return Host(name=name, inventory_vars={"address": "10.0.0.5", **variables}, groups=["backend_api_instances"])
+
+
+def test_incus_stopper_uses_the_remote_instance_name_and_tolerates_already_running():
+    calls = []
+
+    def run(argv, timeout):
+        calls.append(argv)
+        return completed(argv, 1, "Error: The instance is already running") if argv[1] == "start" else completed(argv)
+
+    transport = IncusTransport(host("backend-api-1", incus_remote="lab2"))
+    stopper = IncusStopper(transport.instance, run=run)
+    stopper.stop()
+    stopper.start()
+    assert calls == [["incus", "stop", "--force", "lab2:backend-api-1"], ["incus", "start", "lab2:backend-api-1"]]
+
+
+def test_incus_stopper_failure_is_a_stopper_error():
+    stopper = IncusStopper("backend-api-1", run=lambda argv, timeout: completed(argv, 1, "Error: not found"))
+    with pytest.raises(Exception, match="exit 1.*not found"):
+        stopper.stop()
+
+
+def test_unit_stopper_kills_then_stops_the_unit_quoted():
+    commands = []
+
+    class Transport:
+        name = "backend-api-1"
+
+        def run(self, command, warn=False, timeout=None):
+            commands.append(command)
+            return Result(command, 0, "", "")
+
+    stopper = UnitStopper(Transport(), "veza-backend-api")
+    stopper.stop()
+    stopper.start()
+    assert commands == ["systemctl kill --signal=SIGKILL veza-backend-api; systemctl stop veza-backend-api",
+                        "systemctl start veza-backend-api"]
+
+
+def test_stop_method_defaults_follow_the_connection():
+    assert make_stopper(None, IncusTransport(host("backend-api-1")), "u").method == "incus"
+    assert make_stopper(None, SshTransport(host("backend-api-1")), "u").method == "unit"
+    assert make_stopper("unit", IncusTransport(host("backend-api-1")), "u").method == "unit"
+    with pytest.raises(ValueError, match="not reached through incus"):
+        make_stopper("incus", SshTransport(host("backend-api-1")), "u")
+
+
+# --- load, HTTP, WebSocket helpers ----------------------------------------------------------
+
+class StepClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def wait(self, seconds):
+        self.now += seconds
+        return False
+
+
+def test_load_generator_sends_on_schedule_up_to_the_request_cap():
+    clock = StepClock()
+    load = LoadGenerator(lambda path, headers, timeout: reply(200, "a"), "/h", rate=10, max_seconds=2,
+                         clock=clock, wait=clock.wait)
+    load.run()
+    assert load.max_requests == 20 and load.stop_reason == "request cap (20)"
+    assert sorted(round(s.t, 3) for s in load.samples) == [round(i / 10, 3) for i in range(20)]
+
+
+def test_load_generator_stops_at_its_time_cap():
+    clock = StepClock()
+
+    def stalled_wait(seconds):  # the dispatcher oversleeps: only the time cap ends the loop
+        clock.now += 1.0
+        return False
+
+    load = LoadGenerator(lambda path, headers, timeout: reply(200, "a"), "/h", rate=10, max_seconds=2,
+                         clock=clock, wait=stalled_wait)
+    load.run()
+    assert len(load.samples) == 2 and load.stop_reason == "time cap (2s)"
+
+
+def test_load_generator_classifies_every_outcome():
+    answers = [reply(200, "a"), reply(502, None, "bad gateway"), TimeoutError("timed out"),
+               ConnectionRefusedError(111, "refused")]
+    lock = threading.Lock()
+    calls = []
+
+    def get(path, headers, timeout):
+        with lock:
+            answer = answers[len(calls) % len(answers)]
+            calls.append(path)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    clock = StepClock()
+    load = LoadGenerator(get, "/h", rate=10, max_seconds=2, clock=clock, wait=clock.wait)
+    load.run()
+    outcomes = [s.outcome for s in load.samples]
+    assert {o: outcomes.count(o) for o in set(outcomes)} == {"ok": 5, "status": 5, "timeout": 5, "error": 5}
+    assert {s.status for s in load.samples if s.outcome == "status"} == {502}
+    assert {s.instance for s in load.samples if s.outcome == "ok"} == {"a"}
+
+
+def test_load_generator_keeps_sending_while_a_request_hangs():
+    """Open loop: one request stuck on a dying backend must not hold back the others."""
+    release = threading.Event()
+    first = threading.Lock()
+
+    def get(path, headers, timeout):
+        if first.acquire(blocking=False):
+            release.wait(5)
+        return reply(200, "a")
+
+    load = LoadGenerator(get, "/h", rate=50, max_seconds=10)
+    load.start()
+    for _ in range(200):  # up to 2 s for five requests to finish behind the stuck one
+        if len(load.samples) >= 5:
+            break
+        threading.Event().wait(0.01)
+    finished_while_stuck = len(load.samples)
+    release.set()
+    assert load.stop() and load.stop_reason == "stopped"
+    assert finished_while_stuck >= 5
+
+
+def test_count_by_phase_assigns_by_send_time():
+    samples = [Sample(t, "ok" if t != 2.5 else "timeout", 200, "a", 0.01) for t in (0.5, 1.5, 2.5, 3.5, 4.5)]
+    phases = count_by_phase(samples, [("before_kill", 0.0), ("kill_to_down", 2.0), ("down_window", None),
+                                      ("recovery", 3.0)])
+    assert {name: (p["total"], p["failed"]) for name, p in phases.items()} == {
+        "before_kill": (2, 0), "kill_to_down": (1, 1), "recovery": (2, 0)}
+
+
+@pytest.fixture
+def loopback_server():
+    """A local HTTP server answering like the API's health endpoint, with a sticky cookie."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"instance": "local-1", "version": "v1"}).encode()
+            self.send_response(200)
+            self.send_header("Set-Cookie", "SERVERID=local-1; path=/")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_getter_and_load_thread_on_loopback(loopback_server):
+    get = HttpGetter("127.0.0.1", loopback_server)
+    answer = get("/api/v1/health")
+    assert answer.status == 200 and answer.instance == "local-1" and answer.cookie("SERVERID") == "local-1"
+    stopped = LoadGenerator(get, "/api/v1/health", rate=50, max_seconds=30)
+    stopped.start()
+    threading.Event().wait(0.2)
+    assert stopped.stop() and stopped.stop_reason == "stopped" and stopped.samples
+    load_capped = LoadGenerator(get, "/api/v1/health", rate=50, max_seconds=0.3)
+    load_capped.start()
+    load_capped._thread.join(timeout=3)
+    assert not load_capped._thread.is_alive() and 1 <= len(load_capped.samples) <= 15
+    assert all(s.outcome == "ok" and s.instance == "local-1" for s in load_capped.samples)
+
+
+def test_http_getter_refused_connection_raises_oserror():
+    with pytest.raises(OSError):
+        HttpGetter("127.0.0.1", 1)("/api/v1/health", timeout=1)
+
+
+def test_wait_closed_and_session_cookie():
+    world = World()
+    session = FakeSession(world, VICTIM, VICTIM)
+    assert session_cookie(session, "SERVERID") == VICTIM and session_cookie(session, "OTHER") is None
+    assert wait_closed(session, 1.0, world.clock) is None  # the welcome is read, then a timeout
+    world.running[VICTIM] = False
+    assert "closed by the server" in wait_closed(session, 1.0, world.clock)
+
+
+# --- report picture and the task ---------------------------------------------------------------
+
+def test_svg_is_well_formed_with_marks_and_one_dot_per_request_per_panel():
+    world = World()
+    test, _ = make_test(world, load=FakeLoad(world, fail_between=(world.now + 1.1, world.now + 1.2)))
+    report = test.run()
+    svg = render_svg(report)
+    root = ET.fromstring(svg)
+    texts = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    for label in ("t0 stop", "DOWN", "start", "UP", "Failover FAILED", "failed", SURVIVOR):
+        assert label in texts
+    circles = list(root.iter("{http://www.w3.org/2000/svg}circle"))
+    assert len(circles) == 2 * report["requests"]["total"] + 2  # + the legend's two
+    assert render_svg({"passed": True, "steps": []}).startswith("<svg")  # no load, no marks: still a picture
+
+
+def write_inventory(tmp_path, connection="incus"):
+    path = tmp_path / "hosts.yaml"
+    path.write_text(f"""all:
+  vars: {{connection: {connection}}}
+  children:
+    haproxy: {{hosts: {{haproxy: {{address: 127.0.0.1}}}}}}
+    backend_api_instances:
+      hosts:
+        backend-api-1: {{address: 127.0.0.2}}
+        backend-api-2: {{address: 127.0.0.3}}
+""")
+    return str(path)
+
+
+def test_task_rejects_bad_flags_before_touching_anything(tmp_path, capsys):
+    inventory = write_inventory(tmp_path, connection="ssh")
+    for kwargs, message in [
+        ({"victim": "backend-api-9"}, "--victim backend-api-9: not a host of backend_api_instances"),
+        ({"stop_method": "reboot"}, "--stop-method reboot: use one of incus, unit"),
+        ({"stop_method": "incus"}, "not reached through incus"),
+        ({"load_rate": 0}, "--load-rate 0"),
+    ]:
+        with pytest.raises(Exit) as exited:
+            test_tasks.failover(Context(), inventory=inventory, **kwargs)
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_task_exit_codes_follow_the_result(tmp_path, monkeypatch):
+    inventory = write_inventory(tmp_path)
+    outcomes = {"passed": True, "interrupted": False}
+
+    class StubTest:
+        def __init__(self, settings, **deps):
+            assert settings.victim == VICTIM and settings.cookie_name == "SERVERID" and settings.ws_path == "/api/v1/ws"
+            assert deps["stopper"].method == "incus" and deps["load"].rate == 20.0
+
+        def run(self):
+            return {**outcomes, "steps": []}
+
+    monkeypatch.setattr(test_tasks, "FailoverTest", StubTest)
+    report = tmp_path / "fo.json"
+    test_tasks.failover(Context(), inventory=inventory, report=str(report), plot=str(tmp_path / "fo.svg"))
+    assert json.loads(report.read_text())["passed"] is True
+    assert (tmp_path / "fo.svg").read_text().startswith("<svg")
+    outcomes["passed"] = False
+    with pytest.raises(Exit) as exited:
+        test_tasks.failover(Context(), inventory=inventory)
+    assert exited.value.code == 1
+    outcomes["interrupted"] = True
+    with pytest.raises(Exit) as exited:
+        test_tasks.failover(Context(), inventory=inventory)
+    assert exited.value.code == 130
