@@ -157,6 +157,7 @@ class FailoverSettings:
     up_timeout: float = 90.0
     down_target: float = 2.0  # the goal for detection under traffic; reported, not enforced
     poll_interval: float = 0.1  # one runtime API round trip is already ~50 ms
+    settle_timeout: float = 15.0  # pre-flight waits this long for in-between states ("UP 1/3") to settle
     request_timeout: float = 2.0
     ws_timeout: float = 5.0  # for a welcome, an echo, or the close after the kill
     load_lead_in: float = 1.0  # traffic before the kill, so "before_kill" has samples
@@ -366,8 +367,21 @@ class FailoverTest:
         return " → ".join(f"{status}@{self._rel(t):.2f}" for t, status in self.transitions.get(label, [])) or "-"
 
     # -- the steps ----------------------------------------------------------------
+    def _settled_rows(self) -> list:
+        """The pool's rows once no server is in an in-between state, waiting at most settle_timeout.
+
+        A reload or a restart a moment ago leaves states such as "UP 1/3" for a few checks;
+        those are "not yet", while DOWN and MAINT are final and are judged at once.
+        """
+        try:
+            return wait_until(self._pool_rows, timeout=self.settings.settle_timeout, interval=0.25,
+                              done=lambda rows: not any("/" in (stat.status or "") for stat in rows),
+                              clock=self.clock, sleep=self.sleep, what=f"{self.settings.pool} states to settle").value
+        except WaitTimeout as exc:
+            return exc.last_value or []
+
     def _preflight(self):
-        rows = self._pool_rows()
+        rows = self._settled_rows()
         victim = self.settings.victim
         pool = self.settings.pool
         if not rows:
