@@ -62,7 +62,7 @@ def bench_haproxy_setup() -> dict:
 
 def build(version: str, out: Path) -> Path:
     subprocess.run([sys.executable, str(REPO / "scripts" / "build-demo-api"), "--version", version, "-o", str(out),
-                    "--pad-mb", "20"], check=True, timeout=120)
+                    "--pad-mb", "20"], check=True, timeout=120, stdout=subprocess.DEVNULL)
     return out
 
 
