@@ -232,7 +232,7 @@ def apt_lists_fresh(max_age: int = 86400) -> Operation:
             return
         yield Command(f"apt-get update -q >/dev/null && touch {APT_STAMP}")
 
-    return Operation(f"apt lists younger than {max_age}s", _lists_age_probe(), decide)
+    return Operation(f"apt lists fresh (max age {max_age}s)", _lists_age_probe(), decide)
 
 
 def timezone(name: str = "Etc/UTC") -> Operation:
