@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from .inventory import InventoryError, load_inventory
 from .operations import PreconditionFailed
 from .runner import Masker, Output, plan_hosts, run_play, write_report
-from .secrets import load_secrets
+from .secrets_file import load_secrets
 from .templating import TemplateError
 from .transports import TransportError
 

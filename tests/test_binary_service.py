@@ -9,7 +9,7 @@ from conftest import INV, REPO
 from fabfile.inventory import Host
 from fabfile.roles.binary_service import BACKEND_API, STREAM_SERVER, role_for
 from fabfile.runner import HostContext
-from fabfile.secrets import Secrets
+from fabfile.secrets_file import Secrets
 from fabfile.templating import TemplateError
 
 SECRETS = Secrets({"database_password": "db-pass-123", "jwt_secret": "jwt-456", "stream_signing_key": "sig-789"}, "s.yaml")

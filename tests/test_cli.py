@@ -1,0 +1,33 @@
+"""`inv` and `fab` show the same collection, and every task documents every flag."""
+
+import re
+import subprocess
+
+from conftest import REPO
+
+TASKS = {"lab.up", "lab.status", "lab.down", "common.setup", "haproxy.setup", "haproxy.status",
+         "api.setup", "api.deploy", "api.rollback", "api.status",
+         "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover"}
+
+
+def listed(program):
+    done = subprocess.run([str(REPO / ".venv" / "bin" / program), "--list"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return set(re.findall(r"^  (\S+\.\S+)", done.stdout, re.M))
+
+
+def test_inv_and_fab_list_the_same_tasks():
+    assert listed("inv") == TASKS
+    assert listed("fab") == TASKS
+
+
+def test_every_flag_has_help():
+    for task in sorted(TASKS):
+        done = subprocess.run([str(REPO / ".venv" / "bin" / "inv"), "--help", task], cwd=REPO, capture_output=True,
+                              text=True, timeout=60)
+        options = done.stdout.split("Options:", 1)[1]
+        flags = re.findall(r"^\s+(?:-\w(?: [A-Z]+)?, )?(--[\w\[\]-]+)(?:=[A-Z]+)?(.*)$", options, re.M)
+        assert flags, task
+        for flag, rest in flags:
+            assert rest.strip(), f"{task} {flag} has no help text"
