@@ -785,7 +785,7 @@ def authorize_lab_key(name: str):
         "cat /etc/ssh/ssh_host_*_key.pub"
     )
     # Seen once under load: an exec that succeeded with empty output. Ask again (bounded) before failing.
-    for attempt in range(3):
+    for _ in range(3):
         done = incus("exec", name, "--", "sh", "-c", script, timeout=30)
         lines = done.stdout.splitlines()
         host_keys = [" ".join(line.split()[:2]) for line in lines if line.startswith(("ssh-", "ecdsa-"))]
