@@ -106,5 +106,6 @@ test-unit: venv host-deps ## Unit tests only (no lab)
 test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 	$(VENV)/bin/pytest $(ARGS)
 
-bench: venv lab-up ## Wall times: haproxy.setup fresh/no-op, deploy phases for a 20 MB binary
+bench: venv lab-up ## Wall times: haproxy.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
+	$(PYTHON) scripts/bench_ansible.py
 	$(PYTHON) scripts/bench.py

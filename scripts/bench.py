@@ -1,19 +1,16 @@
 #!/usr/bin/env python3
-"""Benchmarks on the local lab (figures for the README; not a timed test).
+"""Deploy benchmark on the local lab (figures for the README; not a timed test).
 
-1. `inv haproxy.setup` wall time on a fresh container (a throw-away `bench-haproxy`
-   at the .90 address of the lab subnet) and on a no-op re-run.
-2. `inv api.deploy` of a 20 MB binary: per instance, push / restart / health gate /
-   HAProxy gate, and the tool's own overhead (everything but waiting for the service
-   and for HAProxy's checks).
+`inv api.deploy` of a 20 MB binary, twice: per instance, push / restart / health gate /
+HAProxy gate, and the tool's own overhead (everything but waiting for the service and
+for HAProxy's checks). `haproxy.setup` against Ansible is scripts/bench_ansible.py.
 
-Run as root after `inv lab.up` (`make bench` does both). The throw-away container is
-deleted at the end; the lab is left with the 20 MB bench build deployed on the API.
+Run as root after `inv lab.up` (`make bench` runs both). The lab is left with the
+20 MB bench build deployed on the API.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import subprocess
 import sys
@@ -21,11 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 INV = str(REPO / ".venv" / "bin" / "inv")
-BENCH_HOST = "bench-haproxy"
 
 
 def inv(*args) -> float:
@@ -36,28 +31,6 @@ def inv(*args) -> float:
     if done.returncode != 0:
         sys.exit(f"inv {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return seconds
-
-
-def bench_inventory(workdir: Path) -> Path:
-    """The lab inventory with its haproxy group replaced by a throw-away container."""
-    data = yaml.safe_load((REPO / "hosts.yaml").read_text())
-    subnet = ipaddress.ip_network(data["all"]["vars"]["lab_subnet"])
-    data["all"]["children"]["haproxy"] = {"hosts": {BENCH_HOST: {"address": str(subnet.network_address + 90)}}}
-    path = workdir / "bench-hosts.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def bench_haproxy_setup() -> dict:
-    with tempfile.TemporaryDirectory() as workdir:
-        inventory = bench_inventory(Path(workdir))
-        try:
-            inv("lab.up", "--inventory", str(inventory))
-            fresh = inv("haproxy.setup", "--inventory", str(inventory))
-            noop = [inv("haproxy.setup", "--inventory", str(inventory)) for _ in range(3)]
-        finally:
-            subprocess.run(["incus", "delete", "--force", BENCH_HOST], capture_output=True, timeout=120)
-    return {"fresh_container_s": round(fresh, 2), "noop_rerun_s": [round(s, 2) for s in noop]}
 
 
 def build(version: str, out: Path) -> Path:
@@ -85,7 +58,6 @@ def bench_deploy() -> list:
 
 
 def main():
-    print("haproxy.setup:", json.dumps(bench_haproxy_setup()))
     print(f"{'deploy':<6} {'instance':<15} {'total':>6} {'drain':>6} {'push':>6} {'restart':>7} {'health':>6} "
           f"{'haproxy':>7} {'overhead':>8}")
     for row in bench_deploy():
