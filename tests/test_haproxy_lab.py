@@ -1,6 +1,5 @@
 """haproxy.setup on the real lab: idempotent, no reload on a no-op, check/diff, bad overrides refused."""
 
-import http.client
 import re
 
 import pytest
@@ -9,6 +8,7 @@ import yaml
 from conftest import REPO, inv
 from fabfile.haproxy_runtime import RuntimeAPI
 from fabfile.inventory import load_inventory
+from fabfile.loadgen import HttpGetter
 from fabfile.transports import connect
 
 pytestmark = pytest.mark.lab
@@ -69,16 +69,6 @@ def test_haproxy_c_rejects_what_validation_let_through(balancer):
     assert balancer.run("ls /etc/haproxy").stdout.split().count("haproxy.cfg.veza-tmp") == 0
 
 
-def get(address, path, headers=None):
-    connection = http.client.HTTPConnection(address, 80, timeout=5)
-    try:
-        connection.request("GET", path, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, response.read().decode(), response.msg  # case-insensitive headers
-    finally:
-        connection.close()
-
-
 def test_runtime_api_sees_every_server_up(deployed_lab, balancer):
     stats = RuntimeAPI(balancer).show_stat()
     states = {(s.pool, s.server): s.status for s in stats}
@@ -93,9 +83,9 @@ def test_a_track_always_lands_on_the_same_streamer(deployed_lab):
     for track in range(12):
         seen = set()
         for segment in range(4):
-            status, body, _ = get(lb, f"/hls/track-{track}/segment-{segment}.ts")
-            assert status == 200, body
-            seen.add(re.search(r"instance=(\S+)", body).group(1))
+            reply = HttpGetter(lb, 80)(f"/hls/track-{track}/segment-{segment}.ts")
+            assert reply.status == 200, reply.body
+            seen.add(re.search(r"instance=(\S+)", reply.body).group(1))
         assert len(seen) == 1, f"track-{track} served by {seen}"
         owners[track] = seen.pop()
     assert set(owners.values()) == {"stream-server-1", "stream-server-2"}
@@ -103,12 +93,13 @@ def test_a_track_always_lands_on_the_same_streamer(deployed_lab):
 
 def test_sticky_cookie_pins_api_requests(deployed_lab):
     lb = load_inventory(deployed_lab).hosts["haproxy"].address
-    status, body, headers = get(lb, "/api/v1/health")
-    assert status == 200
-    pinned = re.search(r"SERVERID=([^;]+)", headers.get("Set-Cookie", "")).group(1)
+    get = HttpGetter(lb, 80)
+    first = get("/api/v1/health")
+    pinned = first.cookie("SERVERID")
+    assert first.status == 200 and pinned == first.instance
     for _ in range(6):
-        status, body, _ = get(lb, "/api/v1/health", {"Cookie": f"SERVERID={pinned}"})
-        assert status == 200 and f'"instance": "{pinned}"' in body.replace('":"', '": "')
+        reply = get("/api/v1/health", {"Cookie": f"SERVERID={pinned}"})
+        assert reply.status == 200 and reply.instance == pinned
 
 
 def test_missing_tls_certificate_fails_before_any_change(balancer):
@@ -130,4 +121,4 @@ def test_a_reload_that_starts_no_worker_restores_the_previous_config(balancer):
     assert (master, digest) == (before_master, before_digest)
     assert workers
     lb = load_inventory(REPO / "hosts.yaml").hosts["haproxy"].address
-    assert get(lb, "/api/v1/health")[0] in (200, 503)  # still serving on :80 (503 only if no backend runs yet)
+    assert HttpGetter(lb, 80)("/api/v1/health").status in (200, 503)  # still serving on :80 (503 only if no backend runs yet)
