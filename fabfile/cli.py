@@ -82,6 +82,14 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
     return loaded, loaded.select(group, limit)
 
 
+def balancer(loaded):
+    """The first host of the haproxy group: where the runtime API and the LB address live."""
+    balancers = loaded.group("haproxy")
+    if not balancers:
+        raise UsageError(f"{loaded.path}: no 'haproxy' group; HAProxy's runtime API is reached through its first host")
+    return balancers[0]
+
+
 def secrets_for(hosts, path: str | None):
     """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
     chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)

@@ -36,6 +36,7 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from .inventory import InventoryError, load_inventory
+from .polling import WaitTimeout, wait_until
 from .transports import q
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -746,25 +747,30 @@ def ensure_container(settings: LabSettings, host, existing: dict | None) -> Cont
     return ContainerResult(name, host.address, bool(actions), time.monotonic() - started, detail, host_keys)
 
 
+def boot_state(name: str, address: str) -> tuple:
+    """(systemd's state, whether the container counts as up: running or degraded, and sshd answering)."""
+    done = incus("exec", name, "--", "systemctl", "is-system-running", check=False, timeout=15)
+    state = done.stdout.strip() or tail(done.stderr, 1)
+    return state, state in ("running", "degraded") and port_open(address, 22)
+
+
 def wait_until_booted(name: str, address: str) -> str:
     """Bounded wait for systemd to finish booting and sshd to answer on the container's address."""
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    state = "unknown"
-    while time.monotonic() < deadline:
-        done = incus("exec", name, "--", "systemctl", "is-system-running", check=False, timeout=15)
-        state = done.stdout.strip() or tail(done.stderr, 1)
-        if state in ("running", "degraded") and port_open(address, 22):
-            if state == "degraded":
-                failed = incus("exec", name, "--", "systemctl", "--failed", "--plain", "--no-legend", check=False)
-                state += f" (failed: {' '.join(line.split()[0] for line in failed.stdout.splitlines() if line.strip())})"
-            return state
-        time.sleep(0.5)
-    console = incus("console", "--show-log", name, check=False, timeout=30)
-    raise LabError(
-        f"{name} not up within {BOOT_TIMEOUT}s (systemd: {state}, ssh on {address}:22 "
-        f"{'open' if port_open(address, 22) else 'closed'}); console log tail:\n"
-        + "\n".join((console.stdout or console.stderr).splitlines()[-20:])
-    )
+    try:
+        state = wait_until(lambda: boot_state(name, address), timeout=BOOT_TIMEOUT, interval=0.5,
+                           done=lambda seen: seen[1], what=f"{name} to boot").value[0]
+    except WaitTimeout as exc:
+        state = exc.last_value[0] if exc.last_value else "unknown"
+        console = incus("console", "--show-log", name, check=False, timeout=30)
+        raise LabError(
+            f"{name} not up within {BOOT_TIMEOUT}s (systemd: {state}, ssh on {address}:22 "
+            f"{'open' if port_open(address, 22) else 'closed'}); console log tail:\n"
+            + "\n".join((console.stdout or console.stderr).splitlines()[-20:])
+        ) from None
+    if state == "degraded":
+        failed = incus("exec", name, "--", "systemctl", "--failed", "--plain", "--no-legend", check=False)
+        state += f" (failed: {' '.join(line.split()[0] for line in failed.stdout.splitlines() if line.strip())})"
+    return state
 
 
 def port_open(address: str, port: int) -> bool:

@@ -264,6 +264,7 @@ def print_recap(result: PlayResult, output: Output) -> None:
         output.line(f"{host:<16} : ok={counts['ok']} changed={counts['changed']} failed={counts['failed']}{skipped}")
 
 
-def write_report(path: str, payload: dict, masker: Masker) -> None:
+def write_report(path: str, payload, masker: Masker) -> None:
+    """Write ``payload`` (anything JSON can hold) to ``path`` as JSON, secrets masked."""
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(masker(json.dumps(payload, indent=2)) + "\n")

@@ -1,6 +1,5 @@
 """inv haproxy.setup / haproxy.status."""
 
-import json
 from dataclasses import asdict
 
 from invoke import Collection, task
@@ -8,6 +7,7 @@ from invoke import Collection, task
 from .. import cli
 from ..haproxy_runtime import RuntimeAPI
 from ..roles import common, haproxy
+from ..runner import Masker, write_report
 from ..transports import connect
 
 
@@ -33,8 +33,7 @@ def status(c, inventory=None, limit=None, report=None, set=None):
         print(f"{row['balancer']:<12} {row['pool']:<14} {row['server']:<18} {row['status']:<10} "
               f"{row['weight'] if row['weight'] is not None else '-':>6} {row['current_sessions'] or 0:>8}  {row['last_check'] or '-'}")
     if report:
-        with open(report, "w", encoding="utf-8") as handle:
-            json.dump(rows, handle, indent=2)
+        write_report(report, rows, Masker())
 
 
 collection = Collection("haproxy", setup, status)

@@ -12,7 +12,7 @@ from ..deploy import DeployError, Instance, Rollout, Timeouts, read_artifact
 from ..haproxy_runtime import RuntimeAPI
 from ..roles import common
 from ..roles.binary_service import CONFIGS, ServiceConfig, role_for
-from ..runner import Masker, Output
+from ..runner import Masker, Output, write_report
 from ..transports import connect
 
 DEPLOY_HELP = {
@@ -24,14 +24,6 @@ DEPLOY_HELP = {
     "set": cli.COMMON_HELP["set"],
 }
 SETUP_HELP = {**cli.COMMON_HELP, "secrets": "secrets file for the env template (default: the inventory's secrets_file)"}
-
-
-def runtime_api(loaded):
-    """The HAProxy runtime API, reached through the first host of the haproxy group."""
-    balancers = loaded.group("haproxy")
-    if not balancers:
-        raise cli.UsageError(f"{loaded.path}: no 'haproxy' group; the deploy gates on HAProxy's runtime API")
-    return RuntimeAPI(connect(balancers[0]))
 
 
 def timeouts_from(variables: dict) -> Timeouts:
@@ -50,7 +42,7 @@ def rollout_for(config: ServiceConfig, loaded, hosts, output) -> Rollout:
         svc = config.settings(host.vars_with(config.defaults))
         instances.append(Instance(host.name, connect(host), svc))
     variables = hosts[0].vars_with(config.defaults)
-    return Rollout(instances, runtime_api(loaded), config.pool, output, timeouts_from(variables))
+    return Rollout(instances, RuntimeAPI(connect(cli.balancer(loaded))), config.pool, output, timeouts_from(variables))
 
 
 def finish(rollout: Rollout, artifact, report, title, output) -> None:
@@ -59,8 +51,7 @@ def finish(rollout: Rollout, artifact, report, title, output) -> None:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     output.line(f"-- recap: {title}: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     if report:
-        with open(report, "w", encoding="utf-8") as handle:
-            json.dump(rollout.report(artifact), handle, indent=2)
+        write_report(report, rollout.report(artifact), output.masker)
     if rollout.failed:
         raise Exit(code=1)
 
@@ -126,8 +117,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         for row in rows:
             print(f"{row['instance']:<16} {row['sha256']:<12} {row['version']:<10} {row['unit']:<10} {row['health']:<6} {row['haproxy']}")
         if report:
-            with open(report, "w", encoding="utf-8") as handle:
-                json.dump(rows, handle, indent=2)
+            write_report(report, rows, Masker())
 
     setup.__doc__ = f"Service user, directories, env file and hardened unit for {config.description} on {config.group}."
     deploy.__doc__ = f"Rolling, health-gated deploy of a binary to {config.group}; rolls back on failure."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
@@ -14,7 +13,7 @@ from ..loadgen import HttpGetter, LoadGenerator
 from ..plot import write_svg
 from ..roles import haproxy_vars
 from ..roles.binary_service import CONFIGS
-from ..runner import Masker, Output
+from ..runner import Masker, Output, write_report
 from ..transports import connect
 from ..wsclient import connect as ws_connect
 
@@ -53,12 +52,11 @@ def _pick_victim(loaded, victim: str):
 
 
 def _balancer(loaded):
-    balancers = loaded.group("haproxy")
-    if not balancers:
-        raise cli.UsageError(f"{loaded.path}: no 'haproxy' group; the test goes through its first host")
-    if not balancers[0].address:
-        raise cli.UsageError(f"{loaded.path}: haproxy host '{balancers[0].name}' has no address; set 'address'")
-    return balancers[0]
+    """The haproxy group's first host, which the test's HTTP traffic needs an address for."""
+    balancer = cli.balancer(loaded)
+    if not balancer.address:
+        raise cli.UsageError(f"{loaded.path}: haproxy host '{balancer.name}' has no address; set 'address'")
+    return balancer
 
 
 @task(help=FAILOVER_HELP)
@@ -116,8 +114,7 @@ def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, repo
 
 def _write_outputs(result: dict, report: str | None, plot: str | None, output: Output) -> None:
     if report:
-        with open(report, "w", encoding="utf-8") as handle:
-            json.dump(result, handle, indent=2)
+        write_report(report, result, output.masker)
         output.line(f"report: {report}")
     if plot:
         write_svg(plot, result)
