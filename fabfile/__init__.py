@@ -1,13 +1,14 @@
 """Veza ops: Fabric/Invoke tasks for HAProxy + backend-api + stream-server on Incus.
 
-``ns`` is the root collection; ``tasks.py`` exposes the same one so ``inv`` and ``fab`` agree.
+``ns`` is the root collection; ``tasks.py`` exposes the same one so ``inv`` and ``fab``
+agree. Only what ``inv --list`` needs is imported here: each task imports the
+modules it runs (Jinja2, the runner, Fabric for ssh hosts) when it runs.
 """
 
 from invoke import Collection
 
-from .lab import lab_collection
-from .tasks import common, haproxy, service, test
+from .tasks import common, haproxy, lab, service, test
 
 ns = Collection()
-for collection in (lab_collection, common.collection, haproxy.collection, *service.collections, test.collection):
+for collection in (lab.collection, common.collection, haproxy.collection, *service.collections, test.collection):
     ns.add_collection(collection)

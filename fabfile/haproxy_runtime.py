@@ -1,9 +1,14 @@
 """HAProxy runtime API client: read server states, drain/maint/ready a server.
 
-The runtime API (``stats socket ipv4@127.0.0.1:9100 level admin`` in the
-template) listens on the haproxy host's loopback only, so every command runs
-*on that host* through its transport: ``echo CMD | socat -t 2 stdio TCP4:ADDR``
-(socat comes with the common baseline).
+The admin-level runtime API is a unix socket only root can open
+(``haproxy_admin_socket``, default ``/run/haproxy/admin.sock``); every command
+runs *on the balancer* through its transport: ``echo CMD | socat -t 2 stdio
+UNIX-CONNECT:PATH`` (socat comes with the common baseline). The TCP socket the
+seed had (``127.0.0.1:9100``) stays for the exporter sidecar at ``level user``:
+``show stat`` works there, ``set server`` is refused.
+
+``runtime_command`` builds the command line (pure, tested by value); ``RuntimeAPI``
+sends it through whatever transport it is given.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ import csv
 import io
 from dataclasses import dataclass, field
 
-from .transports import q
+from .shell import Command, q
 
-DEFAULT_ADDRESS = "127.0.0.1:9100"
+DEFAULT_ADMIN_SOCKET = "/run/haproxy/admin.sock"
 SERVER_STATES = ("ready", "drain", "maint")
 AGGREGATE_ROWS = ("FRONTEND", "BACKEND")
 COMMAND_TIMEOUT = 15  # seconds for one runtime API round trip, transport included
@@ -85,20 +90,24 @@ def parse_show_stat(csv_text: str, *, include_aggregates: bool = False) -> list:
     return stats
 
 
+def runtime_command(command: str, socket_path: str = DEFAULT_ADMIN_SOCKET) -> Command:
+    """The shell line that sends one runtime API ``command`` to the admin socket; every part quoted."""
+    if any(ch in command for ch in "\n\r;"):
+        raise ValueError(f"runtime API command {command!r} must be one command on one line")
+    return Command(f"echo {q(command)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}", timeout=COMMAND_TIMEOUT)
+
+
 class RuntimeAPI:
-    """The runtime API of one haproxy host, reached through that host's transport."""
+    """The admin runtime API of one balancer, reached through that balancer's transport."""
 
-    def __init__(self, transport, address: str = DEFAULT_ADDRESS):
+    def __init__(self, transport, socket_path: str = DEFAULT_ADMIN_SOCKET):
         self.transport = transport
-        self.address = address
-
-    def command_line(self, command: str) -> str:
-        """The shell line that sends ``command`` to the socket; every part quoted."""
-        return f"echo {q(command)} | socat -t 2 stdio {q('TCP4:' + self.address)}"
+        self.address = socket_path
+        self.name = transport.name
 
     def send(self, command: str) -> str:
         """Send one runtime API command and return its reply text."""
-        result = self.transport.run(self.command_line(command), warn=True, timeout=COMMAND_TIMEOUT)
+        result = self.transport.run(runtime_command(command, self.address), warn=True)
         where = f"{self.transport.name}: HAProxy runtime API at {self.address}"
         if result.exited == 127:
             raise RuntimeAPIError(f"{where}: socat is not installed on the host (the common role installs it)")
@@ -134,7 +143,7 @@ class RuntimeAPI:
     def set_state(self, pool: str, server: str, state: str) -> None:
         """Put ``pool/server`` in ``ready``, ``drain`` or ``maint`` state."""
         if state not in SERVER_STATES:
-            raise ValueError(f"server state {state!r} is not one of {', '.join(SERVER_STATES)}")
+            raise RuntimeAPIError(f"server state {state!r} is not one of {', '.join(SERVER_STATES)}")
         reply = self.send(f"set server {pool}/{server} state {state}").strip()
         # Success is an empty reply; any text is HAProxy explaining a refusal.
         if reply:

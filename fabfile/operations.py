@@ -13,23 +13,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .transports import q
-
-
-@dataclass
-class Command:
-    """Run a shell command on the host (already quoted)."""
-
-    command: str
-
-
-@dataclass
-class Upload:
-    """Put bytes on the host at ``remote`` with ``mode``."""
-
-    content: bytes
-    remote: str
-    mode: str = "0600"
+from .shell import RUN_ID, Command, Upload, q
 
 
 @dataclass
@@ -38,9 +22,11 @@ class Operation:
     probe: str
     decide: Callable[[str], Iterable]
     notify: list = field(default_factory=list)
-    # For --diff: the new text of a file, and the remote path whose current text it replaces.
+    # For --diff: the new text of a file, the remote path whose current text it replaces, and how
+    # to show the difference: "content" (a unified diff) or "keys" (KEY: changed, for files holding secrets).
     diff_path: str | None = None
     diff_new: str | None = None
+    diff_mode: str = "content"
     # Preconditions run before every other step of the play, so a host that fails one is left unchanged.
     precondition: bool = False
 
@@ -119,7 +105,7 @@ def _normalise_stat(fact: str) -> str:
 
 def file(path: str, content: bytes | str, *, owner: str = "root", group: str = "root", mode="0644",
          validate: str | None = None, backup: bool = False, after: Iterable[str] = (),
-         notify: Iterable[str] = (), show_diff: bool = True) -> Operation:
+         notify: Iterable[str] = (), diff_mode: str = "content") -> Operation:
     """Ensure a file has exactly ``content``, uploaded atomically.
 
     + path: absolute target path
@@ -130,12 +116,13 @@ def file(path: str, content: bytes | str, *, owner: str = "root", group: str = "
     + backup: keep the replaced file as ``<path>.prev`` (for a handler to restore)
     + after: commands to run once the file changed (e.g. ``systemctl daemon-reload``)
     + notify: handlers to run at the end of the role when it changed
-    + show_diff: False for files whose content must never be printed
+    + diff_mode: "content" (unified diff), "keys" (only which KEY= lines change: files holding
+      secrets), or "none"
     """
     data = content.encode() if isinstance(content, str) else content
     digest = hashlib.sha256(data).hexdigest()
     mode = _mode(mode)
-    temporary = f"{path}.veza-tmp"
+    temporary = f"{path}.veza-tmp-{RUN_ID}"
     probe = (
         f"if [ -e {q(path)} ]; then sha256sum {q(path)} | cut -d' ' -f1; stat -c '%U %G %a' {q(path)}; "
         "else echo missing; fi"
@@ -162,8 +149,9 @@ def file(path: str, content: bytes | str, *, owner: str = "root", group: str = "
 
     return Operation(
         f"file {path}", probe, decide, notify=list(notify),
-        diff_path=path if show_diff else None,
-        diff_new=data.decode(errors="replace") if show_diff else None,
+        diff_path=path if diff_mode != "none" else None,
+        diff_new=data.decode(errors="replace") if diff_mode != "none" else None,
+        diff_mode=diff_mode,
     )
 
 

@@ -3,51 +3,40 @@
 A play goes in two phases. Planning is local and pure: every host's operations
 are built (templates rendered, variables checked) before any host is touched,
 so bad input stops the play with nothing changed anywhere. Running then visits
-the hosts in parallel: one batched probe per host, the actions of the steps that
-need them, a fresh batched probe after each change (later steps may depend on
-it), and the notified handlers once at the end.
+the hosts in parallel (at most ``forks`` at once): one batched probe per host,
+the actions of the steps that need them, a fresh batched probe after each
+change (later steps may depend on it), and the notified handlers once at the end.
+
+Handlers survive a failed or interrupted run: a step that notifies one first
+records its name on the host (``PENDING_HANDLERS``), in the same round trip as
+its change; the handler's success clears it, and the next run finds and runs
+whatever is still recorded.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
-import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
-from .inventory import Host, Inventory, is_secret_name
-from .operations import Command, Operation, PreconditionFailed, Upload
-from .transports import CommandFailed, Transport, TransportError, connect, q
+from .operations import Operation, PreconditionFailed
+from .output import Masker, Output
+from .roles.base import HostContext
+from .shell import Command, Upload, chain, q
+from .transports import CommandFailed, Transport, TransportError, connect
 
 FACT_MARKER = "@@veza-fact@@"
-
-
-@dataclass
-class Role:
-    """A role: its defaults, its steps for one host, its handlers (name -> command)."""
-
-    name: str
-    defaults: dict
-    steps: Callable[["HostContext"], list]
-    handlers: Callable[[dict], dict] = lambda variables: {}
-
-
-@dataclass
-class HostContext:
-    host: Host
-    inventory: Inventory
-    vars: dict
+PENDING_HANDLERS = "/var/lib/veza-ops/pending-handlers"
+DEFAULT_FORKS = 10
 
 
 @dataclass
 class HostPlan:
-    host: Host
+    host: object
     operations: list
     handlers: dict  # name -> command, in the order they run
+    warnings: list = field(default_factory=list)
 
 
 @dataclass
@@ -59,70 +48,48 @@ class StepResult:
     detail: str = ""
 
 
-class Masker:
-    """Replaces secret values with asterisks in anything shown or written."""
-
-    def __init__(self, secrets=()):
-        self.secrets = sorted({str(s) for s in secrets if s not in (None, "") and len(str(s)) >= 3}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "********")
-        return text
-
-    @classmethod
-    def for_hosts(cls, hosts, extra=()):
-        values = list(extra)
-        for host in hosts:
-            secret_vars = host.vars.get("secret_vars", ())
-            values += [v for k, v in host.vars.items() if is_secret_name(k, secret_vars) and isinstance(v, (str, int))]
-        return cls(values)
-
-
-class Output:
-    """Whole lines only, one writer at a time, so parallel hosts never interleave mid-line."""
-
-    def __init__(self, masker: Masker, stream=None):
-        self.masker = masker
-        self.stream = stream or sys.stdout
-        self.lock = threading.Lock()
-
-    def line(self, text: str) -> None:
-        with self.lock:
-            self.stream.write(self.masker(text) + "\n")
-            self.stream.flush()
-
-    def step(self, result: StepResult, note: str = "") -> None:
-        detail = f"  {result.detail}" if result.detail else ""
-        self.line(f"{result.host:<16} {result.status:<8} {result.seconds:6.2f}s  {result.step}{note}{detail}")
-
-
-def plan_hosts(hosts, roles, inventory: Inventory) -> list:
-    """Build every host's operations; raises (TemplateError, ValueError, ...) before touching any host."""
+def plan_hosts(hosts, roles, inventory) -> list:
+    """Build every host's operations; raises (TemplateError, InvalidValue, ...) before touching any host."""
     plans = []
     for host in hosts:
-        operations, handlers = [], {}
+        operations, handlers, warnings = [], {}, []
         for role in roles:
             variables = {**host.vars_with(role.defaults), "inventory_hostname": host.name}
             context = HostContext(host=host, inventory=inventory, vars=variables)
             operations.extend(role.steps(context))
             handlers.update(role.handlers(variables))
+            warnings.extend(context.warnings)
         operations.sort(key=lambda op: not op.precondition)  # stable: preconditions first, order kept
-        plans.append(HostPlan(host=host, operations=operations, handlers=handlers))
+        plans.append(HostPlan(host=host, operations=operations, handlers=handlers, warnings=warnings))
     return plans
 
 
-def probe_facts(transport: Transport, operations) -> list:
-    """Run all probes in one round trip; return one fact string per operation."""
-    if not operations:
-        return []
-    script = "\n".join(f"printf '\\n%s %d\\n' {FACT_MARKER} {i}; ( {op.probe} ) 2>/dev/null" for i, op in enumerate(operations))
-    output = transport.run(script, warn=True).stdout
-    facts = [""] * len(operations)
+def probe_script(probes) -> str:
+    """One shell script printing each probe's output after a numbered marker line."""
+    return "\n".join(f"printf '\\n%s %d\\n' {FACT_MARKER} {i}; ( {probe} ) 2>/dev/null" for i, probe in enumerate(probes))
+
+
+def parse_facts(output: str, count: int) -> list:
+    facts = [""] * count
     for chunk in output.split(f"\n{FACT_MARKER} ")[1:]:
         index, _, fact = chunk.partition("\n")
-        facts[int(index)] = fact.rstrip("\n")
+        if index.isdigit() and int(index) < count:
+            facts[int(index)] = fact.rstrip("\n")
     return facts
+
+
+def probe_facts(transport: Transport, operations, extra_probes=()) -> list:
+    """Run all probes (and ``extra_probes`` after them) in one round trip; one fact string each."""
+    probes = [op.probe for op in operations] + list(extra_probes)
+    if not probes:
+        return []
+    return parse_facts(transport.run(probe_script(probes), warn=True).stdout, len(probes))
+
+
+def remember_handlers(names) -> str:
+    """Record handler names on the host before the change that needs them (survives a failed run)."""
+    lines = "".join(f"{name}\n" for name in names)
+    return f"mkdir -p {q(PENDING_HANDLERS.rsplit('/', 1)[0])} && printf %s {q(lines)} >> {q(PENDING_HANDLERS)}"
 
 
 def _apply(transport: Transport, actions) -> None:
@@ -131,7 +98,7 @@ def _apply(transport: Transport, actions) -> None:
 
     def flush():
         if pending:
-            transport.run(" && ".join(f"{{ {c} ; }}" for c in pending))
+            transport.run(chain(pending))
             pending.clear()
 
     for action in actions:
@@ -139,17 +106,30 @@ def _apply(transport: Transport, actions) -> None:
             pending.append(action.command)
         elif isinstance(action, Upload):
             flush()
-            transport.put(action.content, action.remote, mode=action.mode)
+            transport.put(action)
     flush()
 
 
-def _unified_diff(transport: Transport, operation: Operation, masker: Masker) -> str:
-    """Diff the real texts (so a changed secret still shows as a changed line), then mask the output."""
-    current = transport.run(f"cat {q(operation.diff_path)} 2>/dev/null || true", warn=True).stdout
-    lines = difflib.unified_diff(
-        current.splitlines(keepends=True), operation.diff_new.splitlines(keepends=True),
-        fromfile=f"{operation.diff_path} (on host)", tofile=f"{operation.diff_path} (rendered)",
-    )
+def parse_env(text: str) -> dict:
+    """KEY=VALUE lines of an env file (comments and blank lines skipped)."""
+    pairs = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            pairs[key.strip()] = value
+    return pairs
+
+
+def describe_difference(current: str, operation: Operation, masker: Masker) -> str:
+    """What --diff prints for one changed file: a masked unified diff, or for secret files the keys only."""
+    path = operation.diff_path
+    if operation.diff_mode == "keys":
+        old, new = parse_env(current), parse_env(operation.diff_new)
+        changes = [f"  {key}: {'added' if key not in old else 'removed' if key not in new else 'changed'}"
+                   for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        return "\n".join([f"--- {path}: keys that change (values never shown)", *changes]) if changes else ""
+    lines = difflib.unified_diff(current.splitlines(keepends=True), operation.diff_new.splitlines(keepends=True),
+                                 fromfile=f"{path} (on host)", tofile=f"{path} (rendered)")
     return masker("".join(lines))
 
 
@@ -157,22 +137,23 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
     """Run one host's plan; return its step results. Never raises for host-side trouble."""
     name = plan.host.name
     results = []
-    notified = []
-    transport = None
 
     def record(step, status, started, detail=""):
         result = StepResult(name, step, status, round(time.monotonic() - started, 3), output.masker(detail))
         results.append(result)
-        output.step(result, " (check)" if check and status == "changed" else "")
-        return result
+        output.step(name, status, result.seconds, step + (" (check)" if check and status == "changed" else ""),
+                    result.detail)
 
     started = time.monotonic()
+    transport = None
     try:
         transport = transport_factory(plan.host)
-        facts = probe_facts(transport, plan.operations)
+        *facts, pending = probe_facts(transport, plan.operations, [f"cat {q(PENDING_HANDLERS)}"])
     except (TransportError, CommandFailed) as exc:
         record("connect", "failed", started, str(exc))
         return results
+    # Handlers an earlier run changed things for but never ran (failed or interrupted).
+    notified = [handler for handler in plan.handlers if handler in pending.splitlines()]
     failed = False
     for index, operation in enumerate(plan.operations):
         started = time.monotonic()
@@ -185,10 +166,14 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
                 record(operation.name, "ok", started)
                 continue
             if diff and operation.diff_new is not None:
-                text = _unified_diff(transport, operation, output.masker)
+                current = transport.run(f"cat {q(operation.diff_path)} 2>/dev/null || true", warn=True).stdout
+                text = describe_difference(current, operation, output.masker)
                 if text:
                     output.line(text.rstrip("\n"))
             if not check:
+                new_handlers = [h for h in operation.notify if h in plan.handlers]
+                if new_handlers:
+                    actions.insert(0, Command(remember_handlers(new_handlers)))
                 _apply(transport, actions)
                 facts[index + 1:] = probe_facts(transport, plan.operations[index + 1:])
             notified.extend(h for h in operation.notify if h not in notified)
@@ -200,21 +185,32 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
             record(operation.name, "failed", started, str(exc))
             failed = True
     if not failed:
-        for handler in plan.handlers:
-            if handler not in notified:
-                continue
-            started = time.monotonic()
-            if check:
-                record(f"handler: {handler}", "changed", started)
-                continue
-            try:
-                transport.run(plan.handlers[handler])
-                record(f"handler: {handler}", "changed", started)
-            except (CommandFailed, TransportError) as exc:
-                record(f"handler: {handler}", "failed", started, str(exc))
-    if transport is not None:
-        transport.close()
+        _run_handlers(plan, notified, transport, check, record)
+    transport.close()
     return results
+
+
+def _run_handlers(plan: HostPlan, notified: list, transport: Transport, check: bool, record) -> None:
+    """Notified handlers once each, in declaration order; the pending record cleared once all succeed."""
+    all_ran = True
+    for handler in plan.handlers:
+        if handler not in notified:
+            continue
+        started = time.monotonic()
+        if check:
+            record(f"handler: {handler}", "changed", started)
+            continue
+        try:
+            transport.run(plan.handlers[handler])
+            record(f"handler: {handler}", "changed", started)
+        except (CommandFailed, TransportError) as exc:
+            record(f"handler: {handler}", "failed", started, str(exc))
+            all_ran = False
+    if notified and all_ran and not check:
+        try:
+            transport.run(f"rm -f {q(PENDING_HANDLERS)}")
+        except (CommandFailed, TransportError) as exc:
+            record("handlers: clear pending record", "failed", time.monotonic(), str(exc))
 
 
 @dataclass
@@ -242,29 +238,21 @@ class PlayResult:
         }
 
 
-def run_play(title: str, plans, *, check=False, diff=False, output: Output, parallel=True,
+def run_play(title: str, plans, *, check=False, diff=False, output: Output, forks: int = DEFAULT_FORKS,
              transport_factory=connect) -> PlayResult:
-    """Run host plans (in parallel when ``parallel``), print the recap, return the results."""
+    """Run host plans, at most ``forks`` hosts at once; print the recap; return the results.
+
+    One failed host does not stop the others (Ansible's semantics).
+    """
     started = time.monotonic()
     output.line(f"== {title}{' (check mode: nothing is changed)' if check else ''}")
-    workers = max(1, len(plans)) if parallel else 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    for plan in plans:
+        for warning in plan.warnings:
+            output.line(f"warning: {warning}")
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(plans) or 1))) as pool:
         per_host = list(pool.map(lambda p: run_host(p, check=check, diff=diff, output=output,
                                                      transport_factory=transport_factory), plans))
     result = PlayResult(title=title, check=check, seconds=time.monotonic() - started,
                         steps=[s for steps in per_host for s in steps])
-    print_recap(result, output)
+    output.recap(title, result.seconds, result.recap())
     return result
-
-
-def print_recap(result: PlayResult, output: Output) -> None:
-    output.line(f"-- recap: {result.title} ({result.seconds:.2f}s)")
-    for host, counts in result.recap().items():
-        skipped = f" skipped={counts['skipped']}" if counts["skipped"] else ""
-        output.line(f"{host:<16} : ok={counts['ok']} changed={counts['changed']} failed={counts['failed']}{skipped}")
-
-
-def write_report(path: str, payload, masker: Masker) -> None:
-    """Write ``payload`` (anything JSON can hold) to ``path`` as JSON, secrets masked."""
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(masker(json.dumps(payload, indent=2)) + "\n")

@@ -2,6 +2,10 @@
 
 The real file is never committed (``secrets.yaml`` and ``.lab/`` are git-ignored);
 ``secrets.example.yaml`` shows its shape. Every value is masked wherever output goes.
+
+Values are read as the text written in the file, never coerced by YAML: ``012345``
+stays ``"012345"`` (not 5349), ``no`` stays ``"no"`` (not False). An empty value or
+``~``/``null`` counts as missing; a list or mapping is refused.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ class Secrets(dict):
 def load_secrets(path: str) -> Secrets:
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+            # BaseLoader keeps every scalar as the string written: no int/bool/null coercion.
+            data = yaml.load(handle, Loader=yaml.BaseLoader) or {}
     except FileNotFoundError:
         raise TemplateError(f"{path}: secrets file not found; pass --secrets PATH (see secrets.example.yaml)") from None
     except yaml.YAMLError as exc:
@@ -41,4 +46,11 @@ def load_secrets(path: str) -> Secrets:
         raise TemplateError(f"{path}:{where} YAML syntax error in the secrets file") from None
     if not isinstance(data, dict):
         raise TemplateError(f"{path}: the secrets file must be a mapping of name: value")
-    return Secrets({str(k): str(v) for k, v in data.items()}, path)
+    values = {}
+    for name, value in data.items():
+        if not isinstance(value, str):
+            raise TemplateError(f"{path}: secret '{name}' must be a single value, not a list or mapping")
+        if value.strip() in ("", "~", "null", "Null", "NULL"):
+            continue  # reported as missing by name if a template needs it
+        values[str(name)] = value
+    return Secrets(values, path)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import jinja2
+
+from . import values
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -20,6 +23,26 @@ _environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def env_value(value) -> str:
+    """A value for a systemd EnvironmentFile that the service receives byte for byte.
+
+    Double-quoted, with the four characters systemd unescapes there (``"`` ``\\`` `````
+    ``$``) escaped; control characters (a newline would add a line) are refused.
+    """
+    text = values.text("env value", value)
+    escaped = "".join("\\" + ch if ch in '"\\`$' else ch for ch in text)
+    return f'"{escaped}"'
+
+
+def url_credential(value) -> str:
+    """A user name or password percent-encoded for the userinfo part of a URL."""
+    return quote(values.text("URL credential", value), safe="")
+
+
+_environment.filters["env_value"] = env_value
+_environment.filters["url_credential"] = url_credential
 
 
 def render(template: str, variables: dict) -> str:

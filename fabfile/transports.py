@@ -1,44 +1,27 @@
 """One interface to reach a host, whatever carries it: ``run`` and ``put``.
 
-The subset of ``fabric.Connection`` the roles need. Every command string the
-roles build is quoted with ``shlex.quote`` before it gets here; the transports
-hand it to ``sh -c`` as a single argument, never through a local shell.
+The subset of ``fabric.Connection`` the roles need. Command strings arrive
+already quoted (``shell.q``); the transports hand them to ``sh -c`` as a single
+argument, never through a local shell. Fabric and Paramiko are imported only
+when an ssh host is actually reached, so tasks on incus or local hosts start fast.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import subprocess
 import tempfile
-import time
-from dataclasses import dataclass
 
-from .inventory import Host
+from . import incus
+from .process import ProcessNotFound, Result, run_argv
+from .shell import Command, Upload, q
 
 CONNECT_TIMEOUT = 10  # seconds to open an SSH connection
-CONNECT_ATTEMPTS = 3  # bounded retries for a failed SSH connection, with backoff
+CONNECT_ATTEMPTS = 3  # bounded retries for a connection that could not be opened (never for auth or host keys)
+PUSH_TIMEOUT = 300
 
 
 class TransportError(Exception):
     """The host could not be reached at all (not a command that failed)."""
-
-
-@dataclass
-class Result:
-    command: str
-    exited: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.exited == 0
-
-    def tail(self, lines: int = 5) -> str:
-        text = (self.stderr.strip() or self.stdout.strip()).splitlines()
-        return " | ".join(text[-lines:])
 
 
 class CommandFailed(Exception):
@@ -48,15 +31,10 @@ class CommandFailed(Exception):
         super().__init__(f"{host}: exit {result.exited}: {result.tail()}")
 
 
-def q(value) -> str:
-    """Quote one value for a POSIX shell."""
-    return shlex.quote(str(value))
-
-
 class Transport:
     """Base: run a shell command on the host, put a file on the host."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host):
         self.host = host
         self.name = host.name
 
@@ -64,25 +42,30 @@ class Transport:
     def vars(self) -> dict:
         return self.host.vars
 
-    def run(self, command: str, *, warn: bool = False, timeout: float | None = None, stdin: bytes | None = None) -> Result:
+    def run(self, command, *, warn: bool = False, timeout: float | None = None, stdin: bytes | None = None) -> Result:
+        """Run a ``Command`` (or a quoted string); raise CommandFailed on a non-zero exit unless ``warn``."""
+        if isinstance(command, Command):
+            timeout = command.timeout if timeout is None else timeout
+            command = command.command
         result = self._run(command, timeout=timeout, stdin=stdin)
         if not result.ok and not warn:
             raise CommandFailed(self.name, result)
         return result
 
-    def put(self, source, remote: str, *, owner: str | None = None, group: str | None = None, mode: str | None = None) -> None:
-        """Copy a local path or bytes to ``remote``, then set owner/group/mode."""
+    def put(self, source, remote: str | None = None, *, mode: str = "0600") -> None:
+        """Copy a local path or bytes to ``remote``; the file is born with ``mode`` (never wider first)."""
+        if isinstance(source, Upload):
+            source, remote, mode = source.content, source.remote, source.mode
         if isinstance(source, (bytes, bytearray)):
-            with tempfile.NamedTemporaryFile(prefix="veza-put-", delete=False) as handle:
-                handle.write(source)
+            handle, staging = tempfile.mkstemp(prefix="veza-put-")  # 0600 from birth
             try:
-                self._put(handle.name, remote, mode)
+                with os.fdopen(handle, "wb") as out:
+                    out.write(source)
+                self._put(staging, remote, mode)
             finally:
-                os.unlink(handle.name)
+                os.unlink(staging)
         else:
             self._put(os.fspath(source), remote, mode)
-        if owner or group:
-            self.run(f"chown {q((owner or '') + (':' + group if group else ''))} {q(remote)}")
 
     def close(self) -> None:
         pass
@@ -91,134 +74,107 @@ class Transport:
     def _run(self, command, *, timeout, stdin) -> Result:
         raise NotImplementedError
 
-    def _put(self, local_path: str, remote: str, mode: str | None) -> None:
+    def _put(self, local_path: str, remote: str, mode: str) -> None:
         raise NotImplementedError
 
 
-def _subprocess(argv: list, command: str, timeout, stdin) -> Result:
+def _local(argv: list, command: str, timeout, stdin) -> Result:
     try:
-        done = subprocess.run(argv, input=stdin if stdin is not None else b"", capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return Result(command, 124, "", f"timed out after {timeout}s")
-    except FileNotFoundError as exc:
-        raise TransportError(f"{argv[0]} not found ({exc.strerror}); is it installed?") from None
-    return Result(command, done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
+        return run_argv(argv, timeout=timeout, stdin=stdin, shown=command)
+    except ProcessNotFound as exc:
+        raise TransportError(str(exc)) from None
 
 
 class LocalTransport(Transport):
     """The machine the tool runs on."""
 
     def _run(self, command, *, timeout, stdin):
-        return _subprocess(["sh", "-c", command], command, timeout, stdin)
+        return _local(["sh", "-c", command], command, timeout, stdin)
 
     def _put(self, local_path, remote, mode):
-        staging = remote + ".veza-put"
+        directory = os.path.dirname(os.path.abspath(remote))
         try:
-            shutil.copyfile(local_path, staging)
-            if mode:
-                os.chmod(staging, int(str(mode), 8))
+            # A fresh name made with O_EXCL in the target directory: no planted symlink is followed.
+            handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(remote)}.veza-put-", dir=directory)
+        except OSError as exc:
+            raise TransportError(f"{self.name}: cannot write in {directory}: {exc.strerror}") from None
+        try:
+            with os.fdopen(handle, "wb") as out, open(local_path, "rb") as source:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    out.write(chunk)
+            os.chmod(staging, int(str(mode), 8))
             os.replace(staging, remote)
         except OSError as exc:
+            try:
+                os.unlink(staging)
+            except FileNotFoundError:
+                pass
             raise TransportError(f"{self.name}: cannot write {remote}: {exc.strerror}") from None
 
 
 class IncusTransport(Transport):
-    """``incus exec [REMOTE:]NAME -- sh -c CMD`` and ``incus file push``."""
+    """``incus exec -- [REMOTE:]NAME sh -c CMD`` and ``incus file push --mode``."""
 
-    def __init__(self, host: Host):
+    def __init__(self, host):
         super().__init__(host)
-        remote = host.vars.get("incus_remote") or "local"
-        instance = host.vars.get("incus_name", host.name)
-        self.instance = instance if remote == "local" else f"{remote}:{instance}"
+        try:
+            self.instance = incus.instance_ref(host.vars.get("incus_name", host.name), host.vars.get("incus_remote"))
+        except incus.IncusError as exc:
+            raise TransportError(f"{host.name}: {exc}") from None
 
     def _run(self, command, *, timeout, stdin):
-        result = _subprocess(["incus", "exec", self.instance, "--", "sh", "-c", command], command, timeout, stdin)
+        result = _local(incus.exec_argv(self.instance, command), command, timeout, stdin)
         if result.exited != 0 and result.stderr.startswith("Error:") and not result.stdout:
             # incus itself failed (instance missing or stopped), not the command.
             raise TransportError(f"{self.name}: incus exec failed: {result.stderr.strip()}")
         return result
 
     def _put(self, local_path, remote, mode):
-        argv = ["incus", "file", "push", local_path, f"{self.instance}{remote}" if remote.startswith("/") else f"{self.instance}/{remote}"]
-        if mode:
-            argv += ["--mode", str(mode)]
-        result = _subprocess(argv, " ".join(map(q, argv)), 300, None)
+        # The file is created with --mode by incus itself, so it is never readable by others first.
+        argv = incus.push_argv(local_path, self.instance, remote if remote.startswith("/") else f"/{remote}", mode)
+        result = _local(argv, " ".join(map(q, argv)), PUSH_TIMEOUT, None)
         if not result.ok:
             raise TransportError(f"{self.name}: incus file push to {remote} failed: {result.tail()}")
 
 
 class SshTransport(Transport):
-    """fabric.Connection with strict host keys by default and bounded reconnects.
+    """fabric.Connection with strict host keys by default; see ``ssh_connection`` for the policy."""
 
-    Inventory vars: ``address``, ``ssh_user`` (root), ``ssh_port`` (22),
-    ``ssh_key_file``, ``ssh_known_hosts`` (extra known_hosts file), and
-    ``ssh_host_key_policy``: ``strict`` (default, unknown keys rejected) or
-    ``accept-new``.
-    """
-
-    def __init__(self, host: Host):
+    def __init__(self, host):
         super().__init__(host)
         self._connection = None
 
     def _connect(self):
-        if self._connection is not None:
-            return self._connection
-        import fabric
-        import paramiko
+        if self._connection is None:
+            from .ssh_connection import open_connection
 
-        v = self.host.vars
-        kwargs = {"banner_timeout": CONNECT_TIMEOUT, "auth_timeout": CONNECT_TIMEOUT}
-        if v.get("ssh_key_file"):
-            kwargs["key_filename"] = os.path.expanduser(v["ssh_key_file"])
-            kwargs["look_for_keys"] = False
-            kwargs["allow_agent"] = False
-        policy = v.get("ssh_host_key_policy", "strict")
-        if policy not in ("strict", "accept-new"):
-            raise TransportError(f"{self.name}: ssh_host_key_policy '{policy}' is unknown; use strict or accept-new")
-        last_error = None
-        for attempt in range(CONNECT_ATTEMPTS):
-            connection = fabric.Connection(
-                host=v["address"], user=v.get("ssh_user", "root"), port=int(v.get("ssh_port", 22)),
-                connect_timeout=CONNECT_TIMEOUT, connect_kwargs=kwargs,
-            )
-            client = connection.client
-            client.load_system_host_keys()
-            if v.get("ssh_known_hosts"):
-                known = os.path.expanduser(v["ssh_known_hosts"])
-                if os.path.exists(known):
-                    client.load_host_keys(known)
-            client.set_missing_host_key_policy(
-                paramiko.AutoAddPolicy() if policy == "accept-new" else paramiko.RejectPolicy()
-            )
-            try:
-                connection.open()
-                self._connection = connection
-                return connection
-            except paramiko.SSHException as exc:
-                if "not found in known_hosts" in str(exc) or "Bad host key" in str(exc.__class__.__name__):
-                    raise TransportError(
-                        f"{self.name}: host key of {v['address']} is not known; add it to ssh_known_hosts "
-                        "or set ssh_host_key_policy: accept-new"
-                    ) from None
-                last_error = exc
-            except OSError as exc:
-                last_error = exc
-            time.sleep(0.5 * 2**attempt)
-        raise TransportError(f"{self.name}: ssh to {v['address']} failed after {CONNECT_ATTEMPTS} attempts: {last_error}")
+            self._connection = open_connection(self.host, TransportError, CONNECT_TIMEOUT, CONNECT_ATTEMPTS)
+        return self._connection
 
     def _run(self, command, *, timeout, stdin):
         import io
 
+        from invoke.exceptions import CommandTimedOut
+
         connection = self._connect()
-        result = connection.run(
-            command, hide=True, warn=True, timeout=timeout, in_stream=io.BytesIO(stdin or b""),
-        )
+        try:
+            result = connection.run(command, hide=True, warn=True, timeout=timeout, in_stream=io.BytesIO(stdin or b""))
+        except CommandTimedOut:
+            return Result(command, 124, "", f"timed out after {timeout}s")
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise TransportError(f"{self.name}: ssh connection lost: {exc}") from None
         return Result(command, result.exited, result.stdout, result.stderr)
 
     def _put(self, local_path, remote, mode):
         connection = self._connect()
-        connection.put(local_path, remote=remote)
-        if mode:
+        # Born private: created empty under umask 077 (refusing an existing name), then filled over SFTP.
+        self.run(f"umask 077 && set -C && : > {q(remote)}")
+        try:
+            connection.put(local_path, remote=remote)
+        except (OSError, EOFError) as exc:
+            raise TransportError(f"{self.name}: upload to {remote} failed: {exc}") from None
+        if int(str(mode), 8) != 0o600:
             self.run(f"chmod {q(mode)} {q(remote)}")
 
     def close(self):
@@ -230,5 +186,5 @@ class SshTransport(Transport):
 TRANSPORT_CLASSES = {"incus": IncusTransport, "ssh": SshTransport, "local": LocalTransport}
 
 
-def connect(host: Host) -> Transport:
+def connect(host) -> Transport:
     return TRANSPORT_CLASSES[host.connection](host)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-INV = REPO / ".venv" / "bin" / "inv"
+INV = [sys.executable, "-m", "invoke"]  # the inv of whatever environment runs pytest
 BUILD = REPO / ".lab" / "build"
 
 
 def inv(*args, check=True, timeout=600):
     """Run a real `inv` command from the repo root; return the completed process (text)."""
-    done = subprocess.run([str(INV), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    done = subprocess.run([*INV, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
     if check and done.returncode != 0:
         raise AssertionError(f"inv {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}")

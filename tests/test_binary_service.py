@@ -7,8 +7,9 @@ import pytest
 
 from conftest import INV, REPO
 from fabfile.inventory import Host
-from fabfile.roles.binary_service import BACKEND_API, STREAM_SERVER, role_for
-from fabfile.runner import HostContext
+from fabfile.roles.binary_service import role_for
+from fabfile.services import BACKEND_API, STREAM_SERVER
+from fabfile.roles.base import HostContext
 from fabfile.secrets_file import Secrets
 from fabfile.templating import TemplateError
 
@@ -56,7 +57,7 @@ def test_setup_with_an_incomplete_secrets_file_exits_before_any_change(tmp_path)
     """))
     secrets = tmp_path / "secrets.yaml"
     secrets.write_text("database_password: only-this-one\n")
-    done = subprocess.run([str(INV), "api.setup", "--inventory", str(inventory), "--secrets", str(secrets)],
+    done = subprocess.run([*INV, "api.setup", "--inventory", str(inventory), "--secrets", str(secrets)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {secrets}: secret 'jwt_secret' is missing; add it to the secrets file"

@@ -2,8 +2,11 @@
 
 import re
 import subprocess
+import sys
 
 from conftest import REPO
+
+PROGRAMS = {"inv": [sys.executable, "-m", "invoke"], "fab": [sys.executable, "-m", "fabric"]}
 
 TASKS = {"lab.up", "lab.status", "lab.down", "common.setup", "haproxy.setup", "haproxy.status",
          "api.setup", "api.deploy", "api.rollback", "api.status",
@@ -11,7 +14,7 @@ TASKS = {"lab.up", "lab.status", "lab.down", "common.setup", "haproxy.setup", "h
 
 
 def listed(program):
-    done = subprocess.run([str(REPO / ".venv" / "bin" / program), "--list"], cwd=REPO, capture_output=True,
+    done = subprocess.run([*PROGRAMS[program], "--list"], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return set(re.findall(r"^  (\S+\.\S+)", done.stdout, re.M))
@@ -24,7 +27,7 @@ def test_inv_and_fab_list_the_same_tasks():
 
 def test_every_flag_has_help():
     for task in sorted(TASKS):
-        done = subprocess.run([str(REPO / ".venv" / "bin" / "inv"), "--help", task], cwd=REPO, capture_output=True,
+        done = subprocess.run([*PROGRAMS["inv"], "--help", task], cwd=REPO, capture_output=True,
                               text=True, timeout=60)
         options = done.stdout.split("Options:", 1)[1]
         flags = re.findall(r"^\s+(?:-\w(?: [A-Z]+)?, )?(--[\w\[\]-]+)(?:=[A-Z]+)?(.*)$", options, re.M)

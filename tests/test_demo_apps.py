@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile import wsclient
+from fabfile.failover import websocket as wsclient
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 START_TIMEOUT = 10  # seconds for a built program to answer its health check

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, build_demo, inv
 from fabfile.haproxy_runtime import RuntimeAPI
 from fabfile.inventory import load_inventory
-from fabfile.loadgen import HttpGetter, LoadGenerator
+from fabfile.failover.load import HttpGetter, LoadGenerator
 from fabfile.transports import connect
 
 pytestmark = pytest.mark.lab

@@ -4,8 +4,9 @@ import hashlib
 
 import pytest
 
-from fabfile.deploy import DeployError, Instance, Rollout, Timeouts, read_artifact
-from fabfile.transports import Result
+from fabfile.deploy.artifact import DeployError, read_artifact
+from fabfile.deploy.rollout import Instance, Rollout, Timeouts
+from fabfile.process import Result
 
 SVC = {"binary_path": "/opt/veza/backend-api/veza-api", "unit": "veza-backend-api", "user": "veza-api",
        "listen_port": 8080, "health_path": "/api/v1/health"}

@@ -15,7 +15,7 @@ import pytest
 from invoke import Context
 from invoke.exceptions import Exit
 
-from fabfile.failover import (
+from fabfile.failover.checks import (
     STEP_DOWN,
     STEP_DOWN_WINDOW,
     STEP_LOAD_FLOWING,
@@ -29,21 +29,19 @@ from fabfile.failover import (
     STEP_WS_REBALANCED,
     STEP_WS_STAYS,
     FailoverSettings,
-    FailoverTest,
-    IncusStopper,
-    UnitStopper,
-    make_stopper,
-    session_cookie,
-    wait_closed,
 )
+from fabfile.failover.sequence import FailoverTest
+from fabfile.failover.stoppers import IncusStopper, UnitStopper, make_stopper
+from fabfile.failover.websocket_checks import session_cookie, wait_closed
 from fabfile.haproxy_runtime import ServerStat
 from fabfile.inventory import Host
-from fabfile.loadgen import HttpGetter, HttpReply, LoadGenerator, Sample, count_by_phase
-from fabfile.plot import render_svg
-from fabfile.runner import Masker, Output
+from fabfile.failover.load import HttpGetter, HttpReply, LoadGenerator, Sample, count_by_phase
+from fabfile.failover.plot import render_svg
+from fabfile.output import Masker, Output
 from fabfile.tasks import test as test_tasks
-from fabfile.transports import IncusTransport, Result, SshTransport
-from fabfile.wsclient import WebSocketClosed
+from fabfile.process import Result
+from fabfile.transports import IncusTransport, SshTransport
+from fabfile.failover.websocket import WebSocketClosed
 
 VICTIM, SURVIVOR = "backend-api-1", "backend-api-2"
 

@@ -8,7 +8,7 @@ import yaml
 from conftest import REPO, inv
 from fabfile.haproxy_runtime import RuntimeAPI
 from fabfile.inventory import load_inventory
-from fabfile.loadgen import HttpGetter
+from fabfile.failover.load import HttpGetter
 from fabfile.transports import connect
 
 pytestmark = pytest.mark.lab

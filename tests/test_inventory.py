@@ -1,14 +1,15 @@
 """Inventory shapes, precedence, fallback and every bad input: one line, no host touched."""
 
 import subprocess
+import sys
 import textwrap
 
 import pytest
 
-from fabfile import cli
+from fabfile.paths import REPO_ROOT
 from fabfile.inventory import InventoryError, load_inventory
 
-REPO = cli.REPO_ROOT
+REPO = REPO_ROOT
 
 
 def write(tmp_path, text, name="hosts.yaml"):
@@ -134,7 +135,7 @@ def test_cli_bad_inventory_exits_2_with_one_line_and_runs_nothing(tmp_path):
                 lb1: {{}}
                 lb1b: [oops]
     """)
-    done = subprocess.run([str(REPO / ".venv/bin/inv"), "common.setup", "--inventory", str(path)],
+    done = subprocess.run([sys.executable, "-m", "invoke", "common.setup", "--inventory", str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0, done.stderr

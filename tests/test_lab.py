@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from fabfile import lab
+from fabfile.lab import base, containers, lifecycle
 from fabfile.inventory import load_inventory
 
 pytestmark = [
@@ -21,12 +21,12 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("incus") is None, reason="Incus is not installed; run inv lab.up first"),
 ]
 
-INVENTORY = lab.REPO_ROOT / "hosts.yaml"
+INVENTORY = base.REPO_ROOT / "hosts.yaml"
 
 
 @pytest.fixture(scope="module")
 def first_report():
-    return lab.lab_up(str(INVENTORY))
+    return lifecycle.lab_up(str(INVENTORY))
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +35,16 @@ def lab_hosts(first_report):
 
 
 def test_every_container_runs_at_its_inventory_address(lab_hosts):
-    instances = lab.list_instances()
+    instances = containers.list_instances()
     assert len(lab_hosts) == 5
     for host in lab_hosts:
         assert instances[host.name]["status"] == "Running", host.name
-        assert lab.running_address(instances[host.name]) == host.address
+        assert lifecycle.running_address(instances[host.name]) == host.address
 
 
 def test_systemd_is_up_inside_each_container(lab_hosts):
     for host in lab_hosts:
-        state = lab.incus("exec", host.name, "--", "systemctl", "is-system-running", check=False).stdout.strip()
+        state = base.INCUS.run("exec", "--", host.name, "systemctl", "is-system-running", check=False).stdout.strip()
         assert state in ("running", "degraded"), f"{host.name}: {state}"
 
 
@@ -53,10 +53,10 @@ def test_ssh_with_lab_key_and_strict_known_hosts(lab_hosts):
 
     for host in lab_hosts:
         client = paramiko.SSHClient()
-        client.load_host_keys(str(lab.KNOWN_HOSTS))
+        client.load_host_keys(str(base.KNOWN_HOSTS))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
-            client.connect(host.address, username="root", key_filename=str(lab.SSH_KEY), look_for_keys=False,
+            client.connect(host.address, username="root", key_filename=str(base.SSH_KEY), look_for_keys=False,
                            allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10)
             _, stdout, _ = client.exec_command("hostname", timeout=10)
             assert stdout.read().decode().strip() == host.name
@@ -65,39 +65,39 @@ def test_ssh_with_lab_key_and_strict_known_hosts(lab_hosts):
 
 
 def test_each_container_has_its_own_ssh_host_key():
-    keys = [line.split()[2] for line in lab.KNOWN_HOSTS.read_text().splitlines() if line.split()[1] == "ssh-ed25519"]
+    keys = [line.split()[2] for line in base.KNOWN_HOSTS.read_text().splitlines() if line.split()[1] == "ssh-ed25519"]
     assert len(keys) == 5 and len(set(keys)) == 5
 
 
 def test_secrets_file_is_private_and_complete():
     import yaml
 
-    path = lab.REPO_ROOT / ".lab" / "secrets.yaml"
+    path = base.REPO_ROOT / ".lab" / "secrets.yaml"
     assert path.stat().st_mode & 0o777 == 0o600
     values = yaml.safe_load(path.read_text())
-    assert set(lab.SECRET_NAMES) <= set(values) and all(len(str(v)) >= 20 for v in values.values())
+    assert set(base.SECRET_NAMES) <= set(values) and all(len(str(v)) >= 20 for v in values.values())
 
 
 def test_second_lab_up_changes_nothing(first_report):
-    again = lab.lab_up(str(INVENTORY))
+    again = lifecycle.lab_up(str(INVENTORY))
     assert again.changed == [], [step.name for step in again.changed]
 
 
 def test_status_lists_every_container(lab_hosts, capsys):
-    rows = lab.lab_status(str(INVENTORY))
+    rows = lifecycle.lab_status(str(INVENTORY))
     assert {row.name: row.state for row in rows} == {host.name: "RUNNING" for host in lab_hosts}
-    assert all(set(row.services) == set(lab.ROLE_SERVICES) for row in rows)
+    assert all(set(row.services) == set(base.ROLE_SERVICES) for row in rows)
     printed = capsys.readouterr().out
     assert all(host.name in printed for host in lab_hosts)
 
 
 def test_systemd_sandboxing_works_in_a_container(lab_hosts):
     """The roles' hardened units need namespaces inside the container (security.nesting)."""
-    done = lab.incus(
-        "exec", lab_hosts[0].name, "--", "systemd-run", "--quiet", "--wait", "--collect",
+    done = base.INCUS.run(
+        "exec", "--", lab_hosts[0].name, "systemd-run", "--quiet", "--wait", "--collect",
         "-p", "ProtectSystem=strict", "-p", "PrivateDevices=yes", "-p", "ProtectKernelTunables=yes",
         "-p", "PrivateUsers=yes", "-p", "RestrictNamespaces=yes", "-p", "PrivateTmp=yes",
         "-p", "SystemCallFilter=@system-service", "-p", "NoNewPrivileges=yes", "true",
         check=False, timeout=60,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.ok, done.stderr

@@ -8,7 +8,8 @@ import pwd
 
 from fabfile.inventory import Host
 from fabfile.operations import directory, file
-from fabfile.runner import HostPlan, Masker, Output, run_host, run_play, write_report
+from fabfile.output import Masker, Output, write_report
+from fabfile.runner import HostPlan, run_host, run_play
 from fabfile.transports import LocalTransport
 
 ME = pwd.getpwuid(os.getuid()).pw_name

@@ -4,7 +4,7 @@ import subprocess
 
 from hypothesis import given, settings, strategies as st
 
-from fabfile.transports import q
+from fabfile.shell import q
 
 # NUL cannot travel in a command line at all; everything else must round-trip.
 shell_text = st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=60)

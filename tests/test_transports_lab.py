@@ -5,7 +5,8 @@ import textwrap
 import pytest
 
 from fabfile.inventory import Host, load_inventory
-from fabfile.transports import IncusTransport, SshTransport, TransportError, q
+from fabfile.shell import q
+from fabfile.transports import IncusTransport, SshTransport, TransportError
 
 from conftest import REPO, inv
 

@@ -9,7 +9,7 @@ Handlers: none.
 """
 
 from ..operations import apt_lists_fresh, apt_packages, timezone
-from ..runner import Role
+from .base import Role
 
 DEFAULTS = {
     "common_packages": ["ca-certificates", "curl", "socat"],

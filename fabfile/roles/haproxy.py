@@ -7,15 +7,18 @@ Steps:
     - /etc/haproxy/haproxy.cfg: uploaded to a temporary file, `haproxy -c` on the host,
       only a valid file replaces the live one (the previous one kept as haproxy.cfg.prev)
     - service haproxy enabled and running
-Handlers: reload haproxy (never restart: a reload keeps connections), verified by a new
+Handlers: reload haproxy (never restart: a reload keeps connections), server states dumped
+first so MAINT/DRAIN survive it (server-state-file), verified by a new
 worker appearing within haproxy_reload_timeout; if none does, the previous config is put
 back, reloaded, and the task fails.
 """
 
+from .. import values
+from ..haproxy_runtime import runtime_command
 from ..operations import apt_packages, assert_that, file, service
-from ..runner import Role
+from ..shell import q
 from ..templating import TemplateError, render
-from ..transports import q
+from .base import Role
 from .haproxy_vars import DEFAULTS, template_vars, validate_vars
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
@@ -26,6 +29,13 @@ def steps(context):
     problems = validate_vars(variables)
     if problems:
         raise TemplateError(f"templates/haproxy/haproxy.cfg.j2 on {context.host.name}: {problems[0]}")
+    for which in ("api_servers_source", "stream_servers_source"):
+        if variables[which].startswith("fallback"):
+            message = (f"{context.host.name}: {which.split('_')[0]} upstreams come from the static "
+                       f"{variables[which]}; check the group name in the inventory")
+            if variables["haproxy_fallback"] == "refuse":
+                raise TemplateError(f"{message} (haproxy_fallback: refuse)")
+            context.warnings.append(message)
     operations = []
     cert = variables.get("haproxy_tls_cert_path")
     if cert:
@@ -47,6 +57,7 @@ def steps(context):
 # reporting success. A reload counts only once a new worker exists; otherwise the previous
 # config is put back and reloaded, and the handler fails.
 RELOAD_AND_VERIFY = """\
+{dump_state}
 master=$(systemctl show -p MainPID --value haproxy)
 newest() {{ pgrep -n -P "$master" haproxy || echo none; }}
 before=$(newest)
@@ -59,11 +70,25 @@ fi
 """
 
 
+def dump_server_state(variables) -> str:
+    """Save runtime server states for the next process; a failed or empty dump keeps the last good file."""
+    state_file = variables["haproxy_server_state_file"]
+    staging = f"{state_file}.dump"
+    show = runtime_command("show servers state", variables["haproxy_admin_socket"]).command
+    return (f"if {show} > {q(staging)} 2>/dev/null && [ -s {q(staging)} ]; then mv -f {q(staging)} {q(state_file)}; "
+            f"else rm -f {q(staging)}; fi")
+
+
+def reload_command(variables) -> str:
+    """Dump server states, reload, and count the reload only when a new worker starts."""
+    timeout = values.seconds("haproxy_reload_timeout", variables["haproxy_reload_timeout"], 0.5, 120)
+    return RELOAD_AND_VERIFY.format(
+        dump_state=dump_server_state(variables), config=q(CONFIG_PATH), previous=q(CONFIG_PATH + ".prev"),
+        polls=int(timeout * 10))
+
+
 def handlers(variables):
-    return {
-        "reload haproxy": RELOAD_AND_VERIFY.format(
-            config=q(CONFIG_PATH), previous=q(CONFIG_PATH + ".prev"), polls=int(variables["haproxy_reload_timeout"] * 10)),
-    }
+    return {"reload haproxy": reload_command(variables)}
 
 
 ROLE = Role(name="haproxy", defaults=DEFAULTS, steps=steps, handlers=handlers)

@@ -4,10 +4,12 @@ Every value written into ``templates/haproxy/haproxy.cfg.j2`` comes from
 ``DEFAULTS`` and can be overridden in hosts.yaml (all vars, group vars or the
 haproxy host's vars) or on the command line.
 
-The upstream servers are read from the inventory groups
-``backend_api_instances`` and ``stream_server_instances``; a missing (or empty)
-group falls back to the static lists ``haproxy_backend_api_fallback`` /
-``haproxy_stream_server_fallback`` so the role also renders in isolation.
+The upstream servers are read from the inventory groups of the two services
+(``services.BACKEND_API.group`` and ``services.STREAM_SERVER.group``); a missing
+(or empty) group falls back to the static lists ``haproxy_backend_api_fallback``
+/ ``haproxy_stream_server_fallback`` so the role also renders in isolation. A
+fallback is announced with one warning line naming the missing group, and
+``haproxy_fallback: refuse`` makes it an error.
 
 ``validate_vars`` catches obviously bad values before anything is uploaded;
 ``haproxy -c`` on the host remains the final judge of the rendered file.
@@ -15,10 +17,11 @@ group falls back to the static lists ``haproxy_backend_api_fallback`` /
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
-API_GROUP = "backend_api_instances"
-STREAM_GROUP = "stream_server_instances"
+from .. import values
+from ..services import BACKEND_API, STREAM_SERVER
 
 DEFAULTS = {
     # --- global -------------------------------------------------------------
@@ -28,12 +31,24 @@ DEFAULTS = {
     "haproxy_user": "haproxy",
     "haproxy_group": "haproxy",
     "haproxy_maxconn": 4096,
-    # Runtime API (stats socket): TCP on loopback only; the exporter sidecar and
-    # fabfile/haproxy_runtime.py talk to it from inside the haproxy host.
+    # Runtime API, admin level: a unix socket only root opens; the tool reaches it through
+    # the balancer's transport (fabfile/haproxy_runtime.py).
+    "haproxy_admin_socket": "/run/haproxy/admin.sock",
+    # The seed's TCP socket, kept for the exporter sidecar, read-only (level user).
+    # Loopback only unless haproxy_stats_allow_remote is true.
     "haproxy_stats_socket_address": "127.0.0.1",
     "haproxy_stats_socket_port": 9100,
-    "haproxy_stats_socket_level": "admin",
+    "haproxy_stats_socket_level": "user",
+    "haproxy_stats_allow_remote": False,
     "haproxy_stats_timeout": "30s",
+    # Server states (MAINT, DRAIN, weights) dumped here before every reload and loaded
+    # by the new process, so a server a deploy took out stays out through a reload.
+    "haproxy_server_state_file": "/var/lib/haproxy/server-state",
+    # Prometheus exporter (HAProxy's built-in promex): "ADDRESS:PORT", empty to disable.
+    "haproxy_metrics_bind": "",
+    "haproxy_metrics_path": "/metrics",
+    # "fallback": a missing upstream group renders the static list with a warning; "refuse": an error.
+    "haproxy_fallback": "fallback",
     "haproxy_hard_stop_after": "5m",
     # Seconds a reload may take to start a new worker before it counts as failed.
     "haproxy_reload_timeout": 5,
@@ -67,21 +82,21 @@ DEFAULTS = {
     # --- api_pool / api_ws_pool ----------------------------------------------
     "haproxy_api_balance": "roundrobin",
     "haproxy_cookie_name": "SERVERID",
-    "haproxy_health_path": "/api/v1/health",
+    "haproxy_health_path": BACKEND_API.default_health_path,
     "haproxy_health_expect_status": 200,
-    "haproxy_backend_api_port": 8080,  # when a backend host has no backend_api_listen_port
+    "haproxy_backend_api_port": BACKEND_API.default_port,  # when a backend host has no backend_api_listen_port
     "haproxy_backend_api_fallback": [
-        {"name": "backend-api-1", "address": "127.0.0.1", "port": 8080},
+        {"name": "backend-api-1", "address": "127.0.0.1", "port": BACKEND_API.default_port},
     ],
     # --- stream_pool -----------------------------------------------------------
     # Hashes /hls/<track_id> (path only, two slashes deep) so every segment of a
     # track lands on the same streamer and its cache stays warm.
     "haproxy_stream_balance": "uri path-only depth 2",
     "haproxy_stream_hash_type": "consistent",
-    "haproxy_stream_health_path": "/api/v1/health",  # empty: TCP connect check only
-    "haproxy_stream_server_port": 8082,  # when a stream host has no stream_server_listen_port
+    "haproxy_stream_health_path": STREAM_SERVER.default_health_path,  # empty: TCP connect check only
+    "haproxy_stream_server_port": STREAM_SERVER.default_port,  # when a stream host has no stream_server_listen_port
     "haproxy_stream_server_fallback": [
-        {"name": "stream-server-1", "address": "127.0.0.1", "port": 8082},
+        {"name": "stream-server-1", "address": "127.0.0.1", "port": STREAM_SERVER.default_port},
     ],
     # --- health checks (seed values: the steady state) -------------------------
     "haproxy_check_inter": "5s",
@@ -110,9 +125,9 @@ DEFAULTS = {
 BALANCE_HELP = "roundrobin, static-rr, leastconn, first, source, uri, hdr(...), random, url_param, rdp-cookie, hash"
 _SIMPLE_ALGORITHMS = {"roundrobin", "static-rr", "leastconn", "first", "source"}
 _URI_OPTIONS = {"whole", "path-only"}
-_TIME = re.compile(r"^\d+(us|ms|s|m|h|d)?$")
-_SERVER_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
-_TOKEN = re.compile(r"^[A-Za-z0-9_.-]+$")
+_TIME = re.compile(r"^\d+(us|ms|s|m|h|d)?\Z")
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
+_TOKEN = re.compile(r"^[A-Za-z0-9_.-]+\Z")
 RETRY_ON_KEYWORDS = {
     "none", "conn-failure", "empty-response", "junk-response", "response-timeout",
     "0rtt-rejected", "all-retryable-errors", "401", "403", "404", "408", "425",
@@ -140,7 +155,7 @@ def _upstream(inventory, group: str, port_var: str, default_port, fallback) -> t
     """Servers of ``group``, or the static fallback when the group is missing or empty."""
     if inventory is not None and inventory.has_group(group) and inventory.group(group):
         return _servers_from_group(inventory, group, port_var, default_port), "inventory"
-    return [dict(server) for server in fallback], "fallback"
+    return [dict(server) for server in fallback], f"fallback (no hosts in group '{group}')"
 
 
 def template_vars(host, inventory) -> dict:
@@ -152,11 +167,11 @@ def template_vars(host, inventory) -> dict:
     """
     variables = host.vars_with(DEFAULTS)
     variables["api_servers"], variables["api_servers_source"] = _upstream(
-        inventory, API_GROUP, "backend_api_listen_port",
+        inventory, BACKEND_API.group, "backend_api_listen_port",
         variables["haproxy_backend_api_port"], variables["haproxy_backend_api_fallback"],
     )
     variables["stream_servers"], variables["stream_servers_source"] = _upstream(
-        inventory, STREAM_GROUP, "stream_server_listen_port",
+        inventory, STREAM_SERVER.group, "stream_server_listen_port",
         variables["haproxy_stream_server_port"], variables["haproxy_stream_server_fallback"],
     )
     return variables
@@ -174,13 +189,13 @@ def balance_problem(name: str, value) -> str | None:
             return None
     elif algorithm == "uri" and _uri_options_ok(options):
         return None
-    elif algorithm == "url_param" and options and len(options) <= 2:
+    elif algorithm == "url_param" and options and len(options) <= 2 and all(_TOKEN.match(o) for o in options):
         return None
     elif re.fullmatch(r"hdr\([A-Za-z0-9_-]+\)", algorithm) and options in ([], ["use_domain_only"]):
         return None
     elif re.fullmatch(r"rdp-cookie(\([A-Za-z0-9_-]+\))?", algorithm) and not options:
         return None
-    elif algorithm == "hash" and options:
+    elif algorithm == "hash" and len(options) == 1 and re.fullmatch(r"[a-z][a-z0-9_.,()-]*", options[0]):
         return None
     return f"{name}: {str(value)!r} is not a balance algorithm ({BALANCE_HELP})"
 
@@ -234,18 +249,91 @@ def _servers_problems(name: str, servers) -> list:
         elif server_name in seen:
             problems.append(f"{label}: name {server_name!r} appears twice; cookies and tracking need unique names")
         seen.add(server_name)
-        if not server.get("address") or any(ch.isspace() for ch in str(server["address"])):
-            problems.append(f"{label}: no usable address; set 'address' on that host")
+        if not server.get("address"):
+            problems.append(f"{label}: no address; HAProxy needs one for its server line: set 'address' (or ansible_host) on that host")
+        elif not values_ok(values.hostname, "address", server["address"]):
+            problems.append(f"{label}: address {str(server['address'])[:60]!r} is not a host name or IP address")
         problem = _positive_int_problem(f"{label} port", server.get("port"), 65535)
         if problem:
             problems.append(problem)
     return problems
 
 
+def values_ok(check, name, value) -> bool:
+    try:
+        check(name, value)
+        return True
+    except values.InvalidValue:
+        return False
+
+
+def _problem(check, name, *args) -> str | None:
+    """Run one ``values`` check; its message, or None when the value fits."""
+    try:
+        check(name, *args)
+        return None
+    except values.InvalidValue as exc:
+        return str(exc)
+
+
+def _rendered_strings(variables: dict):
+    """Every (name, string) the template may render, nested lists and mappings included."""
+    def walk(name, value):
+        if isinstance(value, str):
+            yield name, value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(f"{name}.{key}", item)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                yield from walk(f"{name}[{index}]", item)
+    for name in sorted(variables):
+        if name.startswith("haproxy_") or name in ("api_servers", "stream_servers"):
+            yield from walk(name, variables[name])
+
+
+def _socket_problems(v: dict) -> list:
+    """The admin socket is a root-only path; the TCP stats socket is read-only and loopback unless allowed."""
+    problems = [
+        _problem(values.absolute_path, "haproxy_admin_socket", v["haproxy_admin_socket"]),
+        _problem(values.absolute_path, "haproxy_server_state_file", v["haproxy_server_state_file"]),
+        _choice_problem("haproxy_stats_socket_level", v["haproxy_stats_socket_level"], {"user", "operator"}),
+        _choice_problem("haproxy_stats_allow_remote", v["haproxy_stats_allow_remote"], {True, False}),
+        _choice_problem("haproxy_fallback", v["haproxy_fallback"], {"fallback", "refuse"}),
+        _problem(values.seconds, "haproxy_reload_timeout", v["haproxy_reload_timeout"], 0.5, 120),
+    ]
+    try:
+        address = ipaddress.ip_address(str(v["haproxy_stats_socket_address"]))
+    except ValueError:
+        problems.append(f"haproxy_stats_socket_address: {str(v['haproxy_stats_socket_address'])[:60]!r} is not an IP address")
+    else:
+        if not address.is_loopback and v["haproxy_stats_allow_remote"] is not True:
+            problems.append(f"haproxy_stats_socket_address: {address} is not loopback; the stats socket would be "
+                            "reachable from the network (set haproxy_stats_allow_remote: true if that is meant)")
+    metrics = str(v["haproxy_metrics_bind"] or "")
+    if metrics:
+        address, _, port = metrics.rpartition(":")
+        if not address or not values_ok(values.hostname, "haproxy_metrics_bind", address) or not port.isdigit() \
+                or not 0 < int(port) < 65536:
+            problems.append(f"haproxy_metrics_bind: {metrics[:60]!r} must be ADDRESS:PORT (or empty to disable)")
+    problems.append(_problem(values.url_path, "haproxy_metrics_path", v["haproxy_metrics_path"]))
+    return problems
+
+
 def validate_vars(variables: dict) -> list:
     """Obviously bad values, one readable line each (empty list: nothing seen)."""
     v = variables
-    checks = [
+    control = [f"{name}: contains a control character (newline, tab, ...); one printable line only"
+               for name, text in _rendered_strings(v) if values.CONTROL_CHARACTER.search(text)]
+    if control:
+        return control  # nothing else is worth judging once a value could add a line
+    checks = [*_socket_problems(v),
+        _problem(values.absolute_path, "haproxy_chroot", v["haproxy_chroot"]),
+        _problem(values.user_name, "haproxy_user", v["haproxy_user"]),
+        _problem(values.user_name, "haproxy_group", v["haproxy_group"]),
+        _problem(values.token, "haproxy_log_facility", v["haproxy_log_facility"]),
+        *[_problem(values.token, "haproxy_failover_l7_retry_methods", m) for m in v["haproxy_failover_l7_retry_methods"]],
+        None if not v["haproxy_bind_address"] else _problem(values.hostname, "haproxy_bind_address", v["haproxy_bind_address"]),
         balance_problem("haproxy_api_balance", v["haproxy_api_balance"]),
         balance_problem("haproxy_stream_balance", v["haproxy_stream_balance"]),
         _choice_problem("haproxy_stream_hash_type", v["haproxy_stream_hash_type"], HASH_TYPES),
@@ -278,11 +366,12 @@ def validate_vars(variables: dict) -> list:
         if not _TOKEN.match(str(v[name])):
             checks.append(f"{name}: {v[name]!r} must be a plain token (letters, digits, '_', '-', '.')")
     for name in ("haproxy_health_path", "haproxy_api_path_prefix", "haproxy_api_ws_path", "haproxy_stream_path_prefix"):
-        if not str(v[name]).startswith("/") or any(ch.isspace() for ch in str(v[name])):
-            checks.append(f"{name}: {v[name]!r} must be a URL path starting with '/' and without spaces")
+        checks.append(_problem(values.url_path, name, v[name]))
+    if v["haproxy_stream_health_path"]:
+        checks.append(_problem(values.url_path, "haproxy_stream_health_path", v["haproxy_stream_health_path"]))
     cert = str(v["haproxy_tls_cert_path"] or "")
-    if cert and not cert.startswith("/"):
-        checks.append(f"haproxy_tls_cert_path: {cert!r} must be an absolute path on the haproxy host (PEM cert + key)")
+    if cert:
+        checks.append(_problem(values.absolute_path, "haproxy_tls_cert_path", cert))
     checks += _servers_problems("api_servers", v.get("api_servers"))
     checks += _servers_problems("stream_servers", v.get("stream_servers"))
     return [problem for problem in checks if problem]

@@ -2,38 +2,46 @@
 
 from dataclasses import asdict
 
-from invoke import Collection, task
+from invoke import Collection
 
-from .. import cli
-from ..haproxy_runtime import RuntimeAPI
-from ..roles import common, haproxy
-from ..runner import Masker, write_report
-from ..transports import connect
-
-
-@task(help=cli.COMMON_HELP, iterable=["set"])
-@cli.user_errors
-def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None):
-    """Baseline + HAProxy on the haproxy group: config rendered, validated with haproxy -c, reloaded only on change."""
-    loaded, hosts = cli.select(c, inventory, "haproxy", limit, set)
-    cli.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff, report=report)
+from ..output import Masker, write_report
+from ..services import BALANCER_GROUP
+from . import support
+from .support import task
 
 
-@task(help={k: cli.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
-@cli.user_errors
+@task(help=support.COMMON_HELP, iterable=["set"])
+@support.user_errors
+def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, forks=10):
+    """Baseline + HAProxy on the balancers: config rendered, validated with haproxy -c, reloaded only on change."""
+    from ..roles import common, haproxy
+
+    loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
+    support.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff, report=report,
+                 forks=forks)
+
+
+@task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
+@support.user_errors
 def status(c, inventory=None, limit=None, report=None, set=None):
-    """Pools and server states from HAProxy's runtime API (show stat), as a table."""
-    loaded, hosts = cli.select(c, inventory, "haproxy", limit, set)
-    rows = []
+    """Pools and server states from each balancer's runtime API (show stat), as a table."""
+    from ..haproxy_runtime import RuntimeAPIError
+
+    loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
+    rows, unreachable = [], []
     for host in hosts:
-        for stat in RuntimeAPI(connect(host)).show_stat():
-            rows.append({"balancer": host.name, **asdict(stat)})
+        try:
+            rows += [{"balancer": host.name, **asdict(stat)} for stat in support.runtime_api(host).show_stat()]
+        except RuntimeAPIError as exc:
+            unreachable.append(str(exc))
     print(f"{'balancer':<12} {'pool':<14} {'server':<18} {'status':<10} {'weight':>6} {'sessions':>8}  last check")
     for row in rows:
         print(f"{row['balancer']:<12} {row['pool']:<14} {row['server']:<18} {row['status']:<10} "
               f"{row['weight'] if row['weight'] is not None else '-':>6} {row['current_sessions'] or 0:>8}  {row['last_check'] or '-'}")
     if report:
         write_report(report, rows, Masker())
+    if unreachable:
+        raise support.StepError("; ".join(unreachable))
 
 
 collection = Collection("haproxy", setup, status)

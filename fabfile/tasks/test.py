@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
-from .. import cli
-from ..failover import STOP_METHODS, FailoverSettings, FailoverTest, make_stopper
-from ..haproxy_runtime import RuntimeAPI
-from ..loadgen import HttpGetter, LoadGenerator
-from ..plot import write_svg
-from ..roles import haproxy_vars
-from ..roles.binary_service import CONFIGS
-from ..runner import Masker, Output, write_report
-from ..transports import connect
-from ..wsclient import connect as ws_connect
+from .. import exits
+from ..output import Masker, Output, write_report
+from ..services import BACKEND_API as API
+from . import support
+from .support import task
 
-API = CONFIGS["api"]
-EXIT_INTERRUPTED = 130  # what a shell reports for Ctrl-C
+STOP_METHODS = ("incus", "unit")
 # The background load's hard time cap is the two waits plus this, which covers the incus
 # stop/start commands, the WebSocket checks and the lead-in and tail of the load.
 LOAD_MARGIN_SECONDS = 300
@@ -29,7 +23,7 @@ FAILOVER_HELP = {
     "up_timeout": "seconds for the victim to come back UP after the start (default 90)",
     "report": "write the outcome as JSON: passed, steps, detect_down_seconds, recover_up_seconds, requests, websocket",
     "plot": "write an SVG of request outcomes over time with t0/DOWN/UP marked",
-    "inventory": cli.COMMON_HELP["inventory"],
+    "inventory": support.COMMON_HELP["inventory"],
     "websocket": "WebSocket checks: pinned by the SERVERID cookie, closed at the kill, rebalanced, kept after UP "
                  "(--no-websocket skips them)",
     "load": "continuous background GETs through the LB from before the kill to after UP, failures counted per phase "
@@ -47,20 +41,20 @@ def _pick_victim(loaded, victim: str):
     for host in hosts:
         if host.name == victim:
             return host
-    raise cli.UsageError(f"--victim {victim}: not a host of {API.group} "
+    raise support.UsageError(f"--victim {victim}: not a host of {API.group} "
                          f"({', '.join(h.name for h in hosts) or 'empty'}) in {loaded.path}")
 
 
 def _balancer(loaded):
     """The haproxy group's first host, which the test's HTTP traffic needs an address for."""
-    balancer = cli.balancer(loaded)
+    balancer = support.balancer(loaded)
     if not balancer.address:
-        raise cli.UsageError(f"{loaded.path}: haproxy host '{balancer.name}' has no address; set 'address'")
+        raise support.UsageError(f"{loaded.path}: haproxy host '{balancer.name}' has no address; set 'address'")
     return balancer
 
 
 @task(help=FAILOVER_HELP)
-@cli.user_errors
+@support.user_errors
 def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, report=None, plot=None, inventory=None,
              websocket=True, load=True, load_rate=20.0, stop_method=None):
     """Kill one API backend behind HAProxy and prove clients never notice; always starts it again.
@@ -71,21 +65,28 @@ def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, repo
     when every step passed; 1 on a failed step; 130 on Ctrl-C (after the victim
     is back).
     """
+    from ..failover.load import HttpGetter, LoadGenerator
+    from ..failover.sequence import FailoverSettings, FailoverTest
+    from ..failover.stoppers import make_stopper
+    from ..failover.websocket import connect as ws_connect
+    from ..roles import haproxy_vars
+    from ..transports import connect
+
     if stop_method is not None and stop_method not in STOP_METHODS:
-        raise cli.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
+        raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
     if load and load_rate <= 0:
-        raise cli.UsageError(f"--load-rate {load_rate}: must be > 0 requests/s")
-    loaded, _ = cli.select(c, inventory, API.group, None)
+        raise support.UsageError(f"--load-rate {load_rate}: must be > 0 requests/s")
+    loaded, _ = support.select(c, inventory, API.group, None)
     victim_host = _pick_victim(loaded, victim)
     balancer = _balancer(loaded)
     lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
     api_vars = victim_host.vars_with(API.defaults)
     try:
-        stopper = make_stopper(stop_method, connect(victim_host), API.unit)
+        stopper = make_stopper(stop_method, victim_host, connect(victim_host), API.unit)
     except ValueError as exc:
-        raise cli.UsageError(str(exc)) from None
+        raise support.UsageError(str(exc)) from None
     settings = FailoverSettings(
-        victim=victim, pool=API.pool, health_path=api_vars["backend_api_health_path"],
+        victim=victim, pool=API.pool, health_path=API.settings(api_vars).health_path,
         ws_path=lb_vars["haproxy_api_ws_path"], cookie_name=lb_vars["haproxy_cookie_name"],
         down_timeout=float(down_timeout), up_timeout=float(up_timeout), websocket=websocket, load=load,
     )
@@ -98,7 +99,7 @@ def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, repo
     output = Output(Masker())
     output.line(f"LB {address}:{port} ({balancer.name}), runtime API via {balancer.name}")
     test = FailoverTest(
-        settings, runtime=RuntimeAPI(connect(balancer)), stopper=stopper, http_get=http_get,
+        settings, runtime=support.runtime_api(balancer), stopper=stopper, http_get=http_get,
         ws_connect=lambda path, headers: ws_connect(address, port, path, headers, timeout=settings.ws_timeout),
         load=generator, output=output,
     )
@@ -107,12 +108,14 @@ def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, repo
     output.line(f"-- test.failover: {'PASSED' if result['passed'] else 'FAILED'}"
                 f"{' (interrupted)' if result['interrupted'] else ''}")
     if result["interrupted"]:
-        raise Exit(code=EXIT_INTERRUPTED)
+        raise Exit(code=support.exit_code_of(test.interruption))
     if not result["passed"]:
-        raise Exit(code=1)
+        raise Exit(code=exits.FAILED)
 
 
 def _write_outputs(result: dict, report: str | None, plot: str | None, output: Output) -> None:
+    from ..failover.plot import write_svg
+
     if report:
         write_report(report, result, output.masker)
         output.line(f"report: {report}")

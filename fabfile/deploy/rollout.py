@@ -11,29 +11,14 @@ Before each instance the pool must keep another server UP (unless --force).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
-from .polling import WaitTimeout, wait_until
-from .transports import CommandFailed, TransportError, q
-
-# ELF e_machine values -> what `uname -m` prints on such a machine.
-ELF_MACHINES = {3: ("i386", "i686"), 40: ("armv7l", "armv6l"), 62: ("x86_64",), 183: ("aarch64", "arm64"), 243: ("riscv64",)}
-
-
-class DeployError(Exception):
-    """Refused or failed: one line saying what and where."""
-
-
-@dataclass
-class Artifact:
-    path: str
-    sha256: str
-    size: int
-    elf_machine: int | None  # None: not an ELF file (a script, say)
+from ..polling import WaitTimeout, wait_until
+from ..transports import CommandFailed, TransportError
+from .artifact import ELF_MACHINES, Artifact, DeployError
+from .commands import ServiceCommands
 
 
 @dataclass
@@ -53,76 +38,35 @@ class InstanceOutcome:
     detail: str = ""
 
 
-def read_artifact(path: str) -> Artifact:
-    """Check the file locally: it exists, is not empty; hash it; read its ELF machine if it is ELF."""
-    if not os.path.isfile(path):
-        raise DeployError(f"--binary {path}: no such file; build it first (e.g. make -C veza-backend-api build)")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise DeployError(f"--binary {path}: file is empty; rebuild it")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        header = handle.read(20)
-        digest.update(header)
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    machine = None
-    if header[:4] == b"\x7fELF" and len(header) >= 20:
-        machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
-    return Artifact(path=path, sha256=digest.hexdigest(), size=size, elf_machine=machine)
-
-
 class Instance:
-    """One deploy target: its name, transport and the service's settings."""
+    """One deploy target: carries out its ``ServiceCommands`` through its transport."""
 
-    def __init__(self, name, transport, svc: dict):
+    def __init__(self, name, transport, settings):
         self.name = name
         self.transport = transport
-        self.svc = svc
-        self.binary = svc["binary_path"]
+        self.settings = settings
+        self.commands = ServiceCommands(settings)
 
     def facts(self) -> dict:
-        """One round trip: machine, sha256 of the current and previous binaries, unit state."""
-        b = q(self.binary)
-        script = (
-            f"uname -m; (sha256sum {b} 2>/dev/null || echo none) | cut -d' ' -f1; "
-            f"(sha256sum {q(self.binary + '.prev')} 2>/dev/null || echo none) | cut -d' ' -f1; "
-            f"systemctl is-active {q(self.svc['unit'])} 2>/dev/null; true"
-        )
-        lines = (self.transport.run(script).stdout.splitlines() + ["", "", "", ""])[:4]
-        return {"machine": lines[0], "sha256": lines[1], "prev_sha256": lines[2], "unit": lines[3] or "unknown"}
+        return self.commands.parse_facts(self.transport.run(self.commands.facts()).stdout)
 
     def health(self) -> tuple:
         """(HTTP status, body) of the health path, asked on the instance itself."""
-        url = f"http://127.0.0.1:{self.svc['listen_port']}{self.svc['health_path']}"
-        result = self.transport.run(f"curl -s -m 2 -w '\\n%{{http_code}}' {q(url)}", warn=True)
-        body, _, code = result.stdout.rpartition("\n")
-        return code.strip(), body
+        return self.commands.parse_health(self.transport.run(self.commands.health(), warn=True).stdout)
 
     def push(self, artifact: Artifact) -> None:
-        """Upload to a temporary name, verify the hash there, keep .prev, atomic rename."""
-        temporary = self.binary + ".veza-new"
-        self.transport.put(artifact.path, temporary, mode="0755")
-        self.transport.run(
-            f"actual=$(sha256sum {q(temporary)} | cut -d' ' -f1); "
-            f"if [ \"$actual\" != {q(artifact.sha256)} ]; then rm -f {q(temporary)}; "
-            f"echo \"sha256 mismatch after upload: $actual\" >&2; exit 3; fi; "
-            f"chown root:{q(self.svc['user'])} {q(temporary)} && "
-            f"if [ -e {q(self.binary)} ]; then ln -f {q(self.binary)} {q(self.binary + '.prev')}; fi && "
-            f"mv -f {q(temporary)} {q(self.binary)}"
-        )
+        """Upload to this run's temporary name (born 0700 root-only), verify, keep .prev, rename."""
+        self.transport.put(artifact.path, self.commands.incoming, mode="0700")
+        self.transport.run(self.commands.install_incoming(artifact.sha256))
 
     def swap_with_prev(self) -> None:
-        """Make .prev the live binary and the live one .prev (rollback, and rollback of a rollback)."""
-        b, prev, spare = q(self.binary), q(self.binary + ".prev"), q(self.binary + ".veza-swap")
-        self.transport.run(f"ln -f {b} {spare} && mv -f {prev} {b} && mv -f {spare} {prev}")
+        self.transport.run(self.commands.swap_with_prev())
 
     def restore_prev(self) -> None:
-        """Put .prev back as the live binary (after a failed deploy)."""
-        self.transport.run(f"mv -f {q(self.binary + '.prev')} {q(self.binary)}")
+        self.transport.run(self.commands.restore_prev())
 
     def restart(self) -> None:
-        self.transport.run(f"systemctl restart {q(self.svc['unit'])}")
+        self.transport.run(self.commands.restart())
 
 
 class Rollout:
@@ -228,7 +172,7 @@ class Rollout:
 
         self._timed(outcome, "health", lambda: self._wait(
             instance.health, lambda v: v[0] == "200", self.timeouts.health,
-            f"{instance.name} {instance.svc['health_path']} to answer 200"), health_detail)
+            f"{instance.name} {instance.settings.health_path} to answer 200"), health_detail)
         self.runtime.set_state(self.pool, instance.name, "ready")
         self._timed(outcome, "haproxy", lambda: self._wait(
             lambda: self.runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,

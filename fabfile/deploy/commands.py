@@ -1,0 +1,90 @@
+"""What a deploy runs on an instance, as data: one ``ServiceCommands`` per instance.
+
+Pure: every method returns a ``shell.Command`` (or parses a command's output);
+``rollout.Instance`` carries them out through the instance's transport. The
+deploy unit tests compare these values, as Kamal's command tests do.
+"""
+
+from __future__ import annotations
+
+from ..shell import RUN_ID, Command, q
+
+FACT_LINES = ("machine", "sha256", "prev_sha256", "unit", "running_sha256")
+
+
+class ServiceCommands:
+    """The commands of one service instance; ``settings`` is its ``services.ServiceSettings``."""
+
+    def __init__(self, settings, run_id: str = RUN_ID):
+        self.settings = settings
+        self.binary = settings.binary_path
+        self.prev = f"{self.binary}.prev"
+        # Per run: two deploys (or a leftover of an interrupted one) never share a temporary file.
+        self.incoming = f"{self.binary}.veza-new-{run_id}"
+        self.spare = f"{self.binary}.veza-swap-{run_id}"
+
+    def facts(self) -> Command:
+        """One round trip: machine, sha256 of the live and previous binaries, unit state, and the
+        sha256 of what the unit's main process actually executes (``none`` when it is not running)."""
+        unit = q(self.settings.unit)
+        return Command(
+            f"uname -m; (sha256sum {q(self.binary)} 2>/dev/null || echo none) | cut -d' ' -f1; "
+            f"(sha256sum {q(self.prev)} 2>/dev/null || echo none) | cut -d' ' -f1; "
+            f"systemctl is-active {unit} 2>/dev/null || true; "
+            f"{self._running_sha256_script()}"
+        )
+
+    def _running_sha256_script(self) -> str:
+        unit = q(self.settings.unit)
+        return (f"pid=$(systemctl show -p MainPID --value {unit} 2>/dev/null); "
+                f"if [ -n \"$pid\" ] && [ \"$pid\" != 0 ]; then "
+                f"(sha256sum /proc/$pid/exe 2>/dev/null || echo none) | cut -d' ' -f1; else echo none; fi")
+
+    @staticmethod
+    def parse_facts(stdout: str) -> dict:
+        lines = (stdout.splitlines() + [""] * len(FACT_LINES))[:len(FACT_LINES)]
+        facts = dict(zip(FACT_LINES, (line.strip() for line in lines)))
+        facts["unit"] = facts["unit"] or "unknown"
+        facts["running_sha256"] = facts["running_sha256"] or "none"
+        return facts
+
+    def running_sha256(self) -> Command:
+        """The sha256 of the main process's executable: proves the pushed bytes are what runs."""
+        return Command(self._running_sha256_script())
+
+    def health(self) -> Command:
+        """The health path asked on the instance itself; stdout is the body, then the status code."""
+        url = f"http://127.0.0.1:{self.settings.listen_port}{self.settings.health_path}"
+        return Command(f"curl -s -m 2 -w '\\n%{{http_code}}' {q(url)}")
+
+    @staticmethod
+    def parse_health(stdout: str) -> tuple:
+        body, _, code = stdout.rpartition("\n")
+        return code.strip(), body
+
+    def install_incoming(self, sha256: str) -> Command:
+        """After the upload: verify the bytes, keep the live binary as .prev, rename into place."""
+        incoming, binary = q(self.incoming), q(self.binary)
+        return Command(
+            f"actual=$(sha256sum {incoming} | cut -d' ' -f1); "
+            f"if [ \"$actual\" != {q(sha256)} ]; then rm -f {incoming}; "
+            f"echo \"sha256 mismatch after upload: $actual\" >&2; exit 3; fi; "
+            f"chown root:{q(self.settings.user)} {incoming} && chmod 0755 {incoming} && "
+            f"if [ -e {binary} ]; then ln -f {binary} {q(self.prev)}; fi && "
+            f"mv -f {incoming} {binary}"
+        )
+
+    def discard_incoming(self) -> Command:
+        return Command(f"rm -f {q(self.incoming)}")
+
+    def swap_with_prev(self) -> Command:
+        """Make .prev the live binary and the live one .prev (rollback, and rollback of a rollback)."""
+        binary, prev, spare = q(self.binary), q(self.prev), q(self.spare)
+        return Command(f"ln -f {binary} {spare} && mv -f {prev} {binary} && mv -f {spare} {prev}")
+
+    def restore_prev(self) -> Command:
+        """Put .prev back as the live binary (after a failed deploy)."""
+        return Command(f"mv -f {q(self.prev)} {q(self.binary)}")
+
+    def restart(self) -> Command:
+        return Command(f"systemctl restart {q(self.settings.unit)}")

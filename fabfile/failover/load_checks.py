@@ -1,0 +1,98 @@
+"""Requests through the balancer: the seed's five GETs and the continuous background load, judged per phase."""
+
+from __future__ import annotations
+
+from .checks import PHASES, StepFailed, instance_counts
+from .load import count_by_phase
+
+
+class LoadChecks:
+    """Mixin of FailoverTest: ``self.http_get`` for the GET steps, ``self.load`` for the background load."""
+
+    def _gets(self, count: int) -> list:
+        """``count`` GETs of the health path through the LB: [(HttpReply or None, error text)]."""
+        replies = []
+        for _ in range(count):
+            try:
+                replies.append((self.http_get(self.settings.health_path, None, self.settings.request_timeout), ""))
+            except (OSError, ValueError) as exc:  # ValueError: http.client's bad status lines
+                replies.append((None, f"{type(exc).__name__}: {exc}"))
+        return replies
+
+    def _check_gets(self, forbidden_instance: str | None = None):
+        """Steps 1 and 4: every GET 200 (and, while DOWN, none served by the victim)."""
+        replies = self._gets(self.settings.checks_requests)
+        data = {"responses": [{"status": r.status if r else None, "instance": r.instance if r else None,
+                               "seconds": round(r.seconds, 3) if r else None, "error": error}
+                              for r, error in replies]}
+        bad = []
+        for number, (reply, error) in enumerate(replies, 1):
+            if reply is None:
+                bad.append(f"request {number}: no response ({error})")
+            elif reply.status != 200:
+                source = f" from {reply.instance}" if reply.instance else ""
+                bad.append(f"request {number}: HTTP {reply.status}{source}: {reply.body[:120]!r}")
+            elif forbidden_instance and reply.instance == forbidden_instance:
+                bad.append(f"request {number}: served by {forbidden_instance}, which should be down")
+        served = instance_counts(r.instance for r, _ in replies if r is not None)
+        ok = len(replies) - len(bad)
+        data.update(ok=ok, failed=len(bad))
+        if bad:
+            raise StepFailed(f"{ok}/{len(replies)} ok; " + "; ".join(bad), data)
+        return f"{ok}/{len(replies)} HTTP 200, served by {served}", data
+
+    def _baseline(self):
+        return self._check_gets()
+
+    def _down_window(self):
+        return self._check_gets(forbidden_instance=self.settings.victim)
+
+    def _load_flowing(self):
+        self.marks["load_started"] = self.clock()
+        self.load.start()
+        self.sleep(self.settings.load_lead_in)
+        samples = list(self.load.samples)
+        failed = [sample for sample in samples if sample.failed]
+        if not samples or failed:
+            raise StepFailed(f"{len(samples)} requests in the first {self.settings.load_lead_in:g}s, "
+                             f"{len(failed)} failed; fix the pool before killing a backend")
+        return f"{len(samples)} requests in {self.settings.load_lead_in:g}s, all 200, served by " \
+               f"{instance_counts(s.instance for s in samples)}"
+
+    def _load_while_down(self):
+        """Hold the victim down for ``down_dwell`` after DOWN; all that traffic must go to the others, fine."""
+        remaining = self.marks["down"] + self.settings.down_dwell - self.clock()
+        if remaining > 0:
+            self.sleep(remaining)
+        window = [sample for sample in list(self.load.samples) if sample.t >= self.marks["down"]]
+        failed = [sample for sample in window if sample.failed]
+        from_victim = [sample for sample in window if sample.instance == self.settings.victim]
+        detail = (f"{len(window)} requests in {self.clock() - self.marks['down']:.1f}s after DOWN, {len(failed)} failed, "
+                  f"served by {instance_counts(s.instance for s in window if not s.failed)}")
+        if not window or failed or from_victim:
+            raise StepFailed(detail)
+        return detail
+
+    def _phase_starts(self) -> list:
+        m = self.marks
+        return list(zip(PHASES, (m.get("load_started"), m.get("stop_issued"), m.get("down"), m.get("start_issued"))))
+
+    def _load_total(self):
+        samples = list(self.load.samples)
+        phases = count_by_phase(samples, self._phase_starts())
+        failed = sum(phase["failed"] for phase in phases.values())
+        detail = f"{failed} of {len(samples)} requests failed; per phase: " + ", ".join(
+            f"{name} {phase['failed']}/{phase['total']}" + (f" ({phase['timeouts']} timeouts)" if phase["timeouts"] else "")
+            for name, phase in phases.items())
+        if failed:
+            raise StepFailed(detail)
+        return detail
+
+    def _stop_load(self) -> None:
+        if self.load is None or "load_started" not in self.marks:
+            return
+        if "up" in self.marks and not self.interrupted:
+            self.sleep(self.settings.load_tail)
+        self.marks["load_stopped"] = self.clock()
+        if not self.load.stop():
+            self.output.line("warning: the load thread did not end in time; its last request is not counted")

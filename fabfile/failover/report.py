@@ -1,0 +1,79 @@
+"""The failover run as plain JSON-able data (times in seconds after t0), and the final pool line."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .checks import WS_STEPS
+from .load import count_by_phase
+
+
+class Reporting:
+    """Mixin of FailoverTest: turns its marks, steps and samples into the report."""
+
+    def _show_final_pool(self) -> None:
+        try:
+            rows = self._pool_rows()
+        except Exception as exc:  # noqa: BLE001 - the report matters more than this line
+            self.output.line(f"final {self.settings.pool}: cannot read HAProxy state: {exc}")
+            return
+        self.final_pool = [{"server": s.server, "status": s.status, "last_check": s.last_check} for s in rows]
+        self.output.line(f"final {self.settings.pool}: " + ", ".join(
+            f"{s.server} {s.status} ({s.last_check or '-'})" for s in rows))
+
+    @property
+    def passed(self) -> bool:
+        return not self.interrupted and bool(self.steps) and all(step.passed for step in self.steps)
+
+    def _seconds_between(self, start: str, end: str) -> float | None:
+        if start in self.marks and end in self.marks:
+            return round(self.marks[end] - self.marks[start], 3)
+        return None
+
+    def report(self) -> dict:
+        """Everything the run saw, as plain JSON-able data (times in seconds after t0)."""
+        samples = sorted(self.load.samples, key=lambda sample: sample.t) if self.load is not None else []
+        phases = count_by_phase(samples, self._phase_starts()) if samples else {}
+        from_issue = self._seconds_between("stop_issued", "down")
+        return {
+            "passed": self.passed,
+            "interrupted": self.interrupted,
+            "victim": self.settings.victim,
+            "pool": self.settings.pool,
+            "others": self.others,
+            "stop_method": self.stopper.method,
+            "stop_command": self.stopper.describe("stop"),
+            "steps": [asdict(step) | {"passed": step.passed} for step in self.steps],
+            "detect_down_seconds": self._seconds_between("t0", "down"),
+            "detect_down_from_stop_issued_seconds": from_issue,
+            "down_target_seconds": self.settings.down_target,
+            "down_target_met": from_issue is not None and from_issue <= self.settings.down_target,
+            "recover_up_seconds": self._seconds_between("start_issued", "up"),
+            "timeline": {name: self._rel(when) for name, when in self.marks.items()},
+            "transitions": {label: [{"t": self._rel(t), "status": status} for t, status in changes]
+                            for label, changes in self.transitions.items()},
+            "requests": {
+                "enabled": self.load is not None,
+                "rate_per_second": getattr(self.load, "rate", None),
+                "total": len(samples),
+                "failed": sum(sample.failed for sample in samples),
+                "timeouts": sum(sample.outcome == "timeout" for sample in samples),
+                "non_200": sum(sample.outcome == "status" for sample in samples),
+                "by_phase": phases,
+                "samples": [{**asdict(sample), "t": self._rel(sample.t), "seconds": round(sample.seconds, 4)}
+                            for sample in samples],
+            },
+            "websocket": self._websocket_report(),
+            "final_pool": self.final_pool,
+        }
+
+    def _websocket_report(self) -> dict:
+        outcomes = {step.name: {"status": step.status, "passed": step.passed, "detail": step.detail}
+                    for step in self.steps if step.name in WS_STEPS}
+        return {"enabled": bool(self.settings.websocket and self.ws_connect), "checks": outcomes,
+                "seen": self._ws_results}
+
+
+# -- WebSocket session helpers (fabfile/wsclient.py sessions) --------------------------
+
+MAX_MESSAGES_BEFORE_CLOSE = 100  # a chatty server cannot keep wait_closed reading forever

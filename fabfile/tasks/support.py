@@ -1,0 +1,191 @@
+"""What every task shares: its flags, its errors and exit codes, loading the inventory, running a play.
+
+Bad input (inventory, templates, values, flags) becomes one ``error:`` line and
+exit 2 before any host is touched; a failed step exits 1 after the recap;
+SIGINT, SIGTERM and SIGHUP exit 130, 143 and 129 once the task has made its
+hosts safe (see ``exits``).
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+
+import invoke
+from invoke.exceptions import Exit
+
+from .. import exits
+from ..exits import StepError, UsageError
+from ..incus import IncusError
+from ..inventory import InventoryError, load_inventory
+from ..operations import PreconditionFailed
+from ..output import Masker, Output, write_report
+from ..paths import resolve
+from ..services import BALANCER_GROUP
+from ..templating import TemplateError
+from ..transports import TransportError
+from ..values import InvalidValue
+
+COMMON_HELP = {
+    "inventory": "inventory file in Ansible's YAML shape (default: invoke.yaml's veza.inventory, hosts.yaml)",
+    "limit": "only these hosts or groups, comma-separated (NAME[,NAME])",
+    "check": "probe only: say what would change, change nothing",
+    "diff": "show what would change in files (keys only for files holding secrets)",
+    "report": "also write the results as JSON to this path",
+    "set": "KEY=VALUE variable override, repeatable; beats every inventory value",
+    "forks": "hosts worked on at once (default 10)",
+}
+
+BAD_INPUT = (UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError)
+FAILED_STEP = (TransportError, StepError)
+
+
+class Task(invoke.Task):
+    """A task equal only to itself.
+
+    Invoke drops a task named twice in one call when it *equals* an earlier one, and
+    its equality compares names and code: ``api.setup`` and ``stream.setup`` are two
+    configurations of one function, so ``inv api.setup stream.setup`` would silently
+    skip the second. Identity equality makes every named task run.
+    """
+
+    def __eq__(self, other):
+        return self is other
+
+    def __hash__(self):
+        return id(self)
+
+
+task = functools.partial(invoke.task, klass=Task)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so every ``except KeyboardInterrupt`` cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
+def exit_code_of(interrupt: KeyboardInterrupt) -> int:
+    return 128 + interrupt.signum if isinstance(interrupt, Interrupted) else exits.INTERRUPTED_SIGINT
+
+
+def user_errors(task_body):
+    """One ``error:`` line and the table's exit code for every known failure; no traceback."""
+
+    @functools.wraps(task_body)
+    def wrapper(*args, **kwargs):
+        previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        try:
+            return task_body(*args, **kwargs)
+        except BAD_INPUT as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise Exit(code=exits.BAD_INPUT) from None
+        except FAILED_STEP as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise Exit(code=exits.FAILED) from None
+        except KeyboardInterrupt as interrupt:
+            print(f"interrupted ({interrupt}); hosts were left as reported above", file=sys.stderr)
+            raise Exit(code=exit_code_of(interrupt)) from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    return wrapper
+
+
+def parse_set(values) -> dict:
+    """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML scalars)."""
+    import yaml
+
+    parsed = {}
+    for item in values or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set '{item}': expected KEY=VALUE")
+        try:
+            parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            parsed[key.strip()] = raw
+    return parsed
+
+
+def inventory_path(c, inventory: str | None) -> str:
+    """``--inventory``, else invoke.yaml's ``veza.inventory``; relative paths from the repo root."""
+    default = c.config.get("veza", {}).get("inventory", "hosts.yaml") if c is not None else "hosts.yaml"
+    return str(resolve(inventory, default))
+
+
+def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
+    """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
+    loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    return loaded, loaded.select(group, limit)
+
+
+def balancers(loaded) -> list:
+    """Every host of the balancer group: runtime-API actions apply to each of them."""
+    hosts = loaded.group(BALANCER_GROUP)
+    if not hosts:
+        raise UsageError(f"{loaded.path}: no '{BALANCER_GROUP}' group; HAProxy's runtime API is reached through its hosts")
+    return hosts
+
+
+def balancer(loaded):
+    """The balancer group's first host: where the LB address lives."""
+    return balancers(loaded)[0]
+
+
+def runtime_api(host):
+    """The admin runtime API of ``host``, at the socket its haproxy.cfg renders."""
+    from ..haproxy_runtime import RuntimeAPI
+    from ..roles.haproxy_vars import DEFAULTS
+    from ..transports import connect
+
+    return RuntimeAPI(connect(host), host.vars_with(DEFAULTS)["haproxy_admin_socket"])
+
+
+def secrets_for(hosts, path: str | None):
+    """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
+    from ..secrets_file import load_secrets
+
+    chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
+    if not chosen:
+        raise UsageError("no secrets file: pass --secrets PATH or set secrets_file in the inventory")
+    return load_secrets(str(resolve(chosen)))
+
+
+def forks_value(forks) -> int:
+    from ..values import integer
+
+    return integer("--forks", forks, 1, 256)
+
+
+def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10):
+    """Plan every host (failing before any change), run, recap, report; exit 1 on failure."""
+    from ..runner import plan_hosts, run_play
+
+    plans = plan_hosts(hosts, roles, loaded)
+    masker = masker_for(hosts, extra_secrets)
+    result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks_value(forks))
+    if report:
+        write_report(report, result.to_json(), masker)
+    if result.failed:
+        raise Exit(code=exits.FAILED)
+    return result
+
+
+def masker_for(hosts, extra=()) -> Masker:
+    """A masker for the secret-named variables of ``hosts`` plus ``extra`` values (the secrets file's)."""
+    from ..inventory import is_secret_name
+
+    values = list(extra)
+    for host in hosts:
+        secret_vars = host.vars.get("secret_vars", ())
+        values += [v for k, v in host.vars.items() if is_secret_name(k, secret_vars) and isinstance(v, (str, int))]
+    return Masker(values)

@@ -1,0 +1,109 @@
+"""The grammar of each kind of value we write into a config file, a unit or a command.
+
+Every inventory, ``--set`` or secret value rendered into haproxy.cfg, a systemd
+unit or an env file goes through one of these checks first, so no value can
+add a line or a directive. A refusal is an ``InvalidValue`` whose message is
+the one line shown (exit 2, before any host is touched).
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class InvalidValue(Exception):
+    """A value does not fit its slot; the message names the variable and what is allowed."""
+
+
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
+_URL_PATH = re.compile(r"/[A-Za-z0-9._~/%+-]*")
+_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?(:[0-9]{1,5})?")
+
+
+def _shown(value) -> str:
+    return repr(value)[:80]
+
+
+def text(name: str, value) -> str:
+    """Any printable text on one line (secrets, descriptions): no control character at all."""
+    value = str(value)
+    if CONTROL_CHARACTER.search(value):
+        raise InvalidValue(f"{name}: contains a control character (newline, tab, ...); one printable line only")
+    return value
+
+
+def matching(name: str, value, pattern: re.Pattern, what: str) -> str:
+    """``value`` as a string when the whole of it matches ``pattern`` (no trailing newline slips through)."""
+    shown = str(value)
+    if isinstance(value, bool) or not pattern.fullmatch(shown):
+        raise InvalidValue(f"{name}: {_shown(value)} is not {what}")
+    return shown
+
+
+def user_name(name: str, value) -> str:
+    return matching(name, value, _NAME, "a user/group name (lower-case letters, digits, '_', '-')")
+
+
+def file_name(name: str, value) -> str:
+    value = matching(name, value, _FILE_NAME, "a file name (letters, digits, '.', '_', '-')")
+    if value in (".", ".."):
+        raise InvalidValue(f"{name}: {value!r} is not a file name")
+    return value
+
+
+def absolute_path(name: str, value) -> str:
+    value = matching(name, value, _PATH, "an absolute path (letters, digits, '/', '.', '_', '-', '@', '+')")
+    if "/../" in value + "/" or value.endswith("/.."):
+        raise InvalidValue(f"{name}: {value!r} must not contain '..'")
+    return value
+
+
+def url_path(name: str, value) -> str:
+    return matching(name, value, _URL_PATH, "a URL path starting with '/' (no spaces, quotes or control characters)")
+
+
+def token(name: str, value) -> str:
+    return matching(name, value, _TOKEN, "a plain token (letters, digits, '_', '-', '.')")
+
+
+def hostname(name: str, value) -> str:
+    return matching(name, value, _HOSTNAME, "a host name or address (optionally :port)")
+
+
+def integer(name: str, value, low: int, high: int | None = None) -> int:
+    """A whole number in [low, high]; strings of digits accepted (YAML and --set give either)."""
+    if isinstance(value, bool) or not re.fullmatch(r"-?[0-9]+", str(value)):
+        raise InvalidValue(f"{name}: {_shown(value)} is not a whole number")
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        upper = f" to {high}" if high is not None else " or more"
+        raise InvalidValue(f"{name}: {number} must be from {low}{upper}")
+    return number
+
+
+def port(name: str, value) -> int:
+    return integer(name, value, 1, 65535)
+
+
+def seconds(name: str, value, low: float = 0.0, high: float = 86400.0, allow_low: bool = True) -> float:
+    """A duration in seconds (int or float, or a string of one), within bounds."""
+    if isinstance(value, bool):
+        raise InvalidValue(f"{name}: {value!r} is not a number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidValue(f"{name}: {_shown(value)} is not a number of seconds") from None
+    if number != number or number > high or number < low or (number == low and not allow_low):
+        bound = ">" if not allow_low else ">="
+        raise InvalidValue(f"{name}: {number:g} must be {bound} {low:g} and <= {high:g} seconds")
+    return number
+
+
+def one_of(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise InvalidValue(f"{name}: {_shown(value)} is not one of {', '.join(map(str, allowed))}")
+    return value
