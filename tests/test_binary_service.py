@@ -34,7 +34,7 @@ def test_each_configuration_renders_its_own_unit_and_env(config, user, unit, por
     assert f"User={user}" in unit_text and "ProtectSystem=strict" in unit_text and "CapabilityBoundingSet=\n" in unit_text
     assert f"EnvironmentFile=/etc/veza/{'backend-api' if config is BACKEND_API else 'stream-server'}.env" in unit_text
     env = next(op for name, op in ops.items() if name.endswith(".env"))
-    assert f"LISTEN_PORT={port}" in env.diff_new and "INSTANCE_NAME=node-1" in env.diff_new
+    assert f'LISTEN_PORT="{port}"' in env.diff_new and 'INSTANCE_NAME="node-1"' in env.diff_new
     assert env.notify == [f"restart {unit}"]
 
 

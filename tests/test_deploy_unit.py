@@ -6,10 +6,12 @@ import pytest
 
 from fabfile.deploy.artifact import DeployError, read_artifact
 from fabfile.deploy.rollout import Instance, Rollout, Timeouts
+from fabfile.deploy.commands import ServiceCommands
 from fabfile.process import Result
+from fabfile.services import BACKEND_API
+from fabfile.shell import Command
 
-SVC = {"binary_path": "/opt/veza/backend-api/veza-api", "unit": "veza-backend-api", "user": "veza-api",
-       "listen_port": 8080, "health_path": "/api/v1/health"}
+SETTINGS = BACKEND_API.settings(BACKEND_API.defaults)
 
 
 class Lab:
@@ -38,36 +40,37 @@ class Lab:
 
 
 class FakeTransport:
+    """Plays an instance: recognises each command by comparing it with what ServiceCommands builds."""
+
     def __init__(self, lab, name):
         self.lab, self.name = lab, name
+        self.commands = ServiceCommands(SETTINGS)
 
     def run(self, command, warn=False, timeout=None):
-        host = self.lab.hosts[self.name]
-        if command.startswith("uname -m"):
+        host, built = self.lab.hosts[self.name], self.commands
+        if command == built.facts():
             self.lab.events.append(f"{self.name}:facts")
-            return Result(command, 0, f"x86_64\n{host['binary']}\n{host['prev']}\nactive\n", "")
-        if "curl" in command:
-            return Result(command, 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
-        self.lab.events.append(f"{self.name}:{command.split()[0]}:{self._kind(command)}")
-        if ".veza-new" in command:  # verify + keep .prev + rename
+            return Result("facts", 0, f"x86_64\n{host['binary']}\n{host['prev']}\nactive\n{host['running']}\n", "")
+        if command == built.health():
+            return Result("health", 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
+        kinds = {"install": built.install_incoming(host["pending"] or "-"), "swap-prev": built.swap_with_prev(),
+                 "restore": built.restore_prev(), "restart": built.restart()}
+        kind = next((name for name, expected in kinds.items() if command == expected), None)
+        assert kind is not None, f"unexpected command {command!r}"
+        self.lab.events.append(f"{self.name}:{kind}")
+        if kind == "install":
             host["prev"], host["binary"] = host["binary"], host["pending"]
-        elif ".veza-swap" in command:
+        elif kind == "swap-prev":
             host["prev"], host["binary"] = host["binary"], host["prev"]
-        elif command.startswith("mv -f") and ".prev" in command:
+        elif kind == "restore":
             host["binary"], host["prev"] = host["prev"], "none"
-        elif command.startswith("systemctl restart"):
+        else:
             host["running"] = host["binary"]
             self.lab.check_pool()
-        return Result(command, 0, "", "")
+        return Result(kind, 0, "", "")
 
-    @staticmethod
-    def _kind(command):
-        for word, kind in ((".veza-new", "swap-in"), (".veza-swap", "swap-prev"), (".prev", "restore"), ("restart", "restart")):
-            if word in command:
-                return kind
-        return "other"
-
-    def put(self, source, remote, mode=None, owner=None, group=None):
+    def put(self, source, remote, mode=None):
+        assert remote == self.commands.incoming and mode == "0700"
         with open(source, "rb") as handle:
             self.lab.hosts[self.name]["pending"] = hashlib.sha256(handle.read()).hexdigest()
         self.lab.events.append(f"{self.name}:put")
@@ -119,7 +122,7 @@ class FakeClock:
 
 def make_rollout(lab):
     clock = FakeClock()
-    instances = [Instance(n, FakeTransport(lab, n), SVC) for n in lab.hosts]
+    instances = [Instance(n, FakeTransport(lab, n), SETTINGS) for n in lab.hosts]
     return Rollout(instances, FakeRuntime(lab), "api_pool", Lines(), Timeouts(drain=2, health=3, haproxy_up=3, interval=0.5),
                    clock=clock, sleep=clock.sleep)
 
@@ -137,10 +140,8 @@ def test_one_instance_at_a_time_in_inventory_order(binary):
     rollout.run(binary, rollout.preflight(binary, force=False))
     steps = [e for e in lab.events if not e.endswith(":facts")]
     assert steps == [
-        "b1:haproxy:drain", "b1:haproxy:maint", "b1:put", "b1:actual=$(sha256sum:swap-in", "b1:systemctl:restart",
-        "b1:haproxy:ready",
-        "b2:haproxy:drain", "b2:haproxy:maint", "b2:put", "b2:actual=$(sha256sum:swap-in", "b2:systemctl:restart",
-        "b2:haproxy:ready",
+        "b1:haproxy:drain", "b1:haproxy:maint", "b1:put", "b1:install", "b1:restart", "b1:haproxy:ready",
+        "b2:haproxy:drain", "b2:haproxy:maint", "b2:put", "b2:install", "b2:restart", "b2:haproxy:ready",
     ]
     assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
     assert all(lab.hosts[n]["running"] == binary.sha256 and lab.hosts[n]["prev"] == "sha-v1" for n in lab.hosts)
@@ -167,7 +168,7 @@ def test_broken_binary_rolls_back_first_instance_and_stops(binary):
     assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP"
     assert lab.hosts["b2"] == {"binary": "sha-v1", "prev": "none", "running": "sha-v1", "pending": None}
     assert not any(e.startswith("b2:") and not e.endswith(":facts") for e in lab.events)
-    assert "b1:mv:restore" in lab.events
+    assert "b1:restore" in lab.events
     assert rollout.failed and not lab.pool_violations
 
 
@@ -215,3 +216,18 @@ def test_wrong_architecture_elf_is_refused(tmp_path):
     header[18:20] = (62).to_bytes(2, "little")
     path.write_bytes(bytes(header) + b"\x00" * 64)
     make_rollout(Lab(["b1", "b2"])).preflight(read_artifact(str(path)), force=False)
+
+
+def test_service_commands_are_quoted_per_run_and_root_owned():
+    commands = ServiceCommands(SETTINGS, run_id="42-abc")
+    assert commands.incoming == "/opt/veza/backend-api/veza-api.veza-new-42-abc"
+    assert ServiceCommands(SETTINGS, run_id="43-def").incoming != commands.incoming
+    install = commands.install_incoming("f" * 64)
+    assert install.command.startswith("actual=$(sha256sum /opt/veza/backend-api/veza-api.veza-new-42-abc ")
+    assert "chown root:veza-api" in install.command and install.command.endswith(
+        "mv -f /opt/veza/backend-api/veza-api.veza-new-42-abc /opt/veza/backend-api/veza-api")
+    assert commands.restart() == Command("systemctl restart veza-backend-api")
+    assert commands.health() == Command("curl -s -m 2 -w '\\n%{http_code}' http://127.0.0.1:8080/api/v1/health")
+    facts = ServiceCommands.parse_facts("x86_64\nsha-a\nnone\nactive\nsha-a\n")
+    assert facts == {"machine": "x86_64", "sha256": "sha-a", "prev_sha256": "none", "unit": "active",
+                     "running_sha256": "sha-a"}

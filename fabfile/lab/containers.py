@@ -51,7 +51,7 @@ def ensure_container(settings: LabSettings, host, existing: dict | None) -> Cont
         existing = None
     if existing is None:
         config_args = [arg for key, value in wanted_config.items() for arg in ("--config", f"{key}={value}")]
-        INCUS.run("init", *config_args, "--", settings.image, name, timeout=300)
+        INCUS.run("init", "--network", settings.network, *config_args, "--", settings.image, name, timeout=300)
         actions.append("created")
         status = "Stopped"
     else:
@@ -161,9 +161,15 @@ def ensure_containers(settings: LabSettings, progress: Progress) -> list:
 
 
 def ensure_known_hosts(results: list):
-    """known_hosts for strict checking: each container's address with its own host keys."""
-    text = "".join(f"{result.address} {key}\n" for result in results for key in result.host_keys)
-    if KNOWN_HOSTS.exists() and KNOWN_HOSTS.read_text(encoding="utf-8") == text:
+    """known_hosts for strict checking: each container's address with its own host keys.
+
+    Lines of other addresses (another lab inventory on the same machine) are kept.
+    """
+    ours = {result.address for result in results}
+    current = KNOWN_HOSTS.read_text(encoding="utf-8") if KNOWN_HOSTS.exists() else ""
+    kept = [line + "\n" for line in current.splitlines() if line.split(" ", 1)[0] not in ours and line.strip()]
+    text = "".join(kept) + "".join(f"{result.address} {key}\n" for result in results for key in result.host_keys)
+    if current == text:
         return False, display_path(KNOWN_HOSTS)
-    write_atomically(KNOWN_HOSTS, text, 0o644)
+    write_atomically(KNOWN_HOSTS, text, 0o600)
     return True, f"wrote {display_path(KNOWN_HOSTS)} ({len(results)} hosts)"

@@ -78,18 +78,10 @@ def ensure_network(settings: LabSettings):
 
 
 def ensure_default_profile(settings: LabSettings):
-    """The default profile gives every container its root disk and a nic on the lab bridge."""
+    """The default profile gives every container its root disk; each container's nic names its own
+    lab bridge (``incus init --network``), so several labs (inventories) can live side by side."""
     devices = INCUS.query("/1.0/profiles/default")["devices"]
-    added = []
-    if "root" not in devices:
-        INCUS.run("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={STORAGE_POOL}")
-        added.append("root")
-    if "eth0" not in devices:
-        INCUS.run("profile", "device", "add", "default", "eth0", "nic", f"network={settings.network}", "name=eth0")
-        added.append("eth0")
-    elif devices["eth0"].get("network") != settings.network:
-        raise LabError(
-            f"the default profile's eth0 is on '{devices['eth0'].get('network')}', not the lab bridge "
-            f"{settings.network}; remove it: incus profile device remove default eth0"
-        )
-    return bool(added), f"added {', '.join(added)}" if added else "root + eth0"
+    if "root" in devices:
+        return False, "root disk"
+    INCUS.run("profile", "device", "add", "default", "root", "disk", "path=/", f"pool={STORAGE_POOL}")
+    return True, "added root disk"
