@@ -7,7 +7,6 @@ against a local http.server).
 import http.server
 import io
 import json
-import subprocess
 import threading
 import xml.etree.ElementTree as ET
 
@@ -30,6 +29,7 @@ from fabfile.failover.checks import (
     STEP_WS_STAYS,
     FailoverSettings,
 )
+from fabfile.failover import sequence
 from fabfile.failover.sequence import FailoverTest
 from fabfile.failover.stoppers import IncusStopper, UnitStopper, make_stopper
 from fabfile.failover.websocket_checks import session_cookie, wait_closed
@@ -459,30 +459,34 @@ def test_no_websocket_and_no_load_run_the_seed_steps_only():
 
 # --- stoppers ---------------------------------------------------------------------------
 
-def completed(argv, code=0, stderr=""):
-    return subprocess.CompletedProcess(argv, code, "", stderr)
-
-
 def host(name, **variables):
-    return Host(name=name, inventory_vars={"address": "10.0.0.5", **variables}, groups=["backend_api_instances"])
+    return Host(name=name, inventory_vars={"address": "10.0.0.5", "connection": "incus", **variables},
+                groups=["backend_api_instances"])
 
 
 def test_incus_stopper_uses_the_remote_instance_name_and_tolerates_already_running():
     calls = []
 
-    def run(argv, timeout):
-        calls.append(argv)
-        return completed(argv, 1, "Error: The instance is already running") if argv[1] == "start" else completed(argv)
+    class Driver:
+        def run(self, *args, timeout, check):
+            calls.append(["incus", *args])
+            if args[0] == "start":
+                return Result("start", 1, "", "Error: The instance is already running")
+            return Result("stop", 0, "", "")
 
-    transport = IncusTransport(host("backend-api-1", incus_remote="lab2"))
-    stopper = IncusStopper(transport.instance, run=run)
+    stopper = make_stopper(None, host("backend-api-1", incus_remote="lab2"), None, "u")
+    stopper.driver = Driver()
     stopper.stop()
     stopper.start()
-    assert calls == [["incus", "stop", "--force", "lab2:backend-api-1"], ["incus", "start", "lab2:backend-api-1"]]
+    assert calls == [["incus", "stop", "--force", "--", "lab2:backend-api-1"], ["incus", "start", "--", "lab2:backend-api-1"]]
 
 
 def test_incus_stopper_failure_is_a_stopper_error():
-    stopper = IncusStopper("backend-api-1", run=lambda argv, timeout: completed(argv, 1, "Error: not found"))
+    class Driver:
+        def run(self, *args, timeout, check):
+            return Result("stop", 1, "", "Error: not found")
+
+    stopper = IncusStopper("backend-api-1", Driver())
     with pytest.raises(Exception, match="exit 1.*not found"):
         stopper.stop()
 
@@ -505,11 +509,14 @@ def test_unit_stopper_kills_then_stops_the_unit_quoted():
 
 
 def test_stop_method_defaults_follow_the_connection():
-    assert make_stopper(None, IncusTransport(host("backend-api-1")), "u").method == "incus"
-    assert make_stopper(None, SshTransport(host("backend-api-1")), "u").method == "unit"
-    assert make_stopper("unit", IncusTransport(host("backend-api-1")), "u").method == "unit"
+    incus_host, ssh_host = host("backend-api-1"), host("backend-api-1", connection="ssh")
+    assert make_stopper(None, incus_host, IncusTransport(incus_host), "u").method == "incus"
+    assert make_stopper(None, ssh_host, SshTransport(ssh_host), "u").method == "unit"
+    assert make_stopper("unit", incus_host, IncusTransport(incus_host), "u").method == "unit"
     with pytest.raises(ValueError, match="not reached through incus"):
-        make_stopper("incus", SshTransport(host("backend-api-1")), "u")
+        make_stopper("incus", ssh_host, SshTransport(ssh_host), "u")
+    with pytest.raises(ValueError, match="not valid"):
+        make_stopper("incus", host("--all"), None, "u")
 
 
 # --- load, HTTP, WebSocket helpers ----------------------------------------------------------
@@ -708,9 +715,10 @@ def test_task_exit_codes_follow_the_result(tmp_path, monkeypatch):
             assert deps["stopper"].method == "incus" and deps["load"].rate == 20.0
 
         def run(self):
+            self.interruption = KeyboardInterrupt() if outcomes["interrupted"] else None
             return {**outcomes, "steps": []}
 
-    monkeypatch.setattr(test_tasks, "FailoverTest", StubTest)
+    monkeypatch.setattr(sequence, "FailoverTest", StubTest)
     report = tmp_path / "fo.json"
     test_tasks.failover(Context(), inventory=inventory, report=str(report), plot=str(tmp_path / "fo.svg"))
     assert json.loads(report.read_text())["passed"] is True

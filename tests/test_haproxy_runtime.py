@@ -18,6 +18,7 @@ import pytest
 from conftest import end_process
 
 from fabfile.haproxy_runtime import (  # noqa: E402
+    runtime_command,
     RuntimeAPI,
     RuntimeAPIError,
     ServerStat,
@@ -105,19 +106,25 @@ class RecordingTransport:
 def test_commands_are_quoted_for_the_shell():
     transport = RecordingTransport()
     RuntimeAPI(transport).set_state("api_pool", "backend-api-1", "drain")
-    assert transport.commands == [
-        "echo 'set server api_pool/backend-api-1 state drain' | socat -t 2 stdio TCP4:127.0.0.1:9100"
-    ]
+    assert transport.commands == [runtime_command("set server api_pool/backend-api-1 state drain")]
+    assert transport.commands[0].command == (
+        "echo 'set server api_pool/backend-api-1 state drain' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+    assert RuntimeAPI(transport, "/run/other.sock").address == "/run/other.sock"
+
+
+def test_a_command_cannot_carry_a_second_one():
+    with pytest.raises(ValueError, match="one command on one line"):
+        runtime_command("show stat\nset server api_pool/b state maint")
 
 
 def test_set_state_validates_the_state():
-    with pytest.raises(ValueError, match="ready, drain, maint"):
+    with pytest.raises(RuntimeAPIError, match="ready, drain, maint"):
         RuntimeAPI(RecordingTransport()).set_state("api_pool", "backend-api-1", "down")
 
 
 def test_clear_error_when_the_socket_does_not_answer():
-    transport = RecordingTransport(1, "", "socat[1] E connect(5, AF=2 127.0.0.1:9100, 16): Connection refused")
-    with pytest.raises(RuntimeAPIError, match=r"haproxy: HAProxy runtime API at 127.0.0.1:9100 does not answer .*Connection refused"):
+    transport = RecordingTransport(1, "", "socat[1] E connect(5, AF=1 /run/haproxy/admin.sock, 25): No such file")
+    with pytest.raises(RuntimeAPIError, match=r"haproxy: HAProxy runtime API at /run/haproxy/admin.sock does not answer .*No such file"):
         RuntimeAPI(transport).show_stat()
 
 

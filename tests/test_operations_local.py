@@ -9,6 +9,7 @@ import pwd
 from fabfile.inventory import Host
 from fabfile.operations import directory, file
 from fabfile.output import Masker, Output, write_report
+from fabfile.tasks.support import masker_for
 from fabfile.runner import HostPlan, run_host, run_play
 from fabfile.transports import LocalTransport
 
@@ -123,8 +124,16 @@ def test_secrets_are_masked_in_diff_output_and_report(tmp_path):
 def test_secret_named_vars_are_collected_for_masking():
     host = Host(name="h", inventory_vars={"db_password": "hunter22", "api_token": "tok-123", "port": 8080,
                                           "secret_vars": ["license"], "license": "LIC-999"}, groups=[])
-    masker = Masker.for_hosts([host])
+    masker = masker_for([host])
     assert masker("hunter22 tok-123 LIC-999 8080") == "******** ******** ******** 8080"
+
+
+def test_masking_reaches_structured_data_and_each_line_of_a_multiline_secret():
+    masker = Masker(['pa"ss\\wo\nrd-line2'])
+    report = masker.data({"detail": 'value pa"ss\\wo', "lines": ["rd-line2 here"], "n": 3})
+    text = json.dumps(report)
+    assert 'pa\\"ss' not in text and "rd-line2" not in text and report["n"] == 3
+    assert masker(json.dumps({"k": 'x pa"ss\\wo\nrd-line2'})) == '{"k": "x ********"}'
 
 
 def test_recap_counts_and_failed_exit(tmp_path):

@@ -195,7 +195,7 @@ def balance_problem(name: str, value) -> str | None:
         return None
     elif re.fullmatch(r"rdp-cookie(\([A-Za-z0-9_-]+\))?", algorithm) and not options:
         return None
-    elif algorithm == "hash" and len(options) == 1 and re.fullmatch(r"[a-z][a-z0-9_.,()-]*", options[0]):
+    elif algorithm == "hash" and len(options) == 1 and re.fullmatch(r"[a-z][a-z0-9_.,()/-]*", options[0]):
         return None
     return f"{name}: {str(value)!r} is not a balance algorithm ({BALANCE_HELP})"
 
