@@ -34,3 +34,14 @@ def test_every_flag_has_help():
         assert flags, task
         for flag, rest in flags:
             assert rest.strip(), f"{task} {flag} has no help text"
+
+
+def test_every_task_named_in_one_call_runs():
+    """Invoke de-duplicates equal tasks in one call; api.setup and stream.setup share their code."""
+    from invoke import Executor
+
+    from fabfile import ns
+
+    executor = Executor(ns)
+    calls = executor.normalize(["haproxy.setup", "api.setup", "stream.setup"])
+    assert [call.task for call in executor.dedupe(calls)] == [ns["haproxy.setup"], ns["api.setup"], ns["stream.setup"]]
