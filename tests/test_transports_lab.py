@@ -34,7 +34,7 @@ def test_run_and_put_survive_nasty_values(target, make, tmp_path):
         for value in NASTY:
             assert transport.run(f"printf '%s' {q(value)}").stdout == value
         remote = f"/tmp/veza transport test {make} 'x'"
-        transport.put("payload $x\n".encode(), remote, owner="root", group="root", mode="0640")
+        transport.put("payload $x\n".encode(), remote, mode="0640")
         assert transport.run(f"cat {q(remote)}").stdout == "payload $x\n"
         assert transport.run(f"stat -c '%a %U' {q(remote)}").stdout.strip() == "640 root"
         assert transport.run("exit 7", warn=True).exited == 7

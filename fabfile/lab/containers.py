@@ -160,6 +160,16 @@ def ensure_containers(settings: LabSettings, progress: Progress) -> list:
     return sorted(results, key=lambda result: order.index(result.name))
 
 
+def forget_known_hosts(addresses) -> None:
+    """Drop the known_hosts lines of removed containers (their address may get a new key later)."""
+    if not KNOWN_HOSTS.exists():
+        return
+    current = KNOWN_HOSTS.read_text(encoding="utf-8")
+    kept = "".join(line + "\n" for line in current.splitlines() if line.strip() and line.split(" ", 1)[0] not in addresses)
+    if kept != current:
+        write_atomically(KNOWN_HOSTS, kept, 0o600)
+
+
 def ensure_known_hosts(results: list):
     """known_hosts for strict checking: each container's address with its own host keys.
 

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from .base import INCUS, KNOWN_HOSTS, ROLE_SERVICES, SSH_KEY, STORAGE_POOL, LabError, LabReport, Progress, display_path, require_root
-from .containers import ensure_containers, ensure_known_hosts, list_instances
+from .containers import ensure_containers, ensure_known_hosts, forget_known_hosts, list_instances
 from .host_packages import ensure_packages, host_codename
 from .image import ensure_image, image_exists
 from .incus_setup import ensure_daemon, ensure_default_profile, ensure_network, ensure_storage_pool
@@ -109,6 +109,7 @@ def lab_down(inventory_path: str = "hosts.yaml", purge: bool = False) -> list:
         if name in instances:
             INCUS.run("delete", "--force", "--", name, timeout=120)
             removed.append(f"container {name}")
+    forget_known_hosts({host.address for host in settings.hosts})
     if purge:
         removed += purge_shared(settings)
     print("lab.down: removed " + (", ".join(removed) if removed else "nothing (already down)"))
