@@ -8,7 +8,6 @@ baseline are applied afterwards by ``report.finish``.
 from __future__ import annotations
 
 import asyncio
-import math
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -57,12 +56,12 @@ class RampSettings:
     first failing step, at ``max_rate``, or when ``budget_seconds`` would be exceeded.
     """
 
-    start: float = 50.0
     factor: float = 1.5
     max_rate: float = 5000.0
     step_seconds: float = 5.0
     p99_ms: float = 50.0
     budget_seconds: float = 120.0
+    start: float = 50.0
 
 
 def validate(settings: LoadSettings, ramp: RampSettings | None = None) -> None:
@@ -240,9 +239,14 @@ def _step_verdict(section: dict, ramp: RampSettings) -> str:
 
 def ramp_rates(ramp: RampSettings) -> list:
     """The step rates within max_rate and the time budget (the ramp never runs longer)."""
-    steps = min(int(ramp.budget_seconds // ramp.step_seconds),
-                int(math.log(ramp.max_rate / ramp.start) // math.log(ramp.factor)) + 1)
-    return [round(ramp.start * ramp.factor ** i, 2) for i in range(max(1, steps))]
+    rates = []
+    rate = ramp.start
+    for _ in range(max(1, int(ramp.budget_seconds // ramp.step_seconds))):
+        if rate > ramp.max_rate * (1 + 1e-9):  # tolerance: 50 * 2**3 must count as 400
+            break
+        rates.append(round(rate, 2))
+        rate *= ramp.factor
+    return rates
 
 
 def run_ramp(settings: LoadSettings, ramp: RampSettings, runtime=None, should_stop=lambda: False) -> dict:

@@ -1,7 +1,7 @@
 """Synchronous helpers for the failover test, on the same engine (replacing loadgen.py and wsclient.py).
 
     load = BackgroundLoad("http://10.181.40.10:80", "/api/v1/health", rate=20, timeout=2, max_seconds=420)
-    load.start(); ...; load.stop()            # True if every request ended in time
+    load.start(); ...; load.stop()            # True if every request ended in time (load.wait(s): until max_seconds)
     load.samples                                # [Sample(t, outcome, status, instance, seconds, error, lag)]
     phase_counts(load.samples, [("before_kill", t_start), ("kill_to_down", t0), ...])
 
@@ -62,6 +62,12 @@ class BackgroundLoad:
         # Daemon: an interpreter that dies mid-run must not hang on this thread.
         self._thread = threading.Thread(target=asyncio.run, args=(self._run(),), name="background-load", daemon=True)
         self._thread.start()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the load to end by itself (its ``max_seconds``); True when it did."""
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+        return self._thread is None or not self._thread.is_alive()
 
     def stop(self) -> bool:
         """Stop sending and wait for the requests in flight; False if they did not end in time."""
