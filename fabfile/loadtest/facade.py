@@ -236,8 +236,9 @@ def open_session(url: str, cookie: str | None = None, timeout: float = 5.0, head
     from websockets.sync.client import connect
 
     extra = dict(headers or {}) | ({"Cookie": cookie} if cookie else {})
+    # legacy=True: the documented way to hold a connection outside a ``with`` block (closed by close()).
     connection = connect(url, additional_headers=extra, open_timeout=timeout, proxy=None, compression=None,
-                         ping_interval=None, close_timeout=2.0)
+                         ping_interval=None, close_timeout=2.0, legacy=True)
     try:
         greeting = json.loads(connection.recv(timeout=timeout))
     except BaseException:
