@@ -106,6 +106,14 @@ def test_ws_echo_from_another_backend_breaks_stickiness():
     assert "stickiness" in ws["error_examples"]["other"][0]
 
 
+def test_refused_ws_handshake_is_a_status_error_without_latency(lb):
+    report = run_fixed(LoadSettings(lb, scenarios=("ws",), duration=1.0, ws_sessions=2, ws_interval=0.5,
+                                    ws_path="/no-such-ws", backends=["backend-api-1"]))
+    ws = report["scenarios"]["ws"]
+    assert ws["errors"] == {"status": 4} and ws["status_codes"] == {"404": 4}
+    assert ws["latency_ms"]["p50"] is None and not ws["sticky"]
+
+
 def test_ramp_stops_at_max_rate_within_its_budget(lb):
     ramp = RampSettings(factor=2.0, max_rate=400.0, step_seconds=0.5, p99_ms=2000.0, budget_seconds=10.0, start=50.0)
     started = time.monotonic()

@@ -265,3 +265,18 @@ def test_engine_imports_no_network_or_fabric_library():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_hls_track_on_two_streamers_is_a_violation():
+    from fabfile.loadtest.http_load import HlsScenario
+
+    hls = HlsScenario(tracks=2)
+    assert hls.request(0) == ("/hls/track-000/segment-00000.ts", "track-000")
+    assert hls.request(3) == ("/hls/track-001/segment-00001.ts", "track-001")
+    for instance in ("stream-server-1", "stream-server-1", "stream-server-2"):
+        hls.observe(Sample(0.0, "ok", 200, instance, 0.001, key="track-000"))
+    hls.observe(Sample(0.0, "ok", 200, "stream-server-2", 0.001, key="track-001"))
+    report = hls.report()
+    assert not report["track_consistent"]
+    assert report["track_violations"] == {"track-000": {"stream-server-1": 2, "stream-server-2": 1}}
+    assert report["tracks_per_streamer"] == {"stream-server-1": 1, "stream-server-2": 1}

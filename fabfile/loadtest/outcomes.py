@@ -44,6 +44,7 @@ class Sample:
     error: str = ""
     lag: float = 0.0  # how late the generator actually sent it (seconds after ``t``)
     key: str | None = None  # scenario detail: the HLS track, the WS session
+    measured: bool = True  # False when ``seconds`` is not an answer's time (a WS echo never sent)
 
     @property
     def failed(self) -> bool:

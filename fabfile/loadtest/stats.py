@@ -1,7 +1,7 @@
 """Numbers of one scenario: HDR latency histograms (whole run and per 1 s bucket), error classes,
 status codes, the per-backend split and the generator's scheduling lag.
 
-Latency is recorded for every request that got an answer (``ok`` and ``status``),
+Latency is recorded for every request that got an answer (``ok`` and ``status``, when measured),
 in microseconds, from its intended send time. Requests without an answer count
 in the error classes only: a timeout's "latency" is the timeout setting, not a
 measurement. Buckets are keyed by intended send time (a stall shows where the
@@ -86,7 +86,7 @@ class ScenarioStats:
         bucket = self._bucket(sample.t)
         bucket.sent += 1
         self.lag_histogram.record_value(to_us(sample.lag))
-        if sample.outcome in (OK, STATUS):
+        if sample.outcome in (OK, STATUS) and sample.measured:
             micros = to_us(sample.seconds)
             self.histogram.record_value(micros)
             bucket.histogram.record_value(micros)

@@ -18,7 +18,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .outcomes import OK, OTHER, RESET, STATUS, TIMEOUT, Sample, classify_exception, describe_exception
+from .outcomes import OK, OTHER, STATUS, TIMEOUT, Sample, classify_exception, describe_exception
 
 GREETING_TIMEOUT = 5.0
 
@@ -54,7 +54,7 @@ class WsScenario:
                                                      should_stop))
                  for k in range(self.sessions)]
         # Each session ends by itself: its last echo is due before t0 + duration + interval, then one timeout.
-        done, pending = await asyncio.wait(tasks, timeout=duration + self.interval + 2 * self.timeout + GREETING_TIMEOUT)
+        _, pending = await asyncio.wait(tasks, timeout=duration + self.interval + 2 * self.timeout + GREETING_TIMEOUT)
         for task in pending:
             task.cancel()
         if pending:
@@ -88,7 +88,8 @@ class WsScenario:
         """Record every echo still planned (``dues`` is emptied) as failed."""
         now = self.clock()
         for due in dues:
-            record(Sample(due, outcome, status, None, max(0.0, now - due), error, key=f"session-{k}:{pinned}"))
+            record(Sample(due, outcome, status, None, max(0.0, now - due), error, key=f"session-{k}:{pinned}",
+                          measured=False))
         dues.clear()
 
     async def _echo_loop(self, ws, k: int, dues: list, result: SessionResult, record, should_stop) -> None:
