@@ -13,7 +13,7 @@ ARGS ?=
 
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
-        stream-status test-failover demo-binaries demo test test-unit bench
+        stream-status test-failover demo-binaries demo test test-unit bench load
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -85,6 +85,16 @@ test-failover: venv ## The Day-19 acceptance gate against the lab
 	@mkdir -p reports
 	$(INV) test.failover --inventory $(INVENTORY) --report reports/failover.json --plot reports/failover.svg $(ARGS)
 
+RATE ?= 200
+DURATION ?= 30
+SCENARIO ?= api,hls,ws
+
+load: venv ## Nightly open-model load through HAProxy (RATE, DURATION, SCENARIO); reports/load.json + .svg; exit 99 on a breached threshold
+	@mkdir -p reports
+	$(INV) test.load --inventory $(INVENTORY) --scenario $(SCENARIO) --rate $(RATE) --duration $(DURATION) \
+	  --threshold 'p99<50ms' --threshold 'p90<=20ms' --threshold 'errors<0.1%' --threshold 'api:rate>=100' \
+	  --report reports/load.json --plot reports/load.svg $(ARGS)
+
 demo-binaries: ## Build the stand-in API and stream server, version VERSION
 	@mkdir -p $(BUILD)
 	scripts/build-demo-api --version $(VERSION) -o $(BUILD)/veza-api-$(VERSION)
@@ -106,6 +116,7 @@ test-unit: venv host-deps ## Unit tests only (no lab)
 test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 	$(VENV)/bin/pytest $(ARGS)
 
-bench: venv lab-up ## Wall times: haproxy.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
+bench: venv lab-up ## Start-up, haproxy.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
+	scripts/bench_startup.sh
 	$(PYTHON) scripts/bench_ansible.py
 	$(PYTHON) scripts/bench.py

@@ -10,7 +10,7 @@ PROGRAMS = {"inv": [sys.executable, "-m", "invoke"], "fab": [sys.executable, "-m
 
 TASKS = {"lab.up", "lab.status", "lab.down", "common.setup", "haproxy.setup", "haproxy.status",
          "api.setup", "api.deploy", "api.rollback", "api.status",
-         "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover"}
+         "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover", "test.load"}
 
 
 def listed(program):

@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import sys
 
-from invoke import task
 from invoke.exceptions import Exit
 
-from .. import cli
-from ..haproxy_runtime import RuntimeAPI
+from .. import exits
 from ..loadtest import LoadTestError
-from ..loadtest.baseline import comparison_lines, load_baseline
-from ..loadtest.engine import LoadSettings, RampSettings, run_fixed, run_ramp, validate
-from ..loadtest.report import finish, summary_lines, write_report, write_svg
-from ..loadtest.thresholds import needs_baseline, parse_all
-from ..roles import haproxy_vars
-from ..roles.binary_service import CONFIGS
-from ..transports import connect
+from ..services import BACKEND_API as API
+from . import support as cli
+from .support import task
 
-API = CONFIGS["api"]
-EXIT_BREACHED = 99  # k6's code for a crossed threshold
-EXIT_UNREACHED = 1
-EXIT_INTERRUPTED = 130
+EXIT_BREACHED = exits.THRESHOLD_BREACHED  # k6's code for a crossed threshold
+EXIT_UNREACHED = exits.FAILED
 
 LOAD_HELP = {
     "scenario": "api (GET the health endpoint), hls (GET /hls/<track>/<segment>), ws (pinned WebSocket echoes); "
@@ -71,12 +63,14 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
     """(base URL, inventory-derived settings, runtime API or None) for the run."""
     if target:
         return target.rstrip("/"), {}, None
+    from ..roles import haproxy_vars
+
     loaded, api_hosts = cli.select(c, inventory, API.group, None)
     balancer = cli.balancer(loaded)
     if not balancer.address:
         raise cli.UsageError(f"{loaded.path}: haproxy host '{balancer.name}' has no address; set 'address'")
     lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
-    api_path = api_hosts[0].vars_with(API.defaults)["backend_api_health_path"] if api_hosts else lb_vars["haproxy_health_path"]
+    api_path = API.settings(api_hosts[0].vars_with(API.defaults)).health_path if api_hosts else lb_vars["haproxy_health_path"]
     derived = {
         "api_path": api_path, "ws_path": lb_vars["haproxy_api_ws_path"], "hls_prefix": lb_vars["haproxy_stream_path_prefix"],
         "cookie_name": lb_vars["haproxy_cookie_name"],
@@ -98,6 +92,11 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
     omission). Prints one PASS/FAIL line per --threshold. Exit 0 when all hold,
     99 when one is breached, 1 when no request got an answer, 2 on bad input.
     """
+    from ..loadtest.baseline import comparison_lines, load_baseline
+    from ..loadtest.engine import LoadSettings, RampSettings, run_fixed, run_ramp, validate
+    from ..loadtest.report import finish, summary_lines
+    from ..loadtest.thresholds import needs_baseline, parse_all
+
     try:
         thresholds = parse_all(threshold)
         earlier = load_baseline(baseline) if baseline else None
@@ -116,14 +115,14 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
         validate(settings, ramp_settings)
     except LoadTestError as exc:
         raise cli.UsageError(str(exc)) from None
-    runtime = RuntimeAPI(connect(balancer)) if counters and balancer is not None else None
+    runtime = cli.runtime_api(balancer) if counters and balancer is not None else None
     what = f"ramp from {settings.rate:g}/s" if ramp_settings else f"{settings.rate:g}/s for {settings.duration:g}s"
     print(f"== test.load: {', '.join(settings.scenarios)} against {base_url}, {what}", flush=True)
     try:
         result = run_ramp(settings, ramp_settings, runtime) if ramp_settings else run_fixed(settings, runtime)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): nothing written", file=sys.stderr)
-        raise Exit(code=EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt as interruption:
+        print(f"interrupted ({interruption or 'SIGINT'}): nothing written", file=sys.stderr)
+        raise Exit(code=cli.exit_code_of(interruption)) from None
     verdicts = finish(result, thresholds, earlier)
     for line in summary_lines(result) + comparison_lines(result.get("baseline", {})):
         print(line)
@@ -138,6 +137,8 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
 
 
 def _write_outputs(result: dict, report: str | None, plot: str | None) -> None:
+    from ..loadtest.report import write_report, write_svg
+
     try:
         if report:
             write_report(report, result)

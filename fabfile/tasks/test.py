@@ -10,6 +10,7 @@ from .. import exits
 from ..output import Masker, Output, write_report
 from ..services import BACKEND_API as API
 from . import support
+from .load import load
 from .support import task
 
 STOP_METHODS = ("incus", "unit")
@@ -124,4 +125,4 @@ def _write_outputs(result: dict, report: str | None, plot: str | None, output: O
         output.line(f"plot: {plot}")
 
 
-collection = Collection("test", failover)
+collection = Collection("test", failover, load)
