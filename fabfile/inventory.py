@@ -814,7 +814,8 @@ def load_inventory(path, cli_vars: dict | None = None) -> Inventory:
 def _host(path: str, builder: _Builder, entry: _HostEntry, cli_vars: dict) -> Host:
     """One resolved Host: merged Ansible vars, normalised settings, groups in precedence order."""
     ordered_groups, merged = builder.merged_vars(entry)
-    from_inventory, from_cli = _Settings(path, entry.name, merged, cli_vars).resolve()
+    from_inventory, _ = _Settings(path, entry.name, merged, {}).resolve()
+    _, from_cli = _Settings(path, entry.name, merged, cli_vars).resolve() if cli_vars else ({}, {})
     return Host(
         name=entry.name,
         inventory_vars={**merged, **from_inventory},
