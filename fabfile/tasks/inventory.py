@@ -1,0 +1,102 @@
+"""inv inventory.show: what the loader resolved, like ``ansible-inventory --list/--host/--graph``, secrets masked."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from ..inventory import InventoryError, load_inventory, masked
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+HELP = {
+    "inventory": "inventory file in Ansible's YAML shape (default: invoke.yaml's veza.inventory, hosts.yaml)",
+    "host": "show this host's merged variables (as JSON, secrets masked)",
+    "graph": "show the group tree with its hosts, like ansible-inventory --graph",
+}
+
+
+@task(help=HELP)
+def show(c, inventory=None, host=None, graph=False):
+    """Hosts, groups and variables as the loader resolved them; bad input is one error line, exit 2."""
+    default = c.config.get("veza", {}).get("inventory", "hosts.yaml") if c is not None else "hosts.yaml"
+    path = str(Path(inventory)) if inventory else str(REPO_ROOT / default)
+    try:
+        loaded = load_inventory(path)
+        if host is not None:
+            print(host_vars_text(loaded, host))
+        elif graph:
+            print(graph_text(loaded))
+        else:
+            print(summary_text(loaded))
+    except InventoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise Exit(code=2) from None
+
+
+def host_vars_text(loaded, name: str) -> str:
+    """One host's inventory variables (Ansible's and our normalised names) as sorted JSON, secrets masked."""
+    if name not in loaded.hosts:
+        raise InventoryError(f"{loaded.path}: no host '{name}'; known hosts: {', '.join(loaded.hosts) or 'none'}")
+    values = loaded.hosts[name].inventory_vars
+    secret_vars = values.get("secret_vars") or ()
+    shown = masked({str(k): v for k, v in values.items()}, secret_vars if isinstance(secret_vars, list) else ())
+    return json.dumps(shown, indent=4, sort_keys=True, default=_json_scalar)
+
+
+def _json_scalar(value):
+    """Dates as ISO text (as ansible-inventory prints them); anything else YAML can hold as its repr."""
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return repr(value)
+
+
+def graph_text(loaded) -> str:
+    """``@all:`` and its tree of groups and direct hosts, in ansible-inventory --graph's layout."""
+    lines: list = []
+
+    def walk(group: str, depth: int):
+        lines.append(_graph_line(f"@{group}:", depth))
+        for child in loaded.children.get(group, []):
+            walk(child, depth + 1)
+        if group != "all":
+            lines.extend(_graph_line(host, depth + 1) for host in loaded.members.get(group, []))
+
+    walk("all", 0)
+    return "\n".join(lines)
+
+
+def _graph_line(text: str, depth: int) -> str:
+    return "  |" * depth + f"--{text}" if depth else text
+
+
+def summary_text(loaded) -> str:
+    """One line per host: name, transport, where it connects, groups (without all)."""
+    rows = [("host", "connection", "target", "groups")]
+    for host in loaded.hosts.values():
+        rows.append((host.name, host.connection, _target(host), ",".join(g for g in host.groups if g != "all")))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows
+    )
+
+
+def _target(host) -> str:
+    """Where commands go: ``[user@]address[:port]`` (via jump), ``remote:instance``, or this machine."""
+    v = host.vars
+    if host.connection == "incus":
+        return f"{v.get('incus_remote') or 'local'}:{v.get('incus_name', host.name)}"
+    if host.connection == "local":
+        return "this machine"
+    user = f"{v['ssh_user']}@" if v.get("ssh_user") else ""
+    port = f":{v['ssh_port']}" if v.get("ssh_port") else ""
+    jump = f" via {v['ssh_proxy_jump']}" if v.get("ssh_proxy_jump") else ""
+    return f"{user}{host.ssh_address}{port}{jump}"
+
+
+collection = Collection("inventory", show)
