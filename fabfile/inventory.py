@@ -219,6 +219,7 @@ def _construct_unsafe(loader, node):
 
 
 def _refuse_vault(loader, node):
+    """Vault text needs Ansible's vault password; we keep secrets in the secrets file instead."""
     raise _Refused(
         f"line {node.start_mark.line + 1}: !vault values cannot be decrypted here; "
         "move the secret to the secrets file (secrets_file)"
@@ -421,6 +422,7 @@ class _Builder:
         self.hosts: dict = {}
 
     def read_top(self, data) -> None:
+        """The whole document: a mapping of top-level groups (``all`` being one of them)."""
         if not data:
             raise InventoryError(f"{self.path}: inventory is empty; it needs an 'all:' group or other groups")
         if not isinstance(data, dict):
@@ -475,6 +477,7 @@ class _Builder:
         return sections
 
     def set_group_var(self, group: _Group, name, value) -> None:
+        """A group variable; a later definition of the group overwrites it (as in Ansible)."""
         self.check_var_name(name, f"group '{group.name}'")
         if name != "ansible_group_priority":
             group.vars[name] = value
@@ -487,6 +490,7 @@ class _Builder:
             ) from None
 
     def check_var_name(self, name, owner: str) -> None:
+        """Ansible only deprecates non-string names; they would break sorting and JSON here, so refuse them."""
         if not isinstance(name, str):
             raise InventoryError(f"{self.path}: {owner}: variable name {name!r} is not a string; quote it")
 
@@ -546,6 +550,7 @@ class _Builder:
             self.groups[group].hosts.append(name)
 
     def set_host_var(self, entry: _HostEntry, key: str, value, where: tuple) -> None:
+        """A host variable; a different value from another appearance of the host is refused."""
         earlier = entry.set_in.get(key)
         if earlier is not None and earlier != where and not _same_value(entry.vars[key], value):
             raise InventoryError(
@@ -624,6 +629,7 @@ class _Settings:
         self.layers = (("cli", cli_vars), ("inventory", inventory_vars))
 
     def fail(self, what: str):
+        """Stop with one line naming the file and the host."""
         raise InventoryError(f"{self.path}: host '{self.host}': {what}")
 
     def lookup(self, names: tuple) -> tuple:
@@ -651,6 +657,7 @@ class _Settings:
         return found["inventory"], found["cli"]
 
     def transport(self, name: str, raw) -> str:
+        """incus, ssh or local for a connection plugin name we implement."""
         if not isinstance(raw, str) or raw not in CONNECTION_ALIASES:
             self.fail(
                 f"{name} {raw!r} is not a connection we implement; "
@@ -690,6 +697,7 @@ class _Settings:
                     found[layer][setting] = value
 
     def boolean(self, name: str, value) -> bool:
+        """Ansible's boolean spellings (yes/no, true/false, on/off, 1/0)."""
         word = str(value).strip().lower()
         if word not in TRUE_WORDS | FALSE_WORDS:
             self.fail(f"{name} {value!r} is not a boolean")
@@ -721,6 +729,7 @@ class _Settings:
         return settings
 
     def ssh_option(self, name: str, option: str, settings: dict) -> None:
+        """One ``-o Key=Value`` (or ``Key Value``); ssh keeps the first value of each key."""
         key, _, value = option.replace("=", " ", 1).partition(" ")
         key, value = key.strip().lower(), value.strip()
         if key == "proxyjump":
@@ -776,12 +785,14 @@ class _Settings:
             self.fail(f"{name} '{text}' cannot be split into arguments ({exc})")
 
     def unsupported(self, name: str, what: str):
+        """Refuse an ssh argument we cannot honour, saying what is supported."""
         self.fail(
             f"{name}: '{what}' cannot be honoured; supported: -J/ProxyJump, ProxyCommand 'ssh -W %h:%p [user@]host', "
             "StrictHostKeyChecking, UserKnownHostsFile (and harmless ones like ControlPersist)"
         )
 
     def incus_project(self) -> None:
+        """Our incus transport has no --project; only the default project is reachable."""
         _, name, project = self.lookup(("ansible_incus_project",))
         if name is not None and project != "default":
             self.fail(f"ansible_incus_project {project!r} is not supported; only the default Incus project is")
@@ -793,6 +804,7 @@ class _Settings:
 def load_inventory(path, cli_vars: dict | None = None) -> Inventory:
     """Read and check an inventory file; raise InventoryError on any problem."""
     path = os.fspath(path)
+    _refuse_vars_folders(path)
     builder = _Builder(path)
     builder.read_top(_read_yaml(path))
     builder.reconcile()
@@ -809,6 +821,13 @@ def load_inventory(path, cli_vars: dict | None = None) -> Inventory:
         children={name: list(group.children) for name, group in builder.groups.items()},
         members={name: list(group.hosts) for name, group in builder.groups.items()},
     )
+
+
+def _refuse_vars_folders(path: str) -> None:
+    """ansible-inventory would merge group_vars/ and host_vars/ beside the file; we read only the file."""
+    for folder in ("group_vars", "host_vars"):
+        if os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(path)), folder)):
+            raise InventoryError(f"{path}: {folder}/ next to the inventory is not read; move those variables into the file")
 
 
 def _host(path: str, builder: _Builder, entry: _HostEntry, cli_vars: dict) -> Host:
