@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 
 import yaml
 
-TRANSPORTS = ("incus", "ssh", "local")
 # Ansible connection plugin names we implement, and the transport each one is.
 CONNECTION_ALIASES = {
     "ssh": "ssh",
