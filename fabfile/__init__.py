@@ -7,8 +7,8 @@ modules it runs (Jinja2, the runner, Fabric for ssh hosts) when it runs.
 
 from invoke import Collection
 
-from .tasks import common, haproxy, lab, service, test
+from .tasks import common, haproxy, inventory, lab, service, test
 
 ns = Collection()
-for collection in (lab.collection, common.collection, haproxy.collection, *service.collections, test.collection):
+for collection in (lab.collection, inventory.collection, common.collection, haproxy.collection, *service.collections, test.collection):
     ns.add_collection(collection)

@@ -62,7 +62,7 @@ def open_connection(host, fail, connect_timeout: float, attempts: int):
     policy = v.get("ssh_host_key_policy", "strict")
     if policy not in POLICIES:
         raise fail(f"{host.name}: ssh_host_key_policy {policy!r} is unknown; use strict or accept-new")
-    address = v.get("address") or host.name
+    address = host.ssh_address
     kwargs = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
     if v.get("ssh_key_file"):
         kwargs.update(key_filename=os.path.expanduser(v["ssh_key_file"]), look_for_keys=False, allow_agent=False)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -50,20 +51,67 @@ def test_precedence_defaults_all_group_outer_inner_host_cli(tmp_path):
     assert host.groups == ["all", "outer", "inner"]
 
 
-def test_ansible_aliases(tmp_path):
+def test_ansible_connection_variables_map_onto_ours(tmp_path):
     path = write(tmp_path, """
         all:
           children:
             lb:
               hosts:
-                a: {ansible_host: 10.0.0.5, ansible_connection: community.general.incus}
-                b: {ansible_host: 10.0.0.6, ansible_connection: ssh, ansible_user: ops}
-                c: {ansible_connection: local}
+                a: {ansible_host: web-a, address: 10.0.0.5, ansible_connection: community.general.incus,
+                    ansible_incus_remote: cluster}
+                b: {ansible_ssh_host: 10.0.0.6, ansible_connection: ansible.builtin.ssh, ansible_ssh_user: ops,
+                    ansible_ssh_port: "2200", ansible_ssh_private_key_file: ~/.ssh/ops}
+                c: {ansible_connection: ansible.builtin.local}
+                d: {ansible_host: 10.0.0.8, ansible_ssh_common_args: "-o ProxyJump=ops@bastion:2222 -o StrictHostKeyChecking=no"}
+                e: {ansible_ssh_common_args: '-o ProxyCommand="ssh -W %h:%p -q -p 2200 jump@bastion2" -o UserKnownHostsFile=/dev/null'}
+                f: {ansible_incus_host: real-f, ansible_connection: community.general.incus}
     """)
     hosts = load_inventory(path).hosts
-    assert (hosts["a"].address, hosts["a"].connection) == ("10.0.0.5", "incus")
-    assert (hosts["b"].connection, hosts["b"].vars["ssh_user"]) == ("ssh", "ops")
+    assert {k: hosts["a"].vars[k] for k in ("connection", "incus_name", "incus_remote", "address")} == {
+        "connection": "incus", "incus_name": "web-a", "incus_remote": "cluster", "address": "10.0.0.5"}
+    assert {k: hosts["b"].vars[k] for k in ("connection", "address", "ssh_user", "ssh_port", "ssh_key_file")} == {
+        "connection": "ssh", "address": "10.0.0.6", "ssh_user": "ops", "ssh_port": 2200, "ssh_key_file": "~/.ssh/ops"}
     assert hosts["c"].connection == "local"
+    assert (hosts["d"].vars["ssh_proxy_jump"], hosts["d"].vars["ssh_host_key_policy"]) == ("ops@bastion:2222", "accept-new")
+    assert (hosts["e"].vars["ssh_proxy_jump"], hosts["e"].vars["ssh_known_hosts"]) == ("jump@bastion2:2200", "/dev/null")
+    assert hosts["f"].vars["incus_name"] == "real-f" and hosts["f"].address is None
+    assert hosts["b"].ansible_vars["ansible_ssh_host"] == "10.0.0.6"  # Ansible's names stay alongside ours
+
+
+def test_ssh_is_the_default_and_goes_to_the_inventory_name(tmp_path):
+    path = write(tmp_path, "all:\n  hosts:\n    web1.example.com:\n")
+    host = load_inventory(path).hosts["web1.example.com"]
+    assert (host.connection, host.address, host.ssh_address) == ("ssh", None, "web1.example.com")
+    assert host.groups == ["all", "ungrouped"]
+
+
+def test_set_values_beat_inventory_whatever_the_spelling(tmp_path):
+    path = write(tmp_path, "all:\n  hosts:\n    h: {ansible_host: 10.0.0.1, ansible_user: ops}\n")
+    host = load_inventory(path, cli_vars={"ansible_host": "10.0.0.9", "ssh_user": "root"}).hosts["h"]
+    assert (host.address, host.vars["ssh_user"], host.inventory_vars["address"]) == ("10.0.0.9", "root", "10.0.0.1")
+
+
+def test_precedence_by_depth_priority_and_name(tmp_path):
+    """Issue 11: a later group's copy of the all vars must not beat an earlier, more specific group."""
+    path = write(tmp_path, """
+        all:
+          vars: {ansible_user: ubuntu}
+          children:
+            webservers:
+              vars: {ansible_user: deploy, who: webservers}
+              hosts: {web-1: }
+            monitoring:
+              vars: {who: monitoring}
+              hosts: {web-1: }
+            aaa:
+              vars: {who: aaa, ansible_group_priority: 5}
+              hosts: {web-1: }
+    """)
+    host = load_inventory(path).hosts["web-1"]
+    assert host.vars["ssh_user"] == "deploy"
+    assert host.vars["who"] == "aaa"  # same depth: priority 5 beats the default 1, then names
+    assert host.groups == ["all", "monitoring", "webservers", "aaa"]
+    assert "ansible_group_priority" not in host.vars  # a group setting, not a variable
 
 
 def test_host_in_two_groups_with_same_vars_is_fine(tmp_path):
@@ -88,11 +136,11 @@ def test_limit_by_host_and_group(tmp_path):
 
 BAD_INVENTORIES = {
     "syntax": ("all:\n  children:\n    lb: {hosts: [\n", r"line \d+: YAML syntax error"),
-    "no_address_ssh": ("all:\n  children:\n    lb:\n      hosts:\n        h: {connection: ssh}\n", "uses ssh but has no address"),
-    "conflict": ("all:\n  children:\n    a: {hosts: {h: {address: 10.0.0.2}}}\n    b: {hosts: {h: {address: 10.0.0.3}}}\n", "defined in groups 'a' and 'b' with different vars"),
-    "unknown_transport": ("all:\n  children:\n    lb: {hosts: {h: {connection: telnet}}}\n", "unknown connection 'telnet'"),
+    "conflict": ("all:\n  children:\n    a: {hosts: {h: {address: 10.0.0.2}}}\n    b: {hosts: {h: {address: 10.0.0.3}}}\n",
+                 "defined in groups 'a' and 'b' with different values for 'address'"),
+    "unknown_transport": ("all:\n  children:\n    lb: {hosts: {h: {connection: telnet}}}\n", "connection 'telnet' is not a connection we implement"),
     "group_not_mapping": ("all:\n  children:\n    lb: [h1, h2]\n", "group 'lb' must be a mapping"),
-    "no_all": ("lb:\n  hosts: {h: }\n", "no top-level 'all:'"),
+    "scalar_top": ("just text\n", "the top level must be a mapping"),
 }
 
 
@@ -135,10 +183,10 @@ def test_cli_bad_inventory_exits_2_with_one_line_and_runs_nothing(tmp_path):
                 lb1: {{}}
                 lb1b: [oops]
     """)
-    done = subprocess.run([sys.executable, "-m", "invoke", "common.setup", "--inventory", str(path)],
+    done = subprocess.run([str(Path(sys.executable).parent / "inv"), "common.setup", "--inventory", str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0, done.stderr
-    assert "host 'lb1b' must be a mapping" in done.stderr
+    assert "host 'lb1b' in group 'haproxy' must be a mapping" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not marker.exists()
