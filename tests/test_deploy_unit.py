@@ -51,6 +51,11 @@ class FakeTransport:
         if command == built.facts():
             self.lab.events.append(f"{self.name}:facts")
             return Result("facts", 0, f"x86_64\n{host['binary']}\n{host['prev']}\nactive\n{host['running']}\n", "")
+        if command == built.running_sha256():
+            return Result("running", 0, host["running"] + "\n", "")
+        if command == built.discard_leftovers():
+            self.lab.events.append(f"{self.name}:discard-leftovers")
+            return Result("discard", 0, "", "")
         if command == built.health():
             return Result("health", 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
         kinds = {"install": built.install_incoming(host["pending"] or "-"), "swap-prev": built.swap_with_prev(),
@@ -94,6 +99,9 @@ class FakeRuntime:
 
     def server(self, pool, name):
         return Stat(pool, name, self.lab.status(name))
+
+    def set_health(self, pool, name, health):
+        self.lab.events.append(f"{name}:haproxy:health-{health}")
 
     def set_state(self, pool, name, state):
         self.lab.admin[name] = state
@@ -140,13 +148,15 @@ def test_one_instance_at_a_time_in_inventory_order(binary):
     rollout.run(binary, rollout.preflight(binary, force=False))
     steps = [e for e in lab.events if not e.endswith(":facts")]
     assert steps == [
-        "b1:haproxy:drain", "b1:haproxy:maint", "b1:put", "b1:install", "b1:restart", "b1:haproxy:ready",
-        "b2:haproxy:drain", "b2:haproxy:maint", "b2:put", "b2:install", "b2:restart", "b2:haproxy:ready",
+        "b1:haproxy:drain", "b1:haproxy:maint", "b1:discard-leftovers", "b1:put", "b1:install", "b1:restart",
+        "b1:haproxy:ready", "b1:haproxy:health-up",
+        "b2:haproxy:drain", "b2:haproxy:maint", "b2:discard-leftovers", "b2:put", "b2:install", "b2:restart",
+        "b2:haproxy:ready", "b2:haproxy:health-up",
     ]
     assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
     assert all(lab.hosts[n]["running"] == binary.sha256 and lab.hosts[n]["prev"] == "sha-v1" for n in lab.hosts)
     assert not rollout.failed and not lab.pool_violations
-    assert set(rollout.outcomes[0].phases) == {"drain", "push", "restart", "health", "haproxy"}
+    assert set(rollout.outcomes[0].phases) == {"drain", "push", "restart", "identity", "health", "soak", "haproxy"}
 
 
 def test_same_binary_again_restarts_nothing(binary):
