@@ -112,7 +112,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         hint = argv_line(again)
         rollout = rollout_for(config, loaded, hosts, output, finish_hint=hint)  # validates every override first
         recorder = Recorder(connect(support.balancer(loaded)), {i.name: i.transport for i in rollout.instances},
-                            who=who(), run=RUN_ID, task=title)
+                            who=who(), run=RUN_ID, task_name=title)
         rollout.audit = recorder
         try:
             with held(loaded, title, sha256=artifact.sha256 if artifact else None, message=message, lock_wait=wait,
