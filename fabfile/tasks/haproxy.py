@@ -24,9 +24,8 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
     wait = lock_wait_value(lock_wait)
     # A reload changes what the pools serve: it takes the deploy lock (a check changes nothing).
-    with contextlib.nullcontext() if check else held(loaded, "haproxy.setup", lock_wait=wait):
-        support.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff,
-                     report=report, forks=forks)
+    support.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff,
+                 report=report, forks=forks, guard=lambda: held(loaded, "haproxy.setup", lock_wait=wait))
 
 
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])

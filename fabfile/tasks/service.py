@@ -83,9 +83,9 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         secret_values = support.secrets_for(hosts, secrets)
         wait = lock_wait_value(lock_wait)
         # One host at a time: a changed env file restarts the service, never the whole pool at once.
-        with contextlib.nullcontext() if check else held(loaded, f"{short}.setup", lock_wait=wait):
-            support.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
-                         diff=diff, report=report, extra_secrets=secret_values.values(), forks=1)
+        support.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
+                     diff=diff, report=report, extra_secrets=secret_values.values(), forks=1,
+                     guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait))
 
     def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message):
         """Validate, lock, preflight every target (refusing before any change), then roll; binary None
