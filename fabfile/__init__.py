@@ -7,8 +7,10 @@ modules it runs (Jinja2, the runner, Fabric for ssh hosts) when it runs.
 
 from invoke import Collection
 
-from .tasks import common, haproxy, inventory, lab, service, test
+from .tasks import audit, common, haproxy, inventory, lab, lock, service, test
 
 ns = Collection()
-for collection in (lab.collection, inventory.collection, common.collection, haproxy.collection, *service.collections, test.collection):
+for collection in (lab.collection, inventory.collection, common.collection, haproxy.collection, *service.collections,
+                   test.collection, lock.collection):
     ns.add_collection(collection)
+ns.add_task(audit.audit)  # root level: inv audit [--last N]

@@ -148,3 +148,12 @@ class RuntimeAPI:
         # Success is an empty reply; any text is HAProxy explaining a refusal.
         if reply:
             raise RuntimeAPIError(f"{self.transport.name}: 'set server {pool}/{server} state {state}' refused: {reply}")
+
+    def set_health(self, pool: str, server: str, health: str) -> None:
+        """Force the check result of ``pool/server`` (``up``): used once our own gates proved it healthy,
+        so HAProxy does not wait ``rise`` checks before sending it traffic. Its checks keep running."""
+        if health not in ("up", "stopping", "down"):
+            raise RuntimeAPIError(f"server health {health!r} is not one of up, stopping, down")
+        reply = self.send(f"set server {pool}/{server} health {health}").strip()
+        if reply:
+            raise RuntimeAPIError(f"{self.transport.name}: 'set server {pool}/{server} health {health}' refused: {reply}")

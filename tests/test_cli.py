@@ -8,7 +8,8 @@ from conftest import REPO
 
 PROGRAMS = {"inv": [sys.executable, "-m", "invoke"], "fab": [sys.executable, "-m", "fabric"]}
 
-TASKS = {"lab.up", "lab.status", "lab.down", "inventory.show", "common.setup", "haproxy.setup", "haproxy.status",
+TASKS = {"lock.status", "lock.release", "lab.up", "lab.status", "lab.down", "inventory.show", "common.setup",
+         "haproxy.setup", "haproxy.status",
          "api.setup", "api.deploy", "api.rollback", "api.status",
          "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover", "test.load"}
 

@@ -51,6 +51,11 @@ class FakeTransport:
         if command == built.facts():
             self.lab.events.append(f"{self.name}:facts")
             return Result("facts", 0, f"x86_64\n{host['binary']}\n{host['prev']}\nactive\n{host['running']}\n", "")
+        if command == built.running_sha256():
+            return Result("running", 0, host["running"] + "\n", "")
+        if command == built.discard_leftovers():
+            self.lab.events.append(f"{self.name}:discard-leftovers")
+            return Result("discard", 0, "", "")
         if command == built.health():
             return Result("health", 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
         kinds = {"install": built.install_incoming(host["pending"] or "-"), "swap-prev": built.swap_with_prev(),
@@ -94,6 +99,9 @@ class FakeRuntime:
 
     def server(self, pool, name):
         return Stat(pool, name, self.lab.status(name))
+
+    def set_health(self, pool, name, health):
+        self.lab.events.append(f"{name}:haproxy:health-{health}")
 
     def set_state(self, pool, name, state):
         self.lab.admin[name] = state
@@ -140,13 +148,15 @@ def test_one_instance_at_a_time_in_inventory_order(binary):
     rollout.run(binary, rollout.preflight(binary, force=False))
     steps = [e for e in lab.events if not e.endswith(":facts")]
     assert steps == [
-        "b1:haproxy:drain", "b1:haproxy:maint", "b1:put", "b1:install", "b1:restart", "b1:haproxy:ready",
-        "b2:haproxy:drain", "b2:haproxy:maint", "b2:put", "b2:install", "b2:restart", "b2:haproxy:ready",
+        "b1:haproxy:drain", "b1:haproxy:maint", "b1:discard-leftovers", "b1:put", "b1:install", "b1:restart",
+        "b1:haproxy:ready", "b1:haproxy:health-up",
+        "b2:haproxy:drain", "b2:haproxy:maint", "b2:discard-leftovers", "b2:put", "b2:install", "b2:restart",
+        "b2:haproxy:ready", "b2:haproxy:health-up",
     ]
     assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
     assert all(lab.hosts[n]["running"] == binary.sha256 and lab.hosts[n]["prev"] == "sha-v1" for n in lab.hosts)
     assert not rollout.failed and not lab.pool_violations
-    assert set(rollout.outcomes[0].phases) == {"drain", "push", "restart", "health", "haproxy"}
+    assert set(rollout.outcomes[0].phases) == {"drain", "push", "restart", "identity", "health", "soak", "haproxy"}
 
 
 def test_same_binary_again_restarts_nothing(binary):
@@ -231,3 +241,140 @@ def test_service_commands_are_quoted_per_run_and_root_owned():
     facts = ServiceCommands.parse_facts("x86_64\nsha-a\nnone\nactive\nsha-a\n")
     assert facts == {"machine": "x86_64", "sha256": "sha-a", "prev_sha256": "none", "unit": "active",
                      "running_sha256": "sha-a"}
+
+
+# -- issue 9: lock, soak, interruption, failures after the first runtime-API change, convergence ------------
+
+from fabfile.deploy import audit, lock  # noqa: E402
+
+
+def test_lock_commands_are_one_atomic_round_trip_and_release_only_our_own():
+    owner = lock.owner_record(who="ana@ws", pid=42, run="42-ab", task="api.deploy", sha256="f" * 64, message="hotfix",
+                              started="2026-01-01T00:00:00Z")
+    take = lock.acquire(owner).command
+    assert "mkdir /var/lock/veza-ops/deploy.lock 2>/dev/null; then printf" in take
+    assert '"run": "42-ab"' in take and "> /var/lock/veza-ops/deploy.lock/owner.json" in take
+    assert lock.release("42-ab").command == (
+        "if grep -qF '\"42-ab\"' /var/lock/veza-ops/deploy.lock/owner.json 2>/dev/null; "
+        "then rm -rf /var/lock/veza-ops/deploy.lock; fi")
+    assert lock.heartbeat("42-ab").command.endswith("&& touch /var/lock/veza-ops/deploy.lock/owner.json")
+    held = lock.parse('held\n{"who": "ana@ws", "pid": 42, "task": "api.deploy", "sha256": "' + "f" * 64 + '"}\n75\n')
+    assert held.state == "held" and held.age == 75 and held.stale(60) and not held.stale(90)
+    assert held.holder().startswith("ana@ws pid 42 running api.deploy sha256 ffffffffffff")
+    assert lock.parse("taken\n").state == "taken" and lock.parse("free\n").state == "free"
+
+
+def test_audit_lines_are_one_json_object_appended():
+    entry = audit.record("pushed", who="ana@ws", run="1-a", task="api.deploy", instance="b1", **{"from": "a", "to": "b"})
+    command = audit.append(entry).command
+    assert command.startswith("mkdir -p /var/log/veza-ops && printf '%s\\n' '{")
+    assert command.endswith(">> /var/log/veza-ops/audit.jsonl")
+    assert audit.parse(command.split("'")[3] + "\nnot json\n")[0]["event"] == "pushed"
+
+
+class CrashingLab(Lab):
+    """The target binary answers 200, then stops answering after ``after`` health probes."""
+
+    def __init__(self, names, crashing, after):
+        super().__init__(names)
+        self.crashing, self.after, self.probes = crashing, after, {}
+
+    def healthy(self, name):
+        if self.hosts[name]["running"] == self.crashing:
+            self.probes[name] = self.probes.get(name, 0) + 1
+            return self.probes[name] <= self.after
+        return super().healthy(name)
+
+
+def test_crash_inside_the_soak_rolls_back_and_stops(binary):
+    lab = CrashingLab(["b1", "b2"], crashing=binary.sha256, after=3)
+    rollout = make_rollout(lab)
+    rollout.timeouts.soak = 2
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert "crashed inside the 2s soak" in rollout.outcomes[0].detail
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP"
+    # Pulled out of rotation at once, before the restore.
+    assert lab.events.index("b1:haproxy:maint", lab.events.index("b1:haproxy:ready")) < lab.events.index("b1:restore")
+
+
+class FailingRuntime(FakeRuntime):
+    def __init__(self, lab, fail_on):
+        super().__init__(lab)
+        self.fail_on = fail_on
+
+    def set_health(self, pool, name, health):
+        if (name, "health") == self.fail_on:
+            self.fail_on = None
+            raise RuntimeError("runtime API does not answer (haproxy restarting)")
+        super().set_health(pool, name, health)
+
+
+def test_runtime_api_error_after_the_swap_is_the_rollback_path(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.runtime = FailingRuntime(lab, ("b1", "health"))
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert "haproxy restarting" in rollout.outcomes[0].detail
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.admin["b1"] == "ready"
+
+
+class InterruptingTransport(FakeTransport):
+    def __init__(self, lab, name, on, times=1):
+        super().__init__(lab, name)
+        self.on, self.times = on, times
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if self.times and self.lab.events and self.lab.events[-1] == f"{self.name}:{self.on}":
+            self.times -= 1
+            self.on = getattr(self, "on_second", self.on)
+            raise KeyboardInterrupt()
+        return result
+
+
+@pytest.mark.parametrize("phase", ["install", "restart"])
+def test_interrupt_finishes_the_gates_of_the_current_instance(binary, phase):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = InterruptingTransport(lab, "b1", phase)
+    with pytest.raises(KeyboardInterrupt):
+        rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["interrupted", "untouched"]
+    assert lab.admin["b1"] == "ready" and lab.status("b1") == "UP" and lab.hosts["b1"]["running"] == binary.sha256
+    assert lab.hosts["b2"]["running"] == "sha-v1" and not rollout.abandoned
+    assert any("interrupted" in line for line in rollout.state_lines())
+
+
+def test_second_interrupt_stops_at_once_and_says_so(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    transport = InterruptingTransport(lab, "b1", "install", times=2)
+    transport.on_second = "restart"
+    rollout.instances[0].transport = transport
+    with pytest.raises(KeyboardInterrupt):
+        rollout.run(binary, rollout.preflight(binary, force=False))
+    assert rollout.abandoned and rollout.outcomes[0].detail == "second interrupt: left as it was"
+
+
+def test_rerun_converges_an_instance_left_in_maint_with_the_target_on_disk(binary):
+    lab = Lab(["b1", "b2"])
+    lab.hosts["b1"].update(binary=binary.sha256, prev="sha-v1", running="sha-v1")  # pushed, never restarted
+    lab.admin["b1"] = "maint"
+    rollout = make_rollout(lab)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
+    assert "b1:put" not in lab.events and "b1:restart" in lab.events
+    assert all(lab.hosts[n]["running"] == binary.sha256 and lab.status(n) == "UP" for n in lab.hosts)
+    assert not lab.pool_violations
+
+
+def test_deploy_overrides_are_validated_before_anything():
+    from fabfile.tasks.service import timeouts_from
+    from fabfile.values import InvalidValue
+
+    assert timeouts_from({"deploy_soak_seconds": 0}).soak == 0
+    for bad in ({"deploy_soak_seconds": -1}, {"deploy_health_timeout": "soon"}, {"deploy_poll_interval": 0}):
+        with pytest.raises(InvalidValue):
+            timeouts_from(bad)

@@ -10,15 +10,22 @@ from . import support
 from .support import task
 
 
-@task(help=support.COMMON_HELP, iterable=["set"])
+@task(help={**support.COMMON_HELP, "lock_wait": "wait up to SECONDS for another run's deploy lock instead of exiting 3"},
+      iterable=["set"])
 @support.user_errors
-def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, forks=10):
+def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, forks=10, lock_wait=None):
     """Baseline + HAProxy on the balancers: config rendered, validated with haproxy -c, reloaded only on change."""
     from ..roles import common, haproxy
 
+    import contextlib
+
+    from .lock import held, lock_wait_value
+
     loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
-    support.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff, report=report,
-                 forks=forks)
+    wait = lock_wait_value(lock_wait)
+    # A reload changes what the pools serve: it takes the deploy lock (a check changes nothing).
+    support.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff,
+                 report=report, forks=forks, guard=lambda: held(loaded, "haproxy.setup", lock_wait=wait))
 
 
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])

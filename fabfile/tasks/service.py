@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from invoke import Collection
@@ -20,30 +21,37 @@ DEPLOY_HELP = {
     "limit": support.COMMON_HELP["limit"],
     "report": "also write each instance's outcome and phase timings as JSON to this path",
     "set": support.COMMON_HELP["set"],
+    "lock_wait": "wait up to SECONDS for another run's deploy lock instead of exiting 3",
+    "message": "why this run: recorded in the deploy lock and the audit trail",
 }
 SETUP_HELP = {**{k: v for k, v in support.COMMON_HELP.items() if k != "forks"}, "secrets": "secrets file for the env template (default: the inventory's secrets_file)"}
 
 
 def timeouts_from(variables: dict):
+    """Every deploy_* timing override, checked before anything is touched (InvalidValue: exit 2)."""
     from ..deploy.rollout import Timeouts
+    from ..values import seconds
 
-    defaults = Timeouts()
+    d = Timeouts()
     return Timeouts(
-        drain=float(variables.get("deploy_drain_timeout", defaults.drain)),
-        health=float(variables.get("deploy_health_timeout", defaults.health)),
-        haproxy_up=float(variables.get("deploy_haproxy_up_timeout", defaults.haproxy_up)),
-        interval=float(variables.get("deploy_poll_interval", defaults.interval)),
+        drain=seconds("deploy_drain_timeout", variables.get("deploy_drain_timeout", d.drain)),
+        health=seconds("deploy_health_timeout", variables.get("deploy_health_timeout", d.health), low=0.5),
+        haproxy_up=seconds("deploy_haproxy_up_timeout", variables.get("deploy_haproxy_up_timeout", d.haproxy_up), low=0.5),
+        interval=seconds("deploy_poll_interval", variables.get("deploy_poll_interval", d.interval), low=0.05, high=10),
+        soak=seconds("deploy_soak_seconds", variables.get("deploy_soak_seconds", d.soak), high=3600),
+        settle=seconds("deploy_settle_timeout", variables.get("deploy_settle_timeout", d.settle), high=600),
     )
 
 
-def rollout_for(config: ServiceConfig, loaded, hosts, output):
+def rollout_for(config: ServiceConfig, loaded, hosts, output, audit=None, finish_hint=""):
     from ..deploy.rollout import Instance, Rollout
     from ..transports import connect
 
-    instances = [Instance(host.name, connect(host), config.settings(host.vars_with(config.defaults))) for host in hosts]
     variables = hosts[0].vars_with(config.defaults)
-    return Rollout(instances, support.runtime_api(support.balancer(loaded)), config.pool, output,
-                   timeouts_from(variables))
+    timeouts = timeouts_from(variables)
+    instances = [Instance(host.name, connect(host), config.settings(host.vars_with(config.defaults))) for host in hosts]
+    return Rollout(instances, support.runtime_api(support.balancer(loaded)), config.pool, output, timeouts,
+                   audit=audit, finish_hint=finish_hint)
 
 
 def finish(rollout, artifact, report, title, output) -> None:
@@ -54,50 +62,92 @@ def finish(rollout, artifact, report, title, output) -> None:
     if report:
         write_report(report, rollout.report(artifact), output.masker)
     if rollout.failed:
+        for line in rollout.state_lines():
+            output.line(line)
         raise Exit(code=exits.FAILED)
 
 
 def make_collection(short: str, config: ServiceConfig) -> Collection:
     """setup / deploy / rollback / status for one binary service."""
 
-    @task(help=SETUP_HELP, iterable=["set"])
+    @task(help={**SETUP_HELP, "lock_wait": DEPLOY_HELP["lock_wait"]}, iterable=["set"])
     @support.user_errors
-    def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, secrets=None):
+    def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, secrets=None,
+              lock_wait=None):
         from ..roles import common
         from ..roles.binary_service import role_for
 
+        from .lock import held, lock_wait_value
+
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
         secret_values = support.secrets_for(hosts, secrets)
+        wait = lock_wait_value(lock_wait)
         # One host at a time: a changed env file restarts the service, never the whole pool at once.
         support.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
-                     diff=diff, report=report, extra_secrets=secret_values.values(), forks=1)
+                     diff=diff, report=report, extra_secrets=secret_values.values(), forks=1,
+                     guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait))
 
-    def roll(c, binary, inventory, limit, report, force, set, title):
-        """Preflight every target (refusing before any change), then roll; binary None rolls back."""
+    def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message):
+        """Validate, lock, preflight every target (refusing before any change), then roll; binary None
+        rolls back. An interrupt makes the current instance safe, reports and releases the lock."""
         from ..deploy.artifact import DeployError, read_artifact
+        from ..shell import RUN_ID, argv_line
+        from ..transports import connect
+        from .audit import Recorder
+        from .lock import held, lock_wait_value, who
 
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
         output = Output(support.masker_for(hosts))
+        wait = lock_wait_value(lock_wait)
+        if message is not None:
+            from ..values import text
+
+            text("--message", message)
         try:
             artifact = read_artifact(binary) if binary is not None else None
-            rollout = rollout_for(config, loaded, hosts, output)
-            facts = rollout.preflight(artifact, force)
         except DeployError as exc:
             raise support.UsageError(str(exc)) from None
-        what = f"{artifact.path} sha256 {artifact.sha256[:12]}" if artifact else "each instance's .prev"
-        output.line(f"== {title} {what} on {', '.join(h.name for h in hosts)}")
-        rollout.run(artifact, facts, force)
-        finish(rollout, artifact, report, title, output)
+        again = ["inv", title] + (["--binary", binary] if binary is not None else []) + (
+            ["--inventory", inventory] if inventory else []) + (["--limit", limit] if limit else [])
+        hint = argv_line(again)
+        rollout = rollout_for(config, loaded, hosts, output, finish_hint=hint)  # validates every override first
+        recorder = Recorder(connect(support.balancer(loaded)), {i.name: i.transport for i in rollout.instances},
+                            who=who(), run=RUN_ID, task_name=title)
+        rollout.audit = recorder
+        try:
+            with held(loaded, title, sha256=artifact.sha256 if artifact else None, message=message, lock_wait=wait,
+                      audit=recorder):
+                try:
+                    facts = rollout.preflight(artifact, force)
+                except DeployError as exc:
+                    raise support.UsageError(str(exc)) from None
+                what = f"{artifact.path} sha256 {artifact.sha256[:12]}" if artifact else "each instance's .prev"
+                output.line(f"== {title} {what} on {', '.join(h.name for h in hosts)}")
+                try:
+                    rollout.run(artifact, facts, force)
+                except KeyboardInterrupt:
+                    output.line(f"-- interrupted: {title}")
+                    for line in rollout.state_lines():
+                        output.line(line)
+                    if report:
+                        write_report(report, rollout.report(artifact), output.masker)
+                    if rollout.abandoned or any(o.state not in ("ready (UP)", "ready", "as before") for o in rollout.outcomes):
+                        output.line(f"finish the job with: {hint}")
+                    raise
+                finish(rollout, artifact, report, title, output)
+        finally:
+            recorder.close()
 
     @task(help=DEPLOY_HELP, iterable=["set"])
     @support.user_errors
-    def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None):
-        roll(c, binary, inventory, limit, report, force, set, f"{short}.deploy")
+    def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None, lock_wait=None, message=None):
+        roll(c, binary, inventory, limit, report, force, set, f"{short}.deploy", lock_wait, message)
 
-    @task(help={k: DEPLOY_HELP[k] for k in ("force", "inventory", "limit", "report", "set")}, iterable=["set"])
+    @task(help={k: DEPLOY_HELP[k] for k in ("force", "inventory", "limit", "report", "set", "lock_wait", "message")},
+          iterable=["set"])
     @support.user_errors
-    def rollback(c, inventory=None, limit=None, report=None, force=False, set=None):
-        roll(c, None, inventory, limit, report, force, set, f"{short}.rollback")
+    def rollback(c, inventory=None, limit=None, report=None, force=False, set=None, lock_wait=None, message=None):
+        roll(c, None, inventory, limit, report, force, set, f"{short}.rollback", lock_wait, message)
 
     @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
     @support.user_errors
@@ -109,7 +159,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         except Exception as exc:  # still show what the instances say
             pool = {}
             print(f"warning: HAProxy runtime API: {exc}")
-        rows = []
+        rows, fixes = [], []
         for instance in rollout.instances:
             facts = instance.facts()
             code, body = instance.health()
@@ -117,11 +167,24 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
                 version = json.loads(body).get("version", "-")
             except ValueError:
                 version = "-"
+            flags = []
+            state = pool.get(instance.name, "-")
+            if state.startswith(("MAINT", "DRAIN")):
+                flags.append(f"in {state.split()[0]}")
+            if facts["running_sha256"] != facts["sha256"]:
+                flags.append("running process is not the binary on disk")
             rows.append({"instance": instance.name, "sha256": facts["sha256"][:12], "version": version,
-                         "unit": facts["unit"], "health": code or "-", "haproxy": pool.get(instance.name, "-")})
-        print(f"{'instance':<16} {'sha256':<12} {'version':<10} {'unit':<10} {'health':<6} haproxy ({config.pool})")
+                         "unit": facts["unit"], "health": code or "-", "haproxy": state,
+                         "running_sha256": facts["running_sha256"][:12], "flags": flags})
+            if flags:
+                fixes.append(instance.name)
+        print(f"{'instance':<16} {'sha256':<12} {'version':<10} {'unit':<10} {'health':<6} {'haproxy':<10} flags ({config.pool})")
         for row in rows:
-            print(f"{row['instance']:<16} {row['sha256']:<12} {row['version']:<10} {row['unit']:<10} {row['health']:<6} {row['haproxy']}")
+            print(f"{row['instance']:<16} {row['sha256']:<12} {row['version']:<10} {row['unit']:<10} {row['health']:<6} "
+                  f"{row['haproxy']:<10} {'; '.join(row['flags']) or '-'}")
+        if fixes:
+            print(f"fix: inv {short}.deploy --binary PATH-OF-THE-BINARY-ON-DISK (converges {', '.join(fixes)}: "
+                  f"restart onto the binary on disk, gates, ready)")
         if report:
             write_report(report, rows, Masker())
 

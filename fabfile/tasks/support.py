@@ -166,13 +166,20 @@ def forks_value(forks) -> int:
     return integer("--forks", forks, 1, 256)
 
 
-def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10):
-    """Plan every host (failing before any change), run, recap, report; exit 1 on failure."""
+def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10, guard=None):
+    """Plan every host (failing before any change), run, recap, report; exit 1 on failure.
+
+    ``guard()``, when given, is entered after planning and held while the play runs (the deploy lock).
+    """
+    import contextlib
+
     from ..runner import plan_hosts, run_play
 
     plans = plan_hosts(hosts, roles, loaded)
     masker = masker_for(hosts, extra_secrets)
-    result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks_value(forks))
+    forks = forks_value(forks)
+    with guard() if guard and not check else contextlib.nullcontext():
+        result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks)
     if report:
         write_report(report, result.to_json(), masker)
     if result.failed:

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 VERSION = "unbuilt"
 BROKEN = False
+CRASH_AFTER = 0.0  # > 0: exit 1 that many seconds after start (a late crash a deploy must catch)
 SERVICE = "demo"
 DEFAULT_PORT = 8080
 HEALTH_PATH = "/api/v1/health"
@@ -171,6 +172,12 @@ def serve(handler_class) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log(f"version {VERSION} listening on 0.0.0.0:{port}")
+    if CRASH_AFTER > 0:
+        def crash():
+            log(f"crashing on purpose after {CRASH_AFTER:g}s (--crash-after)")
+            os._exit(1)
+
+        threading.Timer(CRASH_AFTER, crash).start()
     server.serve_forever(poll_interval=0.2)
     server.server_close()
     log("stopped")

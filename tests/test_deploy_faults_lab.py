@@ -1,0 +1,99 @@
+"""Issue 9 on the real lab: the deploy lock, a reload while an instance is in MAINT, a crash inside the soak,
+SIGINT mid-rollout then a re-run that converges; each under load through HAProxy."""
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import INV, REPO, build_demo, end_process, inv
+from fabfile.failover.load import HttpGetter, LoadGenerator
+from test_deploy_lab import PoolWatcher, world  # noqa: F401  (shared module fixture)
+
+pytestmark = pytest.mark.lab
+FAST = ["--set", "deploy_soak_seconds=1"]
+
+
+def under_load(world, action):
+    load = LoadGenerator(HttpGetter(world["lb"], 80), "/api/v1/health", rate=20, timeout=2, max_seconds=120)
+    with PoolWatcher(world["runtime"], "api_pool") as watcher:
+        load.start()
+        try:
+            result = action()
+        finally:
+            load.stop()
+    assert not [s for s in load.samples if s.failed], [s for s in load.samples if s.failed][:3]
+    assert watcher.snapshots and not watcher.moments_with_nothing_up()
+    return result
+
+
+def all_up(world):
+    return all(s.status == "UP" for s in world["runtime"].show_stat() if s.pool == "api_pool")
+
+
+def test_second_deploy_exits_3_within_2s_naming_the_holder(world):
+    a, b = build_demo("api", "lock-a"), build_demo("api", "lock-b")
+    first = subprocess.Popen([*INV, "api.deploy", "--binary", str(a), "-m", "first", *FAST], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        started = time.monotonic()
+        second = inv("api.deploy", "--binary", str(b), *FAST, check=False)
+        assert second.returncode == 3 and time.monotonic() - started < 3
+        assert "held by" in second.stderr and "api.deploy" in second.stderr and "'first'" in second.stderr
+        assert first.wait(timeout=90) == 0
+    finally:
+        if first.poll() is None:
+            end_process(first)
+    assert "free:" in inv("lock.status").stdout
+    assert inv("lock.release", check=False).returncode == 2
+
+
+def test_maint_survives_a_haproxy_reload(world):
+    runtime = world["runtime"]
+    runtime.set_state("api_pool", "backend-api-2", "maint")
+    try:
+        done = inv("haproxy.setup", "--set", "haproxy_timeout_client=31s")
+        assert "changed" in done.stdout
+        assert runtime.server("api_pool", "backend-api-2").status == "MAINT"
+    finally:
+        runtime.set_state("api_pool", "backend-api-2", "ready")
+        inv("haproxy.setup")
+
+
+def test_crash_inside_the_soak_rolls_back_under_load(world):
+    crashing = build_demo("api", "crash", "--crash-after", "1")
+    done = under_load(world, lambda: inv("api.deploy", "--binary", str(crashing), "--set", "deploy_soak_seconds=4",
+                                         check=False))
+    assert done.returncode == 1, done.stdout
+    assert "crashed inside the 4s soak" in done.stdout and "rolled-back" in done.stdout
+    time.sleep(1)
+    assert all_up(world)
+
+
+def test_sigint_after_the_first_restart_then_rerun_converges(world):
+    target = build_demo("api", f"int-{int(time.time())}")
+
+    def interrupted_then_rerun():
+        run = subprocess.Popen([*INV, "api.deploy", "--binary", str(target), *FAST], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            seen = ""
+            while "restart" not in seen and time.monotonic() < deadline:
+                seen += run.stdout.readline()
+            run.send_signal(signal.SIGINT)
+            out, err = run.communicate(timeout=90)
+        finally:
+            if run.poll() is None:
+                end_process(run)
+        return run.returncode, seen + out, err, inv("api.deploy", "--binary", str(target), *FAST)
+
+    code, out, err, again = under_load(world, interrupted_then_rerun)
+    assert code == 130, out + err
+    assert "-- interrupted" in out and "backend-api-1" in out
+    assert again.returncode == 0
+    assert all_up(world)
+    status = inv("api.status").stdout
+    assert "MAINT" not in status and "DRAIN" not in status and "fix:" not in status
