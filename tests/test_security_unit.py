@@ -584,3 +584,58 @@ def test_item11_check_run_prints_the_warning_line(tmp_path):
     done = inv("haproxy.setup", "--check", "--inventory", str(write_inventory(tmp_path, children=_fallback_children())))
     warnings = [line for line in done.stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "stream_server_instances" in warnings[0], done.stdout
+
+
+# --- 5. SSH, the parts that need no server (the lab test uses a container's real sshd) ---------------
+
+class _Fail(Exception):
+    pass
+
+
+def test_item5_accept_new_creates_known_hosts_0600_before_connecting(tmp_path):
+    import paramiko
+    from fabfile.ssh_connection import _trust
+    known = tmp_path / "new" / "known_hosts"
+    client = paramiko.SSHClient()
+    _trust(client, {"ssh_known_hosts": str(known)}, "accept-new", _Fail)
+    assert stat.S_IMODE(known.stat().st_mode) == 0o600 and stat.S_IMODE(known.parent.stat().st_mode) == 0o700
+    assert client._host_keys_filename == str(known)  # where paramiko saves the accepted key
+    assert isinstance(client._policy, paramiko.AutoAddPolicy)
+    strict = paramiko.SSHClient()
+    _trust(strict, {"ssh_known_hosts": str(known)}, "strict", _Fail)
+    assert isinstance(strict._policy, paramiko.RejectPolicy)
+
+
+@pytest.mark.parametrize("garbage", ["10.0.0.1 ssh-ed25519 !!!not-base64!!!", "|1|x|y ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"])
+def test_item5_malformed_known_hosts_one_line(tmp_path, garbage):
+    import paramiko
+    from fabfile.ssh_connection import _trust
+    known = tmp_path / "known_hosts"
+    known.write_text(garbage + "\n")
+    with pytest.raises(_Fail) as caught:
+        _trust(paramiko.SSHClient(), {"ssh_known_hosts": str(known)}, "accept-new", _Fail)
+    assert "malformed" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_item5_unknown_policy_refused():
+    from fabfile.ssh_connection import open_connection
+    with pytest.raises(_Fail):
+        open_connection(_Host("h", ssh_host_key_policy="trust-all"), _Fail, 1, 1)
+
+
+# --- 1 (gap found on the lab). The admin socket is made root-only even when a reload inherited it ----
+
+def test_item1_admin_socket_mode_fixed_in_place():
+    op = haproxy_role.admin_socket_private("/run/haproxy/admin.sock")
+    assert [c.command for c in op.decide("root haproxy 660")] == \
+        ["chown root /run/haproxy/admin.sock && chmod 600 /run/haproxy/admin.sock"]
+    assert list(op.decide("root haproxy 600")) == [] and list(op.decide("")) == []
+
+
+# --- 3 (gap found). A refused value names its variable, never shows the value -------------------------
+
+def test_item3_render_names_the_variable_with_a_control_character():
+    secrets = {"database_password": "ok-pass", "jwt_secret": "tok\nLD_PRELOAD=/x.so"}
+    with pytest.raises(values.InvalidValue) as caught:
+        _env_operation(secrets)
+    assert str(caught.value).startswith("secrets.jwt_secret") and "LD_PRELOAD" not in str(caught.value)
