@@ -14,8 +14,8 @@ from .process import ProcessNotFound, Result, run_argv
 
 INCUS = "incus"
 # Incus's own rule: letters, digits and dashes, not starting with a digit or dash.
-_INSTANCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
-_REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_INSTANCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,62}")
+_REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
 class IncusError(Exception):
@@ -24,11 +24,11 @@ class IncusError(Exception):
 
 def instance_ref(name: str, remote: str = "local") -> str:
     """``NAME`` or ``REMOTE:NAME`` after checking both are plain names."""
-    if not _INSTANCE_NAME.match(str(name)):
+    if not _INSTANCE_NAME.fullmatch(str(name)):
         raise IncusError(f"incus instance name {name!r} is not valid (letters, digits, '-', starting with a letter)")
     if remote in (None, "", "local"):
         return name
-    if not _REMOTE_NAME.match(str(remote)):
+    if not _REMOTE_NAME.fullmatch(str(remote)):
         raise IncusError(f"incus remote {remote!r} is not a plain remote name")
     return f"{remote}:{name}"
 

@@ -41,16 +41,25 @@ def _load_known_hosts(client, variables: dict, policy: str, fail) -> None:
     path = known_hosts_path(variables)
     if policy == "accept-new":
         _ensure_private_file(path)
-    try:
-        if policy == "strict":
-            client.load_system_host_keys()
-        if os.path.exists(path):
-            # Also names the file paramiko saves newly accepted keys to.
-            client.load_host_keys(path)
-    except (paramiko.SSHException, ValueError, UnicodeDecodeError) as exc:
-        raise fail(f"known_hosts file {path} is malformed ({exc}); fix or remove the bad line") from None
-    except OSError as exc:
-        raise fail(f"cannot read known_hosts file {path}: {exc.strerror}") from None
+    from paramiko.hostkeys import InvalidHostKey
+
+    for which, load in ((os.path.expanduser("~/.ssh/known_hosts"), client.load_system_host_keys),
+                        (path, client.load_host_keys)):
+        if which == path and not os.path.exists(path):
+            continue
+        if load is client.load_system_host_keys and policy != "strict":
+            continue
+        try:
+            # load_host_keys also names the file paramiko saves newly accepted keys to.
+            load(path) if which == path else load()
+        except InvalidHostKey as exc:
+            # A line whose key is not valid base64 (paramiko raises this outside SSHException).
+            raise fail(f"known_hosts file {which} is malformed: bad key on line {str(exc.line).strip()[:60]!r}; "
+                       "fix or remove that line") from None
+        except (paramiko.SSHException, ValueError, UnicodeDecodeError) as exc:
+            raise fail(f"known_hosts file {which} is malformed ({str(exc)[:80]}); fix or remove the bad line") from None
+        except OSError as exc:
+            raise fail(f"cannot read known_hosts file {which}: {exc.strerror}") from None
 
 
 def open_connection(host, fail, connect_timeout: float, attempts: int):

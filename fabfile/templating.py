@@ -62,3 +62,22 @@ def render(template: str, variables: dict) -> str:
         raise TemplateError(f"templates/{template}: template not found") from None
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"templates/{template}:{exc.lineno}: template syntax error: {exc.message}") from None
+    except values.InvalidValue as exc:
+        # A filter (env_value, url_credential) refused a value it cannot know the name of: name it here.
+        culprit = _name_with_control_character(variables)
+        if culprit and "control character" in str(exc):
+            raise values.InvalidValue(f"{culprit} (templates/{template}): contains a control character "
+                                      "(newline, tab, ...); one printable line only") from None
+        raise
+
+
+def _name_with_control_character(variables: dict, prefix: str = "") -> str | None:
+    """The first variable (``secrets.jwt_secret`` style for nested mappings) holding a control character."""
+    for name, value in variables.items():
+        if isinstance(value, str) and values.CONTROL_CHARACTER.search(value):
+            return f"{prefix}{name}"
+        if isinstance(value, dict):
+            found = _name_with_control_character(value, f"{prefix}{name}.")
+            if found:
+                return found
+    return None

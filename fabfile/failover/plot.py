@@ -152,5 +152,7 @@ def _legend(x: float, y: float) -> str:
 
 
 def write_svg(path: str, report: dict) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(render_svg(report))
+    """Through a temporary file renamed over ``path``: a symlink planted there is replaced, not followed."""
+    from ..output import write_private
+
+    write_private(path, render_svg(report).encode("utf-8"))

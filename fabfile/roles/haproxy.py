@@ -15,8 +15,8 @@ back, reloaded, and the task fails.
 
 from .. import values
 from ..haproxy_runtime import runtime_command
-from ..operations import apt_packages, assert_that, file, service
-from ..shell import q
+from ..operations import Operation, apt_packages, assert_that, file, service
+from ..shell import Command, q
 from ..templating import TemplateError, render
 from .base import Role
 from .haproxy_vars import DEFAULTS, template_vars, validate_vars
@@ -48,8 +48,26 @@ def steps(context):
         file(CONFIG_PATH, render("haproxy/haproxy.cfg.j2", variables), mode="0644",
              validate="haproxy -c -q -f {path}", backup=True, notify=["reload haproxy"]),
         service("haproxy", enabled=True, running=True),
+        admin_socket_private(variables["haproxy_admin_socket"]),
     ]
     return operations
+
+
+def admin_socket_private(path: str) -> Operation:
+    """The admin socket owned by root, mode 0600, whatever created it.
+
+    A reload hands the listening socket to the new worker (``-x sockpair@``), so a
+    ``mode 600`` in haproxy.cfg only applies when the socket is first bound: a
+    balancer first started with Debian's config keeps its ``root:haproxy 0660``
+    admin socket until a restart. Its mode is fixed in place (same inode, so it
+    survives later reloads).
+    """
+    def decide(fact):
+        parts = fact.split()
+        if len(parts) == 3 and (parts[0], parts[2]) != ("root", "600"):
+            yield Command(f"chown root {q(path)} && chmod 600 {q(path)}")
+
+    return Operation(f"admin socket {path} root-only", f"stat -c '%U %G %a' {q(path)} 2>/dev/null || true", decide)
 
 
 # `systemctl reload` only signals the master: in master-worker mode a config that fails to

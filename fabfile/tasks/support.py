@@ -125,7 +125,25 @@ def inventory_path(c, inventory: str | None) -> str:
 def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
     """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
-    return loaded, loaded.select(group, limit)
+    hosts = loaded.select(group, limit)
+    check_host_names(hosts)
+    return loaded, hosts
+
+
+def check_host_names(hosts) -> None:
+    """Host and Incus instance names that could become an option or add a line: refused (exit 2) up front."""
+    from ..incus import instance_ref
+    from ..values import CONTROL_CHARACTER
+
+    for host in hosts:
+        if not host.name or host.name.startswith("-") or CONTROL_CHARACTER.search(host.name) or any(
+                ch.isspace() for ch in host.name):
+            raise UsageError(f"host name {host.name!r}: must not start with '-' or contain whitespace or control characters")
+        if host.connection == "incus":
+            try:
+                instance_ref(host.vars.get("incus_name", host.name), host.vars.get("incus_remote"))
+            except IncusError as exc:
+                raise UsageError(f"host '{host.name}': {exc}") from None
 
 
 def balancers(loaded) -> list:
