@@ -34,6 +34,11 @@ def lab_hosts():
     return load_inventory(str(REPO / "hosts.yaml"))
 
 
+def address(name: str) -> str:
+    """A lab host's address from the inventory (whichever lab this checkout builds)."""
+    return lab_hosts().select("all", name)[0].vars["address"]
+
+
 def container(name: str) -> str:
     return lab_hosts().select("all", name)[0].vars.get("incus_name", name)
 
@@ -109,7 +114,7 @@ def test_item1_nobody_gets_read_only_tcp_and_no_admin_socket(deployed_lab):
     admin_stat = "echo 'show stat' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/admin.sock"
     row = next(line for line in on("haproxy", admin_stat).stdout.splitlines()
                if line.startswith("api_pool,backend-api-1,"))
-    assert ",UP," in row and "10.181.42.21:8080" in row
+    assert ",UP," in row and f"{address('backend-api-1')}:8080" in row
 
 
 def test_item1_status_uses_the_admin_socket_the_template_renders(deployed_lab, tmp_path):
@@ -184,9 +189,9 @@ def test_item3_env_file_round_trip_through_systemd(deployed_lab, value):
     ("api.setup", "backend_api_binary_name", "veza-api\nExecStartPre=+/bin/touch /root/pwned", "unit"),
     ("api.setup", "backend_api_log_dir", "/var/log/veza\nExecStartPre=+/bin/true", "unit"),
     ("api.setup", "veza_environment", "lab\nLD_PRELOAD=/tmp/evil.so", "unit"),
-    ("haproxy.setup", "haproxy_stream_health_path", "/h\n    server rogue 10.181.42.99:80", "cfg"),
-    ("haproxy.setup", "haproxy_stream_balance", "roundrobin\n    server rogue 10.181.42.99:80", "cfg"),
-    ("haproxy.setup", "haproxy_stream_balance", "roundrobin server rogue 10.181.42.99:80", "cfg"),
+    ("haproxy.setup", "haproxy_stream_health_path", "/h\n    server rogue 192.0.2.99:80", "cfg"),
+    ("haproxy.setup", "haproxy_stream_balance", "roundrobin\n    server rogue 192.0.2.99:80", "cfg"),
+    ("haproxy.setup", "haproxy_stream_balance", "roundrobin server rogue 192.0.2.99:80", "cfg"),
     ("haproxy.setup", "haproxy_health_path", "/api/v1/health\n", "cfg"),
 ])
 def test_item3_injection_one_line_exit_2_nothing_changed(deployed_lab, tmp_path, task, name, value, files):
@@ -209,7 +214,7 @@ def ssh_host(tmp_path, name="backend-api-2", **extra):
         pass
 
     host = Host()
-    host.name, host.connection = name, "ssh"
+    host.name, host.connection, host.ssh_address = name, "ssh", lab.vars["address"]
     host.vars = {"address": lab.vars["address"], "ssh_key_file": str(SSH_KEY),
                  "ssh_known_hosts": str(LAB_KNOWN_HOSTS), **extra}
     return host
@@ -251,7 +256,7 @@ def test_item5_accept_new_records_key_in_new_0600_file_then_strict_works(deploye
     done, _ = timed_status(ssh_inventory(tmp_path, ssh_known_hosts=str(known), ssh_host_key_policy="accept-new"))
     assert done.returncode == 0 and "api_pool" in done.stdout, done
     assert stat.S_IMODE(known.stat().st_mode) == 0o600
-    assert "10.181.42.10" in known.read_text()
+    assert address("haproxy") in known.read_text()
     strict, _ = timed_status(ssh_inventory(tmp_path, ssh_known_hosts=str(known), ssh_host_key_policy="strict"))
     assert strict.returncode == 0, strict
 
@@ -270,7 +275,7 @@ def test_item5_changed_host_key_refused_at_once(deployed_lab, tmp_path, policy):
     other = container("backend-api-2")
     lines = LAB_KNOWN_HOSTS.read_text().splitlines()
     other_address = lab_hosts().select("all", "backend-api-2")[0].vars["address"]
-    forged = [line.replace(other_address, "10.181.42.10", 1) for line in lines if line.startswith(other_address + " ")]
+    forged = [line.replace(other_address, address("haproxy"), 1) for line in lines if line.startswith(other_address + " ")]
     assert forged, f"no key for {other} in {LAB_KNOWN_HOSTS}"
     known = tmp_path / "known_hosts"
     known.write_text("\n".join(forged) + "\n")
@@ -290,12 +295,12 @@ def test_item5_wrong_client_key_refused_at_once(deployed_lab, tmp_path):
     assert seconds < 2 + 1.5
 
 
-@pytest.mark.parametrize("garbage", ["10.181.42.10 ssh-ed25519 !!!not-base64!!!",
-                                     "10.181.42.10 ssh-ed25519",
+@pytest.mark.parametrize("garbage", ["{balancer} ssh-ed25519 !!!not-base64!!!",
+                                     "{balancer} ssh-ed25519",
                                      "|1|bad|hash ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"])
 def test_item5_malformed_known_hosts_is_one_line(deployed_lab, tmp_path, garbage):
     known = tmp_path / "known_hosts"
-    known.write_text(LAB_KNOWN_HOSTS.read_text() + garbage + "\n")
+    known.write_text(LAB_KNOWN_HOSTS.read_text() + garbage.format(balancer=address("haproxy")) + "\n")
     done, _ = timed_status(ssh_inventory(tmp_path, ssh_known_hosts=str(known)))
     # paramiko may skip a line it cannot parse; then the run simply works. Never a traceback.
     assert "Traceback" not in done.stdout + done.stderr
