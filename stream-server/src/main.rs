@@ -146,7 +146,8 @@ fn run() -> i32 {
             return 1;
         }
     };
-    let shared = Arc::new(Shared { instance: instance_name(), slow: variant.slow, open_connections: AtomicUsize::new(0) });
+    let shared =
+        Arc::new(Shared { instance: instance_name(), slow: variant.slow, open_connections: AtomicUsize::new(0) });
     install_stop_handlers();
     shared.log(&format!("version {} listening on 0.0.0.0:{}", VERSION, port));
     let crash_at = variant.crash_after.map(|after| started + after);
@@ -162,7 +163,9 @@ fn run() -> i32 {
 
 fn listen_port() -> Result<u16, String> {
     match std::env::var("LISTEN_PORT") {
-        Ok(text) if !text.is_empty() => text.parse().map_err(|_| format!("LISTEN_PORT={:?} is not a port number", text)),
+        Ok(text) if !text.is_empty() => {
+            text.parse().map_err(|_| format!("LISTEN_PORT={:?} is not a port number", text))
+        }
         _ => Ok(DEFAULT_PORT),
     }
 }
@@ -206,7 +209,12 @@ fn accept_until_stopped(listener: &TcpListener, shared: &Arc<Shared>, crash_at: 
     while !stopping() {
         if let Some(at) = crash_at {
             if Instant::now() >= at {
-                eprintln!("{} {}: crashing on purpose (--crash-after)", SERVICE, VERSION);
+                eprintln!(
+                    "{} {}: crashing on purpose (--crash-after {})",
+                    SERVICE,
+                    VERSION,
+                    BAKED_CRASH_AFTER.unwrap_or("")
+                );
                 process::exit(1);
             }
         }
@@ -273,7 +281,9 @@ fn drain(shared: &Shared) -> bool {
 /// Serves one request per turn; ends when the client closes or asks to, idles too long,
 /// sends something we refuse, or the server stops.
 fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let writer = stream.set_nonblocking(false).and_then(|_| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
+    let writer = stream
+        .set_nonblocking(false)
+        .and_then(|_| stream.set_write_timeout(Some(REQUEST_TIMEOUT)))
         .and_then(|_| stream.try_clone());
     let mut writer = match writer {
         Ok(writer) => writer,
@@ -313,8 +323,12 @@ fn is_timeout(error: &io::Error) -> bool {
 }
 
 /// Reads, answers and logs one request; Ok(true) if the connection stays open for another.
-fn serve_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, peer: SocketAddr, shared: &Shared)
-    -> io::Result<bool> {
+fn serve_request(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> io::Result<bool> {
     reader.get_ref().set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let head = match read_head(reader)? {
         Some(head) => head,
@@ -325,8 +339,12 @@ fn serve_request(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, peer
         Err(reason) => return refuse(writer, peer, shared, Response::text(400, reason)),
     };
     match request.body {
-        Body::Chunked => return refuse(writer, peer, shared, Response::text(501, "chunked request bodies are not supported\n")),
-        Body::Length(length) if length > MAX_BODY => return refuse(writer, peer, shared, Response::text(413, "request body too large\n")),
+        Body::Chunked => {
+            return refuse(writer, peer, shared, Response::text(501, "chunked request bodies are not supported\n"))
+        }
+        Body::Length(length) if length > MAX_BODY => {
+            return refuse(writer, peer, shared, Response::text(413, "request body too large\n"))
+        }
         Body::Length(length) => discard_body(reader, length)?,
     }
     if !shared.slow.is_zero() {
@@ -411,12 +429,17 @@ impl Request {
         let text = String::from_utf8_lossy(head);
         let mut lines = text.split('\n').map(|line| line.trim_end_matches('\r'));
         let mut request_line = lines.next().unwrap_or("").split(' ');
-        let (method, target, version) = match (request_line.next(), request_line.next(), request_line.next(), request_line.next()) {
-            (Some(method), Some(target), Some(version), None)
-                if !method.is_empty() && target.starts_with('/') && (version == "HTTP/1.1" || version == "HTTP/1.0") =>
-                (method, target, version),
-            _ => return Err("malformed request line\n"),
-        };
+        let (method, target, version) =
+            match (request_line.next(), request_line.next(), request_line.next(), request_line.next()) {
+                (Some(method), Some(target), Some(version), None)
+                    if !method.is_empty()
+                        && target.starts_with('/')
+                        && (version == "HTTP/1.1" || version == "HTTP/1.0") =>
+                {
+                    (method, target, version)
+                }
+                _ => return Err("malformed request line\n"),
+            };
         let mut connection = String::new();
         let mut body = Body::Length(0);
         for line in lines.filter(|line| !line.is_empty()) {
@@ -463,7 +486,10 @@ fn route(request: &Request, shared: &Shared) -> Response {
         return Response { status: 200, content_type: "application/json", body: health_json(&shared.instance) };
     }
     match hls_track(path) {
-        Some(track) => Response::text(200, &format!("{} instance={} track={} version={}\n", SERVICE, shared.instance, track, VERSION)),
+        Some(track) => Response::text(
+            200,
+            &format!("{} instance={} track={} version={}\n", SERVICE, shared.instance, track, VERSION),
+        ),
         None => Response::text(404, "not found\n"),
     }
 }
@@ -478,8 +504,12 @@ fn hls_track(path: &str) -> Option<&str> {
 }
 
 fn health_json(instance: &str) -> String {
-    format!("{{\"status\": \"ok\", \"instance\": {}, \"version\": {}, \"service\": {}}}\n",
-            json_string(instance), json_string(VERSION), json_string(SERVICE))
+    format!(
+        "{{\"status\": \"ok\", \"instance\": {}, \"version\": {}, \"service\": {}}}\n",
+        json_string(instance),
+        json_string(VERSION),
+        json_string(SERVICE)
+    )
 }
 
 fn json_string(text: &str) -> String {
@@ -505,7 +535,11 @@ const KEEP_ALIVE: &str = "";
 fn write_response(writer: &mut TcpStream, response: &Response, connection: &str, head_only: bool) -> io::Result<()> {
     let mut message = format!(
         "HTTP/1.1 {} {}\r\nServer: veza-demo\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
-        response.status, reason_phrase(response.status), response.content_type, response.body.len(), connection
+        response.status,
+        reason_phrase(response.status),
+        response.content_type,
+        response.body.len(),
+        connection
     )
     .into_bytes();
     if !head_only {
