@@ -236,9 +236,10 @@ def test_build_writes_an_executable_elf_and_prints_one_line(built, kind, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no staging file left behind
 
 
-def test_api_binary_is_static(built):
-    """No PT_INTERP program header: the Go API needs no libc in the container."""
-    data = built("api", "plain").read_bytes()
+@pytest.mark.parametrize("kind", KINDS)
+def test_binary_is_static(built, kind):
+    """No PT_INTERP program header: the program needs no libc of the container's."""
+    data = built(kind, "plain").read_bytes()
     assert data[4] == 2, "expected a 64-bit ELF"
     phoff, = struct.unpack_from("<Q", data, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
@@ -428,8 +429,9 @@ def test_broken_build_exits_1_at_start(built, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_crash_after_serves_then_exits_non_zero(built, kind):
+    program = built(kind, "crash")
     started = time.monotonic()
-    with Running(built(kind, "crash")) as running:
+    with Running(program) as running:
         assert http_get(running.port, HEALTH)[0] == 200
         status = running.process.wait(timeout=10)
         lived = time.monotonic() - started
