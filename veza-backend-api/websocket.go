@@ -67,6 +67,7 @@ func (a *app) upgrade(w http.ResponseWriter, r *http.Request) int {
 	if err != nil {
 		return sendText(w, http.StatusInternalServerError, "connection cannot be upgraded\n")
 	}
+	_ = conn.SetDeadline(time.Time{}) // the server's header timeout must not end a long-lived session
 	fmt.Fprintf(buffered.Writer, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Accept: %s\r\n\r\n", acceptKey(key))
 	if err := buffered.Writer.Flush(); err != nil {

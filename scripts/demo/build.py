@@ -30,7 +30,7 @@ MIB = 1024 * 1024
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}")
 MAX_CRASH_AFTER = 24 * 3600
 MAX_SLOW_MS = 60_000
-BUILD_TIMEOUT = 600  # seconds; a cold Go build of net/http takes about 15 s on two cores
+BUILD_TIMEOUT = 600  # seconds; a cold Go build (std recompiled without cgo) takes 10-25 s on two cores
 
 
 class BuildError(Exception):
@@ -76,11 +76,11 @@ def baked_values(args) -> dict:
     }
 
 
-def tool(name: str, override: str, hint: str) -> str:
-    """The toolchain command: $override if set, else ``name`` on PATH."""
-    found = os.environ.get(override) or shutil.which(name)
+def tool(name: str, hint: str, override: str = "") -> str:
+    """The toolchain command: $override if set (CARGO=/usr/bin/cargo, say), else ``name`` on PATH."""
+    found = (override and os.environ.get(override)) or shutil.which(name)
     if not found:
-        raise BuildError(f"{name} not found on PATH (or set {override}); {hint}")
+        raise BuildError(f"{name} not found on PATH; {hint}")
     return found
 
 
@@ -98,8 +98,8 @@ def run_build(command: list, cwd: Path, env: dict) -> None:
 
 def build_api(values: dict, staging: Path) -> None:
     """Go: make passes the values to -ldflags -X; the build cache makes a variant a relink."""
-    make = tool("make", "VEZA_MAKE", "Debian: apt-get install make")
-    go = tool("go", "GO", "Debian: apt-get install golang-go")
+    make = tool("make", "Debian: apt-get install make")
+    go = tool("go", "Debian: apt-get install golang-go", override="GO")
     settings = [f"{key}={value}" for key, value in values.items()]
     # Called from `make demo-binaries VERSION=...`, the outer make's variables would reach this
     # make through MAKEFLAGS; the values given here are the only ones that count.
@@ -109,7 +109,7 @@ def build_api(values: dict, staging: Path) -> None:
 
 def build_stream(values: dict, staging: Path) -> None:
     """Rust: cargo rebuilds the one crate when a VEZA_* value changes (rustc records them)."""
-    cargo = tool("cargo", "CARGO", "Debian: apt-get install cargo")
+    cargo = tool("cargo", "Debian: apt-get install cargo", override="CARGO")
     env = {**os.environ, **{f"VEZA_{key}": value for key, value in values.items()}}
     target = STREAM_SOURCE / "target"
     target.mkdir(exist_ok=True)
