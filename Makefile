@@ -25,9 +25,9 @@ $(INV): requirements.txt
 
 venv: $(INV) ## Python venv with the pinned Fabric/Invoke set
 
-host-deps: ## Debian packages the tests use on this host (haproxy for `haproxy -c`, socat)
-	@command -v haproxy >/dev/null && command -v socat >/dev/null || \
-	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy socat >/dev/null; }
+host-deps: ## Debian packages the tests and stand-in builds use (haproxy, socat, Go, Rust, make)
+	@command -v haproxy >/dev/null && command -v socat >/dev/null && command -v go >/dev/null && command -v cargo >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy socat golang-go cargo make >/dev/null; }
 
 lab-up: venv ## Build/start the local Incus lab (installs Incus, image, containers)
 	$(INV) lab.up --inventory $(INVENTORY)
@@ -55,7 +55,7 @@ api-setup: venv ## veza-api user, dirs, env file, hardened unit
 
 # The seed's target: build the Go API when its source is here, else deploy BINARY=path.
 backend-api-deploy: venv ## Build (veza-backend-api/ if present) or take BINARY=path, then rolling deploy
-	@if [ -d veza-backend-api ]; then $(MAKE) -C veza-backend-api build && \
+	@if [ -d veza-backend-api ]; then $(MAKE) -C veza-backend-api build VERSION=$(VERSION) && \
 	  $(INV) api.deploy --binary veza-backend-api/bin/veza-api --inventory $(INVENTORY) $(ARGS); \
 	elif [ -n "$(BINARY)" ]; then $(INV) api.deploy --binary "$(BINARY)" --inventory $(INVENTORY) $(ARGS); \
 	else echo "error: no veza-backend-api/ here; pass BINARY=path/to/veza-api" >&2; exit 2; fi
@@ -95,7 +95,7 @@ load: venv ## Nightly open-model load through HAProxy (RATE, DURATION, SCENARIO)
 	  --threshold 'p99<50ms' --threshold 'p90<=20ms' --threshold 'errors<0.1%' --threshold 'api:rate>=100' \
 	  --report reports/load.json --plot reports/load.svg $(ARGS)
 
-demo-binaries: ## Build the stand-in API and stream server, version VERSION
+demo-binaries: host-deps ## Build the stand-in API (Go) and stream server (Rust), version VERSION
 	@mkdir -p $(BUILD)
 	scripts/build-demo-api --version $(VERSION) -o $(BUILD)/veza-api-$(VERSION)
 	scripts/build-demo-stream --version $(VERSION) -o $(BUILD)/stream-server-$(VERSION)

@@ -35,7 +35,7 @@ def inv(*args) -> float:
 
 def build(version: str, out: Path) -> Path:
     subprocess.run([sys.executable, str(REPO / "scripts" / "build-demo-api"), "--version", version, "-o", str(out),
-                    "--pad-mb", "20"], check=True, timeout=120, stdout=subprocess.DEVNULL)
+                    "--pad-mb", "16"], check=True, timeout=300, stdout=subprocess.DEVNULL)
     return out
 
 

@@ -37,7 +37,7 @@ def build_demo(kind, version, *extra):
     name = "veza-api" if kind == "api" else "stream-server"
     path = BUILD / f"{name}-{version}{'-'.join([''] + [e.strip('-') for e in extra])}"
     script = REPO / "scripts" / ("build-demo-api" if kind == "api" else "build-demo-stream")
-    subprocess.run([sys.executable, str(script), "--version", version, "-o", str(path), *extra], check=True, timeout=60)
+    subprocess.run([sys.executable, str(script), "--version", version, "-o", str(path), *extra], check=True, timeout=300)
     return path
 
 

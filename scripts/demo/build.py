@@ -1,89 +1,163 @@
-"""Build one demo service into a single executable Python file, stdlib only.
+"""Build one stand-in service from its real source and write it to -o PATH; stdlib only.
 
-The output is demo_http.py followed by the service's file (its ``# build: inlined``
-import lines dropped, since both now share one namespace), the stamped version and
-broken flag, a ``main()`` call and optional comment padding. The same arguments
-always give the same bytes, so a deploy can tell versions apart by checksum.
+    build-demo-api    --version V -o PATH [--broken] [--crash-after S] [--slow-ms N] [--pad-mb N]
+    build-demo-stream (the same flags)
+
+The version and the variant are baked into the binary at compile time, so a deploy pushes
+one self-describing file: the Go API through ``make -C veza-backend-api build`` (link-time
+``-X`` flags), the Rust stream server through ``cargo build --release --offline`` with
+``VEZA_*`` variables its ``option_env!`` reads. Both toolchains cache, so a variant costs a
+relink or a one-crate recompile, not a full build. The same arguments give the same bytes,
+so a deploy can tell versions apart by checksum.
 """
 
 import argparse
+import fcntl
 import os
 import random
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-DEMO_DIR = Path(__file__).resolve().parent
-SHARED_SOURCE = "demo_http.py"
-INLINED_MARK = "# build: inlined"
+REPO = Path(__file__).resolve().parent.parent.parent
+API_SOURCE = REPO / "veza-backend-api"
+STREAM_SOURCE = REPO / "stream-server"
 MIB = 1024 * 1024
+# Safe to pass through make, -ldflags and a JSON answer without quoting.
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}")
+MAX_CRASH_AFTER = 24 * 3600
+MAX_SLOW_MS = 60_000
+BUILD_TIMEOUT = 600  # seconds; a cold Go build (std recompiled without cgo) takes 10-25 s on two cores
+
+
+class BuildError(Exception):
+    """A build step failed; the message is the one line to print."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad usage prints one ``error:`` line and exits 2 (argparse would add the usage text)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
 
 
 def parse_args(program: str, argv: list):
-    parser = argparse.ArgumentParser(prog=program, description=f"Build the {program} demo service as one executable file.")
-    parser.add_argument("--version", required=True, help="version string stamped into the program")
+    parser = OneLineParser(prog=program, description=f"Build the {program} stand-in as one executable file.")
+    parser.add_argument("--version", required=True, help="version the program reports (letters, digits, ._+~-)")
     parser.add_argument("-o", "--output", required=True, help="path of the executable to write")
-    parser.add_argument("--broken", action="store_true", help="build a program that exits 1 at start (for failed-deploy drills)")
-    parser.add_argument("--crash-after", type=float, default=0, metavar="SECONDS",
-                        help="build a program that serves normally, then exits 1 after SECONDS (late-crash drills)")
-    parser.add_argument("--pad-mb", type=int, default=0, metavar="N", help="append N MiB of comment padding (deploy benchmarks)")
+    parser.add_argument("--broken", action="store_true", help="the program exits 1 at start (failed-deploy drills)")
+    parser.add_argument("--crash-after", type=int, default=0, metavar="SECONDS",
+                        help="the program serves, then exits 1 this long after start (late-crash drills)")
+    parser.add_argument("--slow-ms", type=int, default=0, metavar="N", help="every request is answered N ms late")
+    parser.add_argument("--pad-mb", type=int, default=0, metavar="N",
+                        help="append N MiB of padding after the ELF (deploy benchmarks); the program still runs")
     args = parser.parse_args(argv)
+    if not VERSION_PATTERN.fullmatch(args.version):
+        parser.error(f"--version must match {VERSION_PATTERN.pattern}")
+    if not 0 <= args.crash_after <= MAX_CRASH_AFTER:
+        parser.error(f"--crash-after must be between 0 (off) and {MAX_CRASH_AFTER}")
+    if not 0 <= args.slow_ms <= MAX_SLOW_MS:
+        parser.error(f"--slow-ms must be between 0 (off) and {MAX_SLOW_MS}")
     if args.pad_mb < 0:
         parser.error("--pad-mb must be 0 or more")
-    if not args.version.strip() or any(ch in args.version for ch in "\r\n"):
-        parser.error("--version must be a non-empty single line")
     return args
 
 
-def source_without_inlined_imports(name: str) -> str:
-    lines = (DEMO_DIR / name).read_text(encoding="utf-8").splitlines(keepends=True)
-    return "".join(line for line in lines if not line.rstrip().endswith(INLINED_MARK))
+def baked_values(args) -> dict:
+    """What the program bakes in; every key always set, so nothing leaks in from the caller's environment."""
+    return {
+        "VERSION": args.version,
+        "BROKEN": "1" if args.broken else "",
+        "CRASH_AFTER": str(args.crash_after) if args.crash_after else "",
+        "SLOW_MS": str(args.slow_ms) if args.slow_ms else "",
+    }
 
 
-def padding(size: int, seed: str) -> str:
-    """``size`` bytes of comment lines, pseudo-random (so compression cannot shrink a benchmark) yet reproducible."""
-    generator = random.Random(seed)
-    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
-    line_length = 64  # "# " + 61 characters + "\n"
-    full_lines, remainder = divmod(size, line_length)
-    lines = ["# " + "".join(generator.choices(alphabet, k=line_length - 3)) + "\n" for _ in range(full_lines)]
-    if remainder:
-        lines.append("#" * (remainder - 1) + "\n" if remainder > 1 else "\n")
-    return "".join(lines)
+def tool(name: str, hint: str, override: str = "") -> str:
+    """The toolchain command: $override if set (CARGO=/usr/bin/cargo, say), else ``name`` on PATH."""
+    found = (override and os.environ.get(override)) or shutil.which(name)
+    if not found:
+        raise BuildError(f"{name} not found on PATH; {hint}")
+    return found
 
 
-def program_text(service_source: str, version: str, broken: bool, crash_after: float = 0) -> str:
-    return (
-        "#!/usr/bin/python3\n"
-        f"# Generated by scripts/build-demo-* from scripts/demo/{service_source}; edit those, not this file.\n"
-        + source_without_inlined_imports(SHARED_SOURCE)
-        + "\n\n"
-        + source_without_inlined_imports(service_source)
-        + f"\n\nVERSION = {version!r}\nBROKEN = {broken!r}\nCRASH_AFTER = {float(crash_after)!r}\n\n"
-        + 'if __name__ == "__main__":\n    sys.exit(main())\n'
-    )
+def run_build(command: list, cwd: Path, env: dict) -> None:
+    """Run a compiler quietly; on failure show its output, since that is where the reason is."""
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{command[0]} took more than {BUILD_TIMEOUT}s") from None
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise BuildError(f"{' '.join(command[:2])} failed (exit {done.returncode}) in {cwd}")
 
 
-def write_executable(path: Path, text: str) -> None:
-    """Write next to the target and rename, so a half-written program never exists under its name."""
+def build_api(values: dict, staging: Path) -> None:
+    """Go: make passes the values to -ldflags -X; the build cache makes a variant a relink."""
+    make = tool("make", "Debian: apt-get install make")
+    go = tool("go", "Debian: apt-get install golang-go", override="GO")
+    settings = [f"{key}={value}" for key, value in values.items()]
+    # Called from `make demo-binaries VERSION=...`, the outer make's variables would reach this
+    # make through MAKEFLAGS; the values given here are the only ones that count.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    run_build([make, "-s", "build", f"GO={go}", f"OUT={staging}", *settings], API_SOURCE, env)
+
+
+def build_stream(values: dict, staging: Path) -> None:
+    """Rust: cargo rebuilds the one crate when a VEZA_* value changes (rustc records them)."""
+    cargo = tool("cargo", "Debian: apt-get install cargo", override="CARGO")
+    env = {**os.environ, **{f"VEZA_{key}": value for key, value in values.items()}}
+    target = STREAM_SOURCE / "target"
+    target.mkdir(exist_ok=True)
+    # Builders share target/release/stream-server: hold the lock from the build until it is copied.
+    with open(target / ".build-demo-stream.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run_build([cargo, "build", "--release", "--offline", "--quiet"], STREAM_SOURCE, env)
+        shutil.copyfile(target / "release" / "stream-server", staging)
+
+
+def padding(size: int, seed: str) -> bytes:
+    """``size`` pseudo-random bytes: a compressing transfer cannot shrink a benchmark, yet reproducible."""
+    return random.Random(seed).randbytes(size)
+
+
+def write_atomically(path: Path, build, pad: bytes) -> None:
+    """Build next to the target and rename, so a half-written program never exists under its name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
+        build(Path(staging))
+        with open(staging, "ab") as out:
+            out.write(pad)  # the kernel maps what the ELF headers name; trailing bytes are ignored
         os.chmod(staging, 0o755)
         os.replace(staging, path)
     except BaseException:
-        os.unlink(staging)
+        if os.path.exists(staging):
+            os.unlink(staging)
         raise
 
 
-def main(program: str, service_source: str, argv: list) -> int:
+def describe(program: str, args) -> str:
+    variant = [name for name, wanted in (("broken", args.broken), (f"crash-after {args.crash_after}s", args.crash_after),
+                                         (f"slow {args.slow_ms}ms", args.slow_ms)) if wanted]
+    return f"{program} {args.version}{' (' + ', '.join(variant) + ')' if variant else ''}"
+
+
+def main(program: str, argv: list) -> int:
     args = parse_args(program, argv)
-    text = program_text(service_source, args.version, args.broken, args.crash_after)
-    if args.pad_mb:
-        text += "# ---- padding (--pad-mb) ----\n" + padding(args.pad_mb * MIB, f"{program}:{args.version}:{args.pad_mb}")
-    write_executable(Path(args.output), text)
-    size = os.path.getsize(args.output)
-    print(f"{program} {args.version}{' (broken)' if args.broken else ''}: {args.output} ({size} bytes)", file=sys.stderr)
+    build = build_api if program == "veza-api" else build_stream
+    values = baked_values(args)
+    pad = padding(args.pad_mb * MIB, f"{program}:{args.version}:{args.pad_mb}") if args.pad_mb else b""
+    output = Path(args.output)
+    try:
+        write_atomically(output, lambda staging: build(values, staging), pad)
+    except (BuildError, OSError) as failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
+    print(f"{describe(program, args)}: {output} ({output.stat().st_size} bytes)", file=sys.stderr)
     return 0
