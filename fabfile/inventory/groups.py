@@ -1,0 +1,235 @@
+"""Groups and hosts as Ansible builds them: depth, priority, children by reference, ``ungrouped``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import GROUP_SECTIONS, InventoryError
+from .patterns import parse_host_pattern
+from .yaml_reader import MAX_HOSTS
+
+@dataclass
+class _Group:
+    name: str
+    vars: dict = field(default_factory=dict)
+    children: list = field(default_factory=list)
+    parents: list = field(default_factory=list)
+    hosts: list = field(default_factory=list)
+    priority: int = 1
+    depth: int = 0
+
+
+@dataclass
+class _HostEntry:
+    name: str
+    vars: dict = field(default_factory=dict)
+    set_in: dict = field(default_factory=dict)  # var -> (group, pattern) that set it
+    groups: list = field(default_factory=list)  # groups listing the host directly
+
+
+def _same_value(a, b) -> bool:
+    """Equal and of the same types all the way down (1, 1.0 and True are different values)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b or a != a and b != b  # NaN is the same NaN
+
+
+class _Builder:
+    """Reads the YAML data into groups and hosts, in Ansible's order and with its rules."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.groups = {"all": _Group("all"), "ungrouped": _Group("ungrouped", parents=["all"])}
+        self.groups["all"].children.append("ungrouped")
+        self.hosts: dict = {}
+
+    def read_top(self, data) -> None:
+        """The whole document: a mapping of top-level groups (``all`` being one of them)."""
+        if not data:
+            raise InventoryError(f"{self.path}: inventory is empty; it needs an 'all:' group or other groups")
+        if not isinstance(data, dict):
+            raise InventoryError(
+                f"{self.path}: the top level must be a mapping of groups (all: ...), got {type(data).__name__}"
+            )
+        if data.get("plugin"):
+            raise InventoryError(
+                f"{self.path}: this is an inventory plugin config (plugin: ...), not a YAML inventory; "
+                "only static YAML inventories are supported"
+            )
+        for name, node in data.items():
+            self.read_group(name, node)
+
+    def read_group(self, name, node) -> str:
+        """One group definition (a group may be defined or referenced in several places)."""
+        if not isinstance(name, str) or not name:
+            raise InventoryError(f"{self.path}: group name {name!r} is not a non-empty string; quote or fix it")
+        if node is not None and not isinstance(node, dict):
+            raise InventoryError(
+                f"{self.path}: group '{name}' must be a mapping with vars/hosts/children, got {type(node).__name__}"
+            )
+        group = self.groups.setdefault(name, _Group(name))
+        sections = self.sections(name, node or {})
+        for key, section in sections.items():
+            for entry, value in section.items():
+                if key == "vars":
+                    self.set_group_var(group, entry, value)
+                elif key == "children":
+                    self.add_child(group, self.read_group(entry, value))
+                else:
+                    self.read_hosts(name, entry, value)
+        return name
+
+    def sections(self, name: str, node: dict) -> dict:
+        """vars/children/hosts of a group node, in file order; a plain string is a one-entry mapping."""
+        unknown = [str(key) for key in node if key not in GROUP_SECTIONS]
+        if unknown:
+            raise InventoryError(
+                f"{self.path}: group '{name}' has unknown key(s) {', '.join(unknown)}; "
+                "a group holds only vars, hosts and children (indent hosts under hosts:)"
+            )
+        sections = {}
+        for key, value in node.items():
+            if isinstance(value, str):
+                value = {value: None}
+            if value is not None and not isinstance(value, dict):
+                raise InventoryError(
+                    f"{self.path}: {key} of group '{name}' must be a mapping, got {type(value).__name__}"
+                )
+            sections[key] = value or {}
+        return sections
+
+    def set_group_var(self, group: _Group, name, value) -> None:
+        """A group variable; a later definition of the group overwrites it (as in Ansible)."""
+        self.check_var_name(name, f"group '{group.name}'")
+        if name != "ansible_group_priority":
+            group.vars[name] = value
+            return
+        try:
+            group.priority = int(value)
+        except (TypeError, ValueError):
+            raise InventoryError(
+                f"{self.path}: group '{group.name}': ansible_group_priority {value!r} is not an integer"
+            ) from None
+
+    def check_var_name(self, name, owner: str) -> None:
+        """Ansible only deprecates non-string names; they would break sorting and JSON here, so refuse them."""
+        if not isinstance(name, str):
+            raise InventoryError(f"{self.path}: {owner}: variable name {name!r} is not a string; quote it")
+
+    def add_child(self, parent: _Group, child_name: str) -> None:
+        """parent -> child edge; refuses cycles like Ansible does."""
+        child = self.groups[child_name]
+        if child_name in parent.children:
+            return
+        if child is parent or child_name == "all" or child_name in self.ancestors(parent.name):
+            raise InventoryError(
+                f"{self.path}: groups form a cycle ('{child_name}' is a child of '{parent.name}' "
+                "and also its parent or ancestor); Ansible refuses it too"
+            )
+        parent.children.append(child_name)
+        child.parents.append(parent.name)
+
+    def ancestors(self, name: str) -> set:
+        """Every group above ``name`` (not ``all`` unless linked explicitly)."""
+        seen, todo = set(), list(self.groups[name].parents)
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.groups[current].parents)
+        return seen
+
+    def read_hosts(self, group: str, pattern, values) -> None:
+        """One ``hosts:`` entry: a host pattern and its vars."""
+        names, port = parse_host_pattern(self.path, pattern)
+        values = values or {}
+        if not isinstance(values, dict):
+            raise InventoryError(
+                f"{self.path}: host '{pattern}' in group '{group}' must be a mapping of vars, got {type(values).__name__}"
+            )
+        for name in names:
+            self.add_host(name, group, (group, pattern), port, values)
+
+    def add_host(self, name: str, group: str, where: tuple, port, values: dict) -> None:
+        """Ansible keeps the first appearance's port and lets later vars overwrite: we refuse real conflicts."""
+        entry = self.hosts.get(name)
+        if entry is None:
+            if len(self.hosts) >= MAX_HOSTS:
+                raise InventoryError(f"{self.path}: more than {MAX_HOSTS} hosts; split the inventory")
+            entry = self.hosts[name] = _HostEntry(name)
+            if port:  # Ansible ignores port 0
+                self.set_host_var(entry, "ansible_port", port, where)
+        elif port and not _same_value(entry.vars.get("ansible_port"), port):
+            raise InventoryError(
+                f"{self.path}: host '{name}' gets port {port} in group '{group}' after its first appearance; "
+                "Ansible ignores that, so put the port where the host first appears"
+            )
+        for key, value in values.items():
+            self.check_var_name(key, f"host '{name}'")
+            self.set_host_var(entry, key, value, where)
+        if group not in entry.groups:
+            entry.groups.append(group)
+            self.groups[group].hosts.append(name)
+
+    def set_host_var(self, entry: _HostEntry, key: str, value, where: tuple) -> None:
+        """A host variable; a different value from another appearance of the host is refused."""
+        earlier = entry.set_in.get(key)
+        if earlier is not None and earlier != where and not _same_value(entry.vars[key], value):
+            raise InventoryError(
+                f"{self.path}: host '{entry.name}' is defined in groups '{earlier[0]}' and '{where[0]}' "
+                f"with different values for '{key}'; keep its vars in one place"
+            )
+        entry.vars[key] = value
+        entry.set_in[key] = where
+
+    def reconcile(self) -> None:
+        """What Ansible does after parsing: orphans under ``all``, ``ungrouped``, group depths."""
+        for group in list(self.groups.values()):
+            if group.name != "all" and not group.parents:
+                self.add_child(self.groups["all"], group.name)
+        ungrouped = self.groups["ungrouped"]
+        for entry in self.hosts.values():
+            others = [g for g in self.closure(entry.groups) if g not in ("all", "ungrouped")]
+            if others and "ungrouped" in entry.groups:
+                entry.groups.remove("ungrouped")
+                ungrouped.hosts.remove(entry.name)
+            elif not others and "ungrouped" not in entry.groups:
+                entry.groups.append("ungrouped")
+                ungrouped.hosts.append(entry.name)
+        self.set_depths()
+
+    def closure(self, direct: list) -> set:
+        """The given groups and all their ancestors."""
+        found = set(direct)
+        for name in direct:
+            found |= self.ancestors(name)
+        return found
+
+    def set_depths(self) -> None:
+        """Depth = longest path from ``all`` (Ansible's Group.depth), in topological order."""
+        waiting = {name: len(group.parents) for name, group in self.groups.items()}
+        ready = [name for name, count in waiting.items() if count == 0]
+        while ready:
+            group = self.groups[ready.pop()]
+            for child_name in group.children:
+                child = self.groups[child_name]
+                child.depth = max(child.depth, group.depth + 1)
+                waiting[child_name] -= 1
+                if waiting[child_name] == 0:
+                    ready.append(child_name)
+
+    def merged_vars(self, entry: _HostEntry) -> tuple:
+        """(groups in precedence order, merged vars): group vars by depth, priority, name; host vars last."""
+        ordered = sorted(
+            (self.groups[name] for name in self.closure(entry.groups)),
+            key=lambda g: (g.depth, g.priority, g.name),
+        )
+        merged: dict = {}
+        for group in ordered:
+            merged.update(group.vars)
+        merged.update(entry.vars)
+        return [g.name for g in ordered], merged

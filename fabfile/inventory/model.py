@@ -1,0 +1,130 @@
+"""The resolved inventory: ``Host``, ``Inventory``, the one error type, secret names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CONNECTION_ALIASES = {
+    "ssh": "ssh",
+    "ansible.builtin.ssh": "ssh",
+    "smart": "ssh",
+    "paramiko": "ssh",
+    "paramiko_ssh": "ssh",
+    "ansible.builtin.paramiko_ssh": "ssh",
+    "local": "local",
+    "ansible.builtin.local": "local",
+    "incus": "incus",
+    "community.general.incus": "incus",
+}
+
+DEFAULT_CONNECTION = "ssh"  # Ansible's default when nothing sets a connection
+# Names that make a variable secret: masked in diffs, logs, reports and `inventory.show`.
+SECRET_SUFFIXES = ("_password", "_secret", "_token", "_key", "_pass", "_passphrase")
+GROUP_SECTIONS = ("vars", "children", "hosts")
+MASK = "********"
+
+
+class InventoryError(Exception):
+    """A bad inventory or selection; the message is the one line shown to the user."""
+
+
+@dataclass
+class Host:
+    name: str
+    inventory_vars: dict  # ansible_vars plus our normalised connection settings
+    groups: list  # "all", then every group of the host in precedence order
+    cli_vars: dict = field(default_factory=dict)
+    ansible_vars: dict = field(default_factory=dict)  # exactly what ansible-inventory --list shows
+
+    @property
+    def vars(self) -> dict:
+        """Inventory variables with the command line's ``--set`` values on top."""
+        return {**self.inventory_vars, **self.cli_vars}
+
+    def vars_with(self, defaults: dict) -> dict:
+        """The host's variables layered over a role's defaults."""
+        return {**defaults, **self.inventory_vars, **self.cli_vars}
+
+    @property
+    def connection(self) -> str:
+        """incus, ssh or local."""
+        return self.vars.get("connection", DEFAULT_CONNECTION)
+
+    @property
+    def address(self) -> str | None:
+        """The address set in the inventory (HAProxy server lines need one); None when unset."""
+        return self.vars.get("address")
+
+    @property
+    def ssh_address(self) -> str:
+        """Where ssh connects: the address, else the inventory name (as Ansible does)."""
+        return self.address or self.name
+
+    def __repr__(self):
+        return f"Host({self.name!r})"
+
+
+def is_secret_name(name, secret_vars=()) -> bool:
+    """True for variables whose value must never be shown (``*_password``, ``secret_vars``...)."""
+    return (isinstance(name, str) and name.endswith(SECRET_SUFFIXES)) or name in secret_vars
+
+
+@dataclass
+class Inventory:
+    path: str
+    hosts: dict  # name -> Host, in file order
+    groups: dict  # group -> [host names], descendants included, in file order
+    children: dict = field(default_factory=dict)  # group -> [child group names], as Ansible lists them
+    members: dict = field(default_factory=dict)  # group -> [host names listed directly in it]
+
+    def has_group(self, name: str) -> bool:
+        return name in self.groups
+
+    def group(self, name: str) -> list:
+        return [self.hosts[h] for h in self.groups.get(name, [])]
+
+    def select(self, pattern: str = "all", limit: str | None = None) -> list:
+        """Hosts of a group (or ``all``), narrowed by ``--limit NAME[,NAME]``.
+
+        A limit item may name a host or a group. A limit that matches nothing
+        in the selection is an error: running on no host is never what was meant.
+        """
+        if pattern == "all":
+            chosen = list(self.hosts.values())
+        elif pattern in self.groups:
+            chosen = self.group(pattern)
+        else:
+            raise InventoryError(
+                f"{self.path}: no group '{pattern}' in the inventory; add it under all.children"
+            )
+        if not limit:
+            return chosen
+        wanted = set()
+        for item in (part.strip() for part in limit.split(",")):
+            if not item:
+                continue
+            if item in self.groups:
+                wanted.update(self.groups[item])
+            elif item in self.hosts:
+                wanted.add(item)
+            else:
+                raise InventoryError(
+                    f"{self.path}: --limit '{item}' matches no host or group; "
+                    f"known hosts: {', '.join(self.hosts)}"
+                )
+        narrowed = [h for h in chosen if h.name in wanted]
+        if not narrowed:
+            raise InventoryError(
+                f"{self.path}: --limit '{limit}' matches no host of '{pattern}' "
+                f"({', '.join(h.name for h in chosen) or 'empty'})"
+            )
+        return narrowed
+
+
+def masked(values, secret_vars=()):
+    """A copy of ``values`` with every secret-named entry (at any depth) replaced by ``********``."""
+    if isinstance(values, dict):
+        return {k: MASK if is_secret_name(k, secret_vars) else masked(v, secret_vars) for k, v in values.items()}
+    if isinstance(values, list):
+        return [masked(v, secret_vars) for v in values]
+    return values

@@ -1,0 +1,95 @@
+"""Reading the YAML safely: refused tags, bounded nesting and aliases, one line per problem."""
+
+from __future__ import annotations
+
+import yaml
+
+from .model import InventoryError
+
+# Bounds that keep hostile input to one error line instead of a hang or a traceback.
+MAX_NESTING = 64  # nested YAML mappings/lists
+MAX_NODES = 1_000_000  # YAML values once aliases are expanded
+MAX_HOSTS = 100_000  # hosts in one inventory (after range expansion)
+
+
+class _Refused(Exception):
+    """Raised inside the YAML constructor; becomes an InventoryError with the file name."""
+
+
+class _InventoryLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Safe YAML plus Ansible's inventory tags: ``!unsafe`` is a plain value, ``!vault`` is refused."""
+
+
+def _construct_unsafe(loader, node):
+    """``!unsafe`` only stops Ansible from templating; we never template inventory values."""
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_mapping(node, deep=True)
+
+
+def _refuse_vault(loader, node):
+    """Vault text needs Ansible's vault password; we keep secrets in the secrets file instead."""
+    raise _Refused(
+        f"line {node.start_mark.line + 1}: !vault values cannot be decrypted here; "
+        "move the secret to the secrets file (secrets_file)"
+    )
+
+
+_InventoryLoader.add_constructor("!unsafe", _construct_unsafe)
+_InventoryLoader.add_constructor("!vault", _refuse_vault)
+
+
+def _read_yaml(path: str):
+    """The file's YAML data, or one InventoryError line (missing, unreadable, bad syntax, hostile)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: inventory file not found; pass --inventory PATH") from None
+    except UnicodeDecodeError:
+        raise InventoryError(f"{path}: inventory is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot read inventory ({exc.strerror}); check its permissions") from None
+    try:
+        data = yaml.load(text, Loader=_InventoryLoader)
+    except _Refused as exc:
+        raise InventoryError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InventoryError(f"{path}:{where}: YAML syntax error: {problem}; fix the file") from None
+    except RecursionError:
+        raise InventoryError(f"{path}: YAML nested too deeply (over {MAX_NESTING} levels); flatten it") from None
+    _check_shape(path, data)
+    return data
+
+
+def _check_shape(path: str, data) -> None:
+    """Refuse self-referencing aliases, deep nesting and alias bombs, so later code may recurse freely."""
+    expanded: dict = {}  # id(container) -> number of values it holds once aliases are expanded
+    open_containers: set = set()
+    pending = [(data, 0, False)]
+    while pending:
+        node, depth, finished = pending.pop()
+        if not isinstance(node, (dict, list)):
+            continue
+        key = id(node)
+        inner = list(node.values()) if isinstance(node, dict) else node
+        if finished:
+            open_containers.discard(key)
+            expanded[key] = 1 + sum(expanded.get(id(value), 1) for value in inner)
+            if expanded[key] > MAX_NODES:
+                raise InventoryError(f"{path}: YAML aliases expand to over {MAX_NODES} values; write the data out")
+            continue
+        if key in expanded:
+            continue
+        if key in open_containers:
+            raise InventoryError(f"{path}: a YAML alias refers to itself (an endless value); remove that alias")
+        if depth >= MAX_NESTING:
+            raise InventoryError(f"{path}: YAML nested too deeply (over {MAX_NESTING} levels); flatten it")
+        open_containers.add(key)
+        pending.append((node, depth, True))
+        pending.extend((value, depth + 1, False) for value in inner)
