@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Deploy benchmark on the local lab (figures for the README; not a timed test).
 
-`inv api.deploy` of a 20 MB binary, twice: per instance, push / restart / health gate /
-HAProxy gate, and the tool's own overhead (everything but waiting for the service and
-for HAProxy's checks). `haproxy.setup` against Ansible is scripts/bench_ansible.py.
+`inv api.deploy` of a ~16 MB binary to both api instances, with every gate on: once with the
+default soak (`deploy_soak_seconds` 5) and once with the soak off. Per instance: drain, push,
+restart, identity (the main process runs the pushed bytes), health, soak, HAProxy UP, and the
+tool's own overhead (everything but the waits). `haproxy.setup` against Ansible is
+scripts/bench_ansible.py.
 
 Run as root after `inv lab.up` (`make bench` runs both). The lab is left with the
 20 MB bench build deployed on the API.
@@ -21,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 INV = str(REPO / ".venv" / "bin" / "inv")
+PHASES = ("drain", "push", "restart", "identity", "health", "soak", "haproxy")
+WAITS = ("identity", "health", "soak", "haproxy")
 
 
 def inv(*args) -> float:
@@ -40,30 +44,33 @@ def build(version: str, out: Path) -> Path:
 
 
 def bench_deploy() -> list:
+    """(soak setting, wall seconds of the whole deploy, per-instance rows) for soak 5 s and soak off."""
     with tempfile.TemporaryDirectory() as workdir:
         work = Path(workdir)
         stamp = str(int(time.time()))
-        rows = []
-        for version in (f"bench-{stamp}-a", f"bench-{stamp}-b"):
+        runs = []
+        for soak, version in (("5", f"bench-{stamp}-a"), ("0", f"bench-{stamp}-b")):
             binary = build(version, work / f"veza-api-{version}")
             report = work / f"{version}.json"
-            wall = inv("api.deploy", "--binary", str(binary), "--report", str(report))
+            wall = inv("api.deploy", "--binary", str(binary), "--report", str(report),
+                       "--set", f"deploy_soak_seconds={soak}")
+            rows = []
             for instance in json.loads(report.read_text())["instances"]:
                 phases = instance["phases"]
-                waiting = phases.get("health", 0) + phases.get("haproxy", 0)
-                rows.append({"deploy": version[-1], "instance": instance["name"], "wall_s": round(wall, 2),
-                             "instance_s": instance["seconds"], **phases,
+                waiting = sum(phases.get(name, 0) for name in WAITS)
+                rows.append({"instance": instance["name"], "instance_s": instance["seconds"], **phases,
                              "overhead_s": round(instance["seconds"] - waiting, 3)})
-        return rows
+            runs.append((soak, wall, rows))
+        return runs
 
 
 def main():
-    print(f"{'deploy':<6} {'instance':<15} {'total':>6} {'drain':>6} {'push':>6} {'restart':>7} {'health':>6} "
-          f"{'haproxy':>7} {'overhead':>8}")
-    for row in bench_deploy():
-        print(f"{row['deploy']:<6} {row['instance']:<15} {row['instance_s']:6.2f} {row.get('drain', 0):6.2f} "
-              f"{row.get('push', 0):6.2f} {row.get('restart', 0):7.2f} {row.get('health', 0):6.2f} "
-              f"{row.get('haproxy', 0):7.2f} {row['overhead_s']:8.2f}")
+    print(f"{'soak':>4} {'wall':>6} {'instance':<15} {'total':>6} " + " ".join(f"{p:>8}" for p in PHASES)
+          + f" {'overhead':>8}")
+    for soak, wall, rows in bench_deploy():
+        for row in rows:
+            print(f"{soak:>4} {wall:6.2f} {row['instance']:<15} {row['instance_s']:6.2f} "
+                  + " ".join(f"{row.get(p, 0):8.2f}" for p in PHASES) + f" {row['overhead_s']:8.2f}")
 
 
 if __name__ == "__main__":

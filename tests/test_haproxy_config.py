@@ -75,7 +75,8 @@ def test_lab_inventory_renders_valid_config_with_routing_and_stickiness(tmp_path
     text = render(TEMPLATE, variables)
     haproxy_check(text, tmp_path)
 
-    assert "stats socket ipv4@127.0.0.1:9100 level admin" in text
+    assert "stats socket /run/haproxy/admin.sock mode 600 level admin" in text
+    assert "stats socket ipv4@127.0.0.1:9100 level user" in text
     assert "\n    daemon" not in text  # Debian's unit runs -Ws in the foreground
     assert "ssl-default-bind" not in text and ":443" not in text  # no cert, no TLS
     api = section(text, "backend api_pool")
@@ -116,7 +117,7 @@ def test_missing_groups_fall_back_to_static_lists(tmp_path):
     inventory_path = write_inventory(tmp_path, {"haproxy": {"hosts": {"haproxy": {"address": "10.0.0.10"}}}})
     inventory = load_inventory(inventory_path)
     variables = template_vars(inventory.hosts["haproxy"], inventory)
-    assert variables["api_servers_source"] == variables["stream_servers_source"] == "fallback"
+    assert variables["api_servers_source"].startswith("fallback") and variables["stream_servers_source"].startswith("fallback")
     assert variables["api_servers"] == DEFAULTS["haproxy_backend_api_fallback"]
     text = render(TEMPLATE, variables)
     haproxy_check(text, tmp_path)
@@ -174,7 +175,7 @@ def test_unusual_ports_from_host_vars(tmp_path):
     assert validate_vars(variables) == []
     text = render(TEMPLATE, variables)
     haproxy_check(text, tmp_path)
-    assert "bind 127.0.0.1:8081" in text and "stats socket ipv4@127.0.0.1:19100 level admin" in text
+    assert "bind 127.0.0.1:8081" in text and "stats socket ipv4@127.0.0.1:19100 level user" in text
     assert [line.split()[2] for line in server_lines(text, "backend api_pool")] == ["192.0.2.21:18080", "192.0.2.22:28080"]
     assert [line.split()[2] for line in server_lines(text, "backend stream_pool")] == ["192.0.2.31:1935"]
 
@@ -280,6 +281,7 @@ def test_live_routing_stickiness_and_track_hashing(tmp_path):
                                for n, s in servers.items() if n.startswith(prefix)]
     inventory = load_inventory(write_inventory(tmp_path, {"haproxy": {"hosts": {"haproxy": {
         "haproxy_bind_address": "127.0.0.1", "haproxy_http_port": front_port, "haproxy_stats_socket_port": stats_port,
+        "haproxy_admin_socket": str(tmp_path / "admin.sock"), "haproxy_server_state_file": str(tmp_path / "state"),
         "haproxy_backend_api_fallback": upstream("backend-api"), "haproxy_stream_server_fallback": upstream("stream"),
         "haproxy_health_path": "/api/v1/health",
     }}}}))
@@ -288,7 +290,7 @@ def test_live_routing_stickiness_and_track_hashing(tmp_path):
     config.write_text(text)
     process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        api = RuntimeAPI(LocalTransport(inventory.hosts["haproxy"]), f"127.0.0.1:{stats_port}")
+        api = RuntimeAPI(LocalTransport(inventory.hosts["haproxy"]), str(tmp_path / "admin.sock"))
         wait_until(lambda: api.show_stat(), done=lambda stats: len(stats) == 6 and all(s.is_up for s in stats),
                    timeout=15, interval=0.1, what="every server UP")
 

@@ -178,11 +178,12 @@ def local_haproxy(tmp_path):
     """A haproxy on loopback: one healthy server, one on a closed port; yields (api, ports)."""
     health = QuietServer(("127.0.0.1", 0), HealthHandler)
     threading.Thread(target=health.serve_forever, daemon=True).start()
-    stats_port, front_port, closed_port = free_port(), free_port(), free_port()
+    front_port, closed_port = free_port(), free_port()
+    socket_path = tmp_path / "admin.sock"
     config = tmp_path / "haproxy.cfg"
     config.write_text(
         "global\n"
-        f"    stats socket ipv4@127.0.0.1:{stats_port} level admin\n"
+        f"    stats socket {socket_path} mode 600 level admin\n"
         "defaults\n    mode http\n    timeout connect 200ms\n    timeout client 5s\n    timeout server 5s\n"
         f"frontend web\n    bind 127.0.0.1:{front_port}\n    default_backend api_pool\n"
         "backend api_pool\n    option httpchk GET /api/v1/health\n"
@@ -192,7 +193,7 @@ def local_haproxy(tmp_path):
     process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         transport = LocalTransport(Host("haproxy", {"connection": "local"}, ["all"]))
-        yield RuntimeAPI(transport, f"127.0.0.1:{stats_port}"), process
+        yield RuntimeAPI(transport, str(socket_path)), process
     finally:
         end_process(process)  # only the haproxy this test started, by its PID
         health.shutdown()
@@ -222,7 +223,7 @@ def test_live_show_stat_and_state_changes(local_haproxy):
 
 
 @live
-def test_live_socket_not_answering_is_a_clear_error():
+def test_live_socket_not_answering_is_a_clear_error(tmp_path):
     transport = LocalTransport(Host("haproxy", {"connection": "local"}, ["all"]))
     with pytest.raises(RuntimeAPIError, match="does not answer"):
-        RuntimeAPI(transport, f"127.0.0.1:{free_port()}").show_stat()
+        RuntimeAPI(transport, str(tmp_path / "no-haproxy-here.sock")).show_stat()
