@@ -58,14 +58,14 @@ def _balancer(loaded):
     return balancer
 
 
-def _number(flag: str, text, *, at_least: float = 0.0, above: bool = True) -> float:
-    """A numeric flag's value; flags arrive as text so a typo is one error line, not an invoke traceback."""
+def _positive(flag: str, text) -> float:
+    """A numeric flag's value, > 0; flags arrive as text so a typo is one error line, not an invoke traceback."""
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise support.UsageError(f"--{flag} {text!r}: not a number") from None
-    if not math.isfinite(value) or value < at_least or (above and value == at_least):
-        raise support.UsageError(f"--{flag} {text}: must be {'>' if above else '>='} {at_least:g}")
+    if not math.isfinite(value) or value <= 0:
+        raise support.UsageError(f"--{flag} {text}: must be a finite number > 0")
     return value
 
 
@@ -100,9 +100,9 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     from ..roles import haproxy_vars
     from ..transports import connect
 
-    down_seconds = _number("down-timeout", down_timeout)
-    up_seconds = _number("up-timeout", up_timeout)
-    rate = _number("load-rate", load_rate) if load else None
+    down_seconds = _positive("down-timeout", down_timeout)
+    up_seconds = _positive("up-timeout", up_timeout)
+    rate = _positive("load-rate", load_rate) if load else None
     if stop_method is not None and stop_method not in STOP_METHODS:
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
     loaded, _ = support.select(c, inventory, API.group, None)
