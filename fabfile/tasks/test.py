@@ -18,6 +18,7 @@ STOP_METHODS = ("incus", "unit")
 # The background load's hard time cap is the two waits plus this, which covers the incus
 # stop/start commands, the WebSocket checks and the lead-in and tail of the load.
 LOAD_MARGIN_SECONDS = 300
+MAX_WAIT_SECONDS = 3600  # --down-timeout / --up-timeout: a typo guard, far above any real check interval
 
 FAILOVER_HELP = {
     "victim": "the backend_api_instances host to kill (default backend-api-1)",
@@ -58,14 +59,14 @@ def _balancer(loaded):
     return balancer
 
 
-def _positive(flag: str, text) -> float:
-    """A numeric flag's value, > 0; flags arrive as text so a typo is one error line, not an invoke traceback."""
+def _positive(flag: str, text, most: float) -> float:
+    """A numeric flag's value in (0, most]; flags arrive as text so a typo is one error line, not a traceback."""
     try:
         value = float(text)
     except (TypeError, ValueError):
         raise support.UsageError(f"--{flag} {text!r}: not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise support.UsageError(f"--{flag} {text}: must be a finite number > 0")
+    if not (math.isfinite(value) and 0 < value <= most):
+        raise support.UsageError(f"--{flag} {text}: must be a number > 0 and <= {most:g}")
     return value
 
 
@@ -96,13 +97,14 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     from ..failover.metrics import ServerMetrics
     from ..failover.sequence import FailoverSettings, FailoverTest
     from ..failover.stoppers import make_stopper
+    from ..loadtest.engine import MAX_RATE
     from ..loadtest.facade import BackgroundLoad, fetch, open_session
     from ..roles import haproxy_vars
     from ..transports import connect
 
-    down_seconds = _positive("down-timeout", down_timeout)
-    up_seconds = _positive("up-timeout", up_timeout)
-    rate = _positive("load-rate", load_rate) if load else None
+    down_seconds = _positive("down-timeout", down_timeout, MAX_WAIT_SECONDS)
+    up_seconds = _positive("up-timeout", up_timeout, MAX_WAIT_SECONDS)
+    rate = _positive("load-rate", load_rate, MAX_RATE) if load else None
     if stop_method is not None and stop_method not in STOP_METHODS:
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
     loaded, _ = support.select(c, inventory, API.group, None)
