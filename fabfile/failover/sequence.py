@@ -19,7 +19,7 @@ whose failures are counted per phase (with the load on, the victim stays down
 
 Whatever happens (a failed step, an exception, Ctrl-C) the victim is started
 again and awaited before ``run`` returns. Every dependency (runtime API,
-stopper, HTTP getter, WebSocket connector, load, clock) is injected, so the
+stopper, HTTP getter, WebSocket connector, load, exporter, clock) is injected, so the
 sequence runs against fakes in unit tests.
 """
 
