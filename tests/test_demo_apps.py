@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile.failover import websocket as wsclient
+from fabfile.loadtest.facade import SessionClosed, open_session
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 TOOLCHAINS = {"api": ("go", "make"), "stream": ("cargo",)}
@@ -170,7 +170,7 @@ class Running:
 
 
 class RawWebSocket:
-    """Frame-level client, to check what wsclient hides (pongs, close codes, fragments)."""
+    """Frame-level client, to check what a library client hides (pongs, close codes, fragments)."""
 
     def __init__(self, port: int):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -358,13 +358,15 @@ def test_many_concurrent_connections(built, kind):
 
 def test_websocket_greets_then_echoes(built):
     with Running(built("api", "plain"), instance="api-x") as running:
-        with wsclient.connect("127.0.0.1", running.port, "/api/v1/ws", headers={"Cookie": "a=b"}) as ws:
-            assert ws.status == 101
-            assert json.loads(ws.recv_text(timeout=5)) == {"instance": "api-x", "version": "1.4.2-rc1"}
-            ws.ping(b"still there?")  # answered with a pong the client skips
+        ws = open_session(f"ws://127.0.0.1:{running.port}/api/v1/ws", cookie="a=b")
+        try:
+            assert ws.connection.response.status_code == 101
+            assert ws.greeting == {"instance": "api-x", "version": "1.4.2-rc1"}
+            assert ws.connection.ping(b"still there?").wait(5)  # the server's pong arrived
             for message in ("hello", "x" * 70000, "ünïcode <&>"):
-                ws.send_text(message)
-                assert json.loads(ws.recv_text(timeout=5)) == {"instance": "api-x", "echo": message}
+                assert ws.echo(message) == {"instance": "api-x", "echo": message}
+        finally:
+            ws.close()
 
 
 def test_websocket_pong_fragments_and_close_handshake(built):
@@ -490,14 +492,13 @@ def test_sigterm_lets_an_in_flight_request_finish_then_refuses_new_ones(built, k
 
 def test_sigterm_closes_open_websockets_with_going_away(built):
     with Running(built("api", "plain")) as running:
-        ws = wsclient.connect("127.0.0.1", running.port, "/api/v1/ws")
+        ws = open_session(f"ws://127.0.0.1:{running.port}/api/v1/ws")  # reads the greeting
         try:
-            ws.recv_text(timeout=5)
             running.process.send_signal(signal.SIGTERM)
-            with pytest.raises(wsclient.WebSocketClosed, match="code 1001"):
+            with pytest.raises(SessionClosed, match="1001"):
                 ws.recv_text(timeout=2)
             started = time.monotonic()
             assert running.process.wait(timeout=5) == 0
             assert time.monotonic() - started < 2
         finally:
-            ws.close(timeout=0.5)
+            ws.close()

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import INV, REPO, build_demo, end_process, inv
-from fabfile.failover.load import HttpGetter, LoadGenerator
+from fabfile.loadtest.facade import BackgroundLoad
 from test_deploy_lab import PoolWatcher, world  # noqa: F401  (shared module fixture)
 
 pytestmark = pytest.mark.lab
@@ -16,7 +16,7 @@ FAST = ["--set", "deploy_soak_seconds=1"]
 
 
 def under_load(world, action):
-    load = LoadGenerator(HttpGetter(world["lb"], 80), "/api/v1/health", rate=20, timeout=2, max_seconds=120)
+    load = BackgroundLoad(f"http://{world['lb']}:80", "/api/v1/health", rate=20, timeout=2, max_seconds=120)
     with PoolWatcher(world["runtime"], "api_pool") as watcher:
         load.start()
         try:

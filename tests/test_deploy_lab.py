@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, build_demo, inv
 from fabfile.haproxy_runtime import RuntimeAPI
 from fabfile.inventory import load_inventory
-from fabfile.failover.load import HttpGetter, LoadGenerator
+from fabfile.loadtest.facade import BackgroundLoad
 from fabfile.transports import connect
 
 pytestmark = pytest.mark.lab
@@ -78,7 +78,7 @@ def remote_state(transport, kind):
 
 def deploy_under_load(world, kind, binary, *, expect_ok=True):
     svc = SERVICES[kind]
-    load = LoadGenerator(HttpGetter(world["lb"], 80), svc["path"], rate=20, timeout=2, max_seconds=240)
+    load = BackgroundLoad(f"http://{world['lb']}:80", svc["path"], rate=20, timeout=2, max_seconds=240)
     with PoolWatcher(world["runtime"], svc["pool"]) as watcher:
         load.start()
         try:

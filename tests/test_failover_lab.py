@@ -49,6 +49,11 @@ def test_failover_sequence_passes_on_the_lab(deployed_lab, tmp_path):
     assert len(websocket["checks"]) == 4 and all(c["passed"] for c in websocket["checks"].values()), websocket
     assert websocket["seen"]["rebalanced"]["set_cookie"] == "backend-api-2"
     assert all(row["status"] == "UP" for row in report["final_pool"])
+    # The lab inventory sets haproxy_metrics_bind: HAProxy's exporter saw the same DOWN, counted once.
+    metrics = report["metrics"]
+    assert metrics["enabled"], "set haproxy_metrics_bind on the lab's haproxy host"
+    assert metrics["seen"]["before"]["status_up"] == 1 and metrics["seen"]["down"]["status_down"] == 1, metrics
+    assert metrics["seen"]["down"]["up_down_rise"] == 1 and metrics["seen"]["down"]["seconds_after_down"] <= 1.0
     ET.parse(tmp_path / "failover.svg")  # a well-formed picture
 
 

@@ -1,13 +1,11 @@
-"""test.failover against fakes: a fake lab (clock, HAProxy view, stopper, HTTP, WebSocket), no network.
+"""test.failover against fakes: a fake lab (clock, HAProxy view, stopper, HTTP, WebSocket, exporter), no network.
 
-The only real sockets are on loopback (the HTTP getter and the load thread
-against a local http.server).
+The clients themselves (the load engine's facade) are tested on loopback in test_loadtest_loopback.py;
+the fake WebSocket session here is a facade ``WsSession`` with only its transport faked.
 """
 
-import http.server
 import io
 import json
-import threading
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -19,6 +17,8 @@ from fabfile.failover.checks import (
     STEP_DOWN_WINDOW,
     STEP_LOAD_FLOWING,
     STEP_LOAD_TOTAL,
+    STEP_METRICS_BEFORE,
+    STEP_METRICS_DOWN,
     STEP_PREFLIGHT,
     STEP_RECOVERY,
     STEP_RESTORE,
@@ -32,16 +32,16 @@ from fabfile.failover.checks import (
 from fabfile.failover import sequence
 from fabfile.failover.sequence import FailoverTest
 from fabfile.failover.stoppers import IncusStopper, UnitStopper, make_stopper
-from fabfile.failover.websocket_checks import session_cookie, wait_closed
 from fabfile.haproxy_runtime import ServerStat
 from fabfile.inventory import Host
-from fabfile.failover.load import HttpGetter, HttpReply, LoadGenerator, Sample, count_by_phase
+from fabfile.failover.metrics import MetricSample
+from fabfile.loadtest.facade import Reply, SessionClosed, WsSession, phase_counts
+from fabfile.loadtest.outcomes import Sample
 from fabfile.failover.plot import render_svg
 from fabfile.output import Masker, Output
 from fabfile.tasks import test as test_tasks
 from fabfile.process import Result
 from fabfile.transports import IncusTransport, SshTransport
-from fabfile.failover.websocket import WebSocketClosed
 
 VICTIM, SURVIVOR = "backend-api-1", "backend-api-2"
 
@@ -125,7 +125,7 @@ class FakeStopper:
 
 
 def reply(status, instance, body=None):
-    return HttpReply(status, [], body if body is not None else json.dumps({"instance": instance}), 0.01)
+    return Reply(status, [], body if body is not None else json.dumps({"instance": instance}), 0.01)
 
 
 class FakeHttp:
@@ -154,17 +154,24 @@ class FakeHttp:
         return reply(200, serving[self.calls % len(serving)])
 
 
-class FakeSession:
+class FakeSession(WsSession):
+    """The facade's session (greeting, cookie, echo, wait_closed are the real code) over a fake connection."""
+
     def __init__(self, world, instance, set_cookie):
+        super().__init__(connection=None, greeting={"instance": instance, "version": "v1"})
         self.world = world
         self.instance = instance
-        self.cookies = [f"SERVERID={set_cookie}; path=/"] if set_cookie else []
-        self.inbox = [json.dumps({"instance": instance, "version": "v1"})]
+        self._cookies = [f"SERVERID={set_cookie}; path=/"] if set_cookie else []
+        self.inbox = []
         self.closed = False
+
+    @property
+    def cookies(self):
+        return self._cookies
 
     def recv_text(self, timeout=5.0):
         if not self.world.running[self.instance]:
-            raise WebSocketClosed("connection closed by the server")
+            raise SessionClosed("received 1006 (connection closed abnormally)")
         if self.inbox:
             return self.inbox.pop(0)
         self.world.now += timeout
@@ -172,7 +179,7 @@ class FakeSession:
 
     def send_text(self, text):
         if not self.world.running[self.instance]:
-            raise WebSocketClosed("connection broken")
+            raise SessionClosed("connection broken")
         self.inbox.append(json.dumps({"instance": self.instance, "echo": text}))
 
     def close(self):
@@ -186,8 +193,8 @@ class FakeWs:
         self.world = world
         self.sessions = []
 
-    def __call__(self, path, headers):
-        wanted = headers.get("Cookie", "").partition("=")[2]
+    def __call__(self, path, cookie):
+        wanted = cookie.partition("=")[2]
         serving = self.world.serving()
         if wanted in serving:
             session = FakeSession(self.world, wanted, None)
@@ -229,12 +236,40 @@ class FakeLoad:
         return True
 
 
-def make_test(world, *, http=None, ws=True, load=None, **settings):
+class FakeMetrics:
+    """HAProxy's exporter: the server status per state, and an UP->DOWN counter that rises once per DOWN
+    (``lag``: seconds the exporter trails the runtime API; ``extra_rise``: a flapping count)."""
+
+    url = "http://lb:8405/metrics"
+
+    def __init__(self, world, lag=0.0, extra_rise=0):
+        self.world = world
+        self.lag = lag
+        self.extra_rise = extra_rise
+        self.reads = 0
+
+    def read(self):
+        self.reads += 1
+        self.world.now += 0.02
+        samples = []
+        for name in (VICTIM, SURVIVOR):
+            lagging = self.world.now - self.world.changed_at[name] < self.world.detect_after + self.lag
+            down = self.world.status(name) == "DOWN" and not lagging
+            stopped_once = name == VICTIM and self.world.changed_at[name] > 0 and not self.world.running[name]
+            labels = {"proxy": "api_pool", "server": name}
+            samples += [MetricSample("haproxy_server_status", labels | {"state": "UP"}, float(not down)),
+                        MetricSample("haproxy_server_status", labels | {"state": "DOWN"}, float(down)),
+                        MetricSample("haproxy_server_check_up_down_total", labels,
+                                     5.0 + (1 + self.extra_rise if stopped_once and down else 0))]
+        return samples
+
+
+def make_test(world, *, http=None, ws=True, load=None, metrics=None, **settings):
     stream = io.StringIO()
     test = FailoverTest(
         FailoverSettings(victim=VICTIM, websocket=ws, load=load is not None, **settings),
         runtime=FakeRuntime(world), stopper=FakeStopper(world), http_get=http or FakeHttp(world),
-        ws_connect=FakeWs(world) if ws else None, load=load, output=Output(Masker(), stream),
+        ws_connect=FakeWs(world) if ws else None, load=load, metrics=metrics, output=Output(Masker(), stream),
         clock=world.clock, sleep=world.sleep,
     )
     return test, stream
@@ -422,7 +457,7 @@ def test_websocket_that_does_not_follow_the_cookie_fails_pinning_only():
     world = World()
     test, _ = make_test(world)
 
-    def wrong_backend(path, headers):
+    def wrong_backend(path, cookie):
         return FakeSession(world, SURVIVOR, SURVIVOR)
 
     test.ws_connect = wrong_backend
@@ -438,8 +473,8 @@ def test_websocket_left_open_at_the_kill_fails_the_close_check():
     test, _ = make_test(world, ws_timeout=2)
     original = test.ws_connect
 
-    def immortal(path, headers):
-        session = original(path, headers)
+    def immortal(path, cookie):
+        session = original(path, cookie)
         session.world = World()  # a world where nothing ever stops: the session never closes
         return session
 
@@ -455,6 +490,59 @@ def test_no_websocket_and_no_load_run_the_seed_steps_only():
     assert report["passed"]
     assert [s["name"][0] for s in report["steps"]] == ["0", "1", "2", "3", "4", "5"]
     assert report["websocket"]["enabled"] is False and report["requests"]["enabled"] is False
+
+
+def test_exporter_shows_down_and_one_more_up_down_transition():
+    world = World()
+    test, stream = make_test(world, ws=False, metrics=FakeMetrics(world))
+    report = test.run()
+    assert report["passed"], stream.getvalue()
+    names = [s["name"] for s in report["steps"]]
+    assert names.index(STEP_METRICS_BEFORE) < names.index(STEP_STOP) < names.index(STEP_METRICS_DOWN)
+    seen = report["metrics"]["seen"]
+    assert seen["before"] == {"status_up": 1.0, "status_down": 0.0, "check_up_down_total": 5.0}
+    assert seen["down"]["status_down"] == 1.0 and seen["down"]["up_down_rise"] == 1
+    assert seen["down"]["seconds_after_down"] <= 1.0
+    assert "haproxy_server_check_up_down_total 5 → 6 (+1)" in step(report, STEP_METRICS_DOWN)["detail"]
+
+
+def test_exporter_late_by_more_than_a_second_fails_its_step_only():
+    world = World()
+    test, _ = make_test(world, ws=False, metrics=FakeMetrics(world, lag=1.5))
+    report = test.run()
+    down = step(report, STEP_METRICS_DOWN)
+    assert down["status"] == "fail" and "not 1 within 1s" in down["detail"] and "last read 0.0" in down["detail"]
+    assert step(report, STEP_RECOVERY)["status"] == "pass" and not report["passed"]
+
+
+def test_exporter_counting_two_transitions_fails():
+    world = World()
+    test, _ = make_test(world, ws=False, metrics=FakeMetrics(world, extra_rise=1))
+    report = test.run()
+    assert "5 → 7: rose by 2, not 1" in step(report, STEP_METRICS_DOWN)["detail"]
+
+
+def test_unreachable_exporter_fails_before_the_stop_and_skips_the_down_check():
+    world = World()
+    metrics = FakeMetrics(world)
+
+    def refused():
+        raise ConnectionRefusedError("connection refused")
+
+    metrics.read = refused
+    test, _ = make_test(world, ws=False, metrics=metrics)
+    report = test.run()
+    assert "ConnectionRefusedError: connection refused" in step(report, STEP_METRICS_BEFORE)["detail"]
+    assert step(report, STEP_METRICS_DOWN)["status"] == "skip"
+    assert step(report, STEP_DOWN)["status"] == "pass" and not report["passed"]
+
+
+def test_metrics_url_comes_from_the_bind_and_a_wildcard_means_the_balancer():
+    lb = Host(name="haproxy", inventory_vars={"address": "10.0.0.10"}, groups=["haproxy"])
+    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": ""}) is None
+    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": "10.0.0.10:8405"}) == "http://10.0.0.10:8405"
+    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": "*:8405"}) == "http://10.0.0.10:8405"
+    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": "[::1]:8405"}) == "http://[::1]:8405"
 
 
 # --- stoppers ---------------------------------------------------------------------------
@@ -519,146 +607,24 @@ def test_stop_method_defaults_follow_the_connection():
         make_stopper("incus", host("--all"), None, "u")
 
 
-# --- load, HTTP, WebSocket helpers ----------------------------------------------------------
+# --- phases and the WebSocket session -------------------------------------------------------
 
-class StepClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def wait(self, seconds):
-        self.now += seconds
-        return False
-
-
-def test_load_generator_sends_on_schedule_up_to_the_request_cap():
-    clock = StepClock()
-    load = LoadGenerator(lambda path, headers, timeout: reply(200, "a"), "/h", rate=10, max_seconds=2,
-                         clock=clock, wait=clock.wait)
-    load.run()
-    assert load.max_requests == 20 and load.stop_reason == "request cap (20)"
-    assert sorted(round(s.t, 3) for s in load.samples) == [round(i / 10, 3) for i in range(20)]
-
-
-def test_load_generator_stops_at_its_time_cap():
-    clock = StepClock()
-
-    def stalled_wait(seconds):  # the dispatcher oversleeps: only the time cap ends the loop
-        clock.now += 1.0
-        return False
-
-    load = LoadGenerator(lambda path, headers, timeout: reply(200, "a"), "/h", rate=10, max_seconds=2,
-                         clock=clock, wait=stalled_wait)
-    load.run()
-    assert len(load.samples) == 2 and load.stop_reason == "time cap (2s)"
-
-
-def test_load_generator_classifies_every_outcome():
-    answers = [reply(200, "a"), reply(502, None, "bad gateway"), TimeoutError("timed out"),
-               ConnectionRefusedError(111, "refused")]
-    lock = threading.Lock()
-    calls = []
-
-    def get(path, headers, timeout):
-        with lock:
-            answer = answers[len(calls) % len(answers)]
-            calls.append(path)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    clock = StepClock()
-    load = LoadGenerator(get, "/h", rate=10, max_seconds=2, clock=clock, wait=clock.wait)
-    load.run()
-    outcomes = [s.outcome for s in load.samples]
-    assert {o: outcomes.count(o) for o in set(outcomes)} == {"ok": 5, "status": 5, "timeout": 5, "error": 5}
-    assert {s.status for s in load.samples if s.outcome == "status"} == {502}
-    assert {s.instance for s in load.samples if s.outcome == "ok"} == {"a"}
-
-
-def test_load_generator_keeps_sending_while_a_request_hangs():
-    """Open loop: one request stuck on a dying backend must not hold back the others."""
-    release = threading.Event()
-    first = threading.Lock()
-
-    def get(path, headers, timeout):
-        if first.acquire(blocking=False):
-            release.wait(5)
-        return reply(200, "a")
-
-    load = LoadGenerator(get, "/h", rate=50, max_seconds=10)
-    load.start()
-    for _ in range(200):  # up to 2 s for five requests to finish behind the stuck one
-        if len(load.samples) >= 5:
-            break
-        threading.Event().wait(0.01)
-    finished_while_stuck = len(load.samples)
-    release.set()
-    assert load.stop() and load.stop_reason == "stopped"
-    assert finished_while_stuck >= 5
-
-
-def test_count_by_phase_assigns_by_send_time():
+def test_phase_counts_assign_by_intended_send_time():
     samples = [Sample(t, "ok" if t != 2.5 else "timeout", 200, "a", 0.01) for t in (0.5, 1.5, 2.5, 3.5, 4.5)]
-    phases = count_by_phase(samples, [("before_kill", 0.0), ("kill_to_down", 2.0), ("down_window", None),
+    phases = phase_counts(samples, [("before_kill", 0.0), ("kill_to_down", 2.0), ("down_window", None),
                                       ("recovery", 3.0)])
     assert {name: (p["total"], p["failed"]) for name, p in phases.items()} == {
         "before_kill": (2, 0), "kill_to_down": (1, 1), "recovery": (2, 0)}
 
 
-@pytest.fixture
-def loopback_server():
-    """A local HTTP server answering like the API's health endpoint, with a sticky cookie."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = json.dumps({"instance": "local-1", "version": "v1"}).encode()
-            self.send_response(200)
-            self.send_header("Set-Cookie", "SERVERID=local-1; path=/")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def test_http_getter_and_load_thread_on_loopback(loopback_server):
-    get = HttpGetter("127.0.0.1", loopback_server)
-    answer = get("/api/v1/health")
-    assert answer.status == 200 and answer.instance == "local-1" and answer.cookie("SERVERID") == "local-1"
-    stopped = LoadGenerator(get, "/api/v1/health", rate=50, max_seconds=30)
-    stopped.start()
-    threading.Event().wait(0.2)
-    assert stopped.stop() and stopped.stop_reason == "stopped" and stopped.samples
-    load_capped = LoadGenerator(get, "/api/v1/health", rate=50, max_seconds=0.3)
-    load_capped.start()
-    load_capped._thread.join(timeout=3)
-    assert not load_capped._thread.is_alive() and 1 <= len(load_capped.samples) <= 15
-    assert all(s.outcome == "ok" and s.instance == "local-1" for s in load_capped.samples)
-
-
-def test_http_getter_refused_connection_raises_oserror():
-    with pytest.raises(OSError):
-        HttpGetter("127.0.0.1", 1)("/api/v1/health", timeout=1)
-
-
 def test_wait_closed_and_session_cookie():
     world = World()
     session = FakeSession(world, VICTIM, VICTIM)
-    assert session_cookie(session, "SERVERID") == VICTIM and session_cookie(session, "OTHER") is None
-    assert wait_closed(session, 1.0, world.clock) is None  # the welcome is read, then a timeout
+    assert session.cookie("SERVERID") == VICTIM and session.cookie("OTHER") is None
+    assert session.echo("hi") == {"instance": VICTIM, "echo": "hi"}
+    assert session.wait_closed(1.0) is None  # nothing arrives: a timeout, still open
     world.running[VICTIM] = False
-    assert "closed by the server" in wait_closed(session, 1.0, world.clock)
+    assert "1006" in session.wait_closed(1.0)
 
 
 # --- report picture and the task ---------------------------------------------------------------
@@ -697,12 +663,18 @@ def test_task_rejects_bad_flags_before_touching_anything(tmp_path, capsys):
         ({"victim": "backend-api-9"}, "--victim backend-api-9: not a host of backend_api_instances"),
         ({"stop_method": "reboot"}, "--stop-method reboot: use one of incus, unit"),
         ({"stop_method": "incus"}, "not reached through incus"),
-        ({"load_rate": 0}, "--load-rate 0"),
+        ({"load_rate": "0"}, "--load-rate 0: must be a number > 0 and <= 50000"),
+        ({"load_rate": "abc"}, "--load-rate 'abc': not a number"),
+        ({"load_rate": "nan"}, "--load-rate nan: must be a number > 0"),
+        ({"load_rate": "1e9"}, "--load-rate 1e9: must be a number > 0 and <= 50000"),
+        ({"down_timeout": "-1"}, "--down-timeout -1: must be a number > 0 and <= 3600"),
+        ({"up_timeout": "x"}, "--up-timeout 'x': not a number"),
     ]:
         with pytest.raises(Exit) as exited:
             test_tasks.failover(Context(), inventory=inventory, **kwargs)
         assert exited.value.code == 2
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and err.count("error:") == 1 and "Traceback" not in err
 
 
 def test_task_exit_codes_follow_the_result(tmp_path, monkeypatch):
@@ -713,6 +685,7 @@ def test_task_exit_codes_follow_the_result(tmp_path, monkeypatch):
         def __init__(self, settings, **deps):
             assert settings.victim == VICTIM and settings.cookie_name == "SERVERID" and settings.ws_path == "/api/v1/ws"
             assert deps["stopper"].method == "incus" and deps["load"].rate == 20.0
+            assert deps["metrics"] is None  # no haproxy_metrics_bind in this inventory
 
         def run(self):
             self.interruption = KeyboardInterrupt() if outcomes["interrupted"] else None

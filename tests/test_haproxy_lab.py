@@ -8,7 +8,7 @@ import yaml
 from conftest import REPO, inv
 from fabfile.haproxy_runtime import RuntimeAPI
 from fabfile.inventory import load_inventory
-from fabfile.failover.load import HttpGetter
+from fabfile.loadtest.facade import fetch
 from fabfile.transports import connect
 
 pytestmark = pytest.mark.lab
@@ -83,7 +83,7 @@ def test_a_track_always_lands_on_the_same_streamer(deployed_lab):
     for track in range(12):
         seen = set()
         for segment in range(4):
-            reply = HttpGetter(lb, 80)(f"/hls/track-{track}/segment-{segment}.ts")
+            reply = fetch(f"http://{lb}:80", f"/hls/track-{track}/segment-{segment}.ts")
             assert reply.status == 200, reply.body
             seen.add(re.search(r"instance=(\S+)", reply.body).group(1))
         assert len(seen) == 1, f"track-{track} served by {seen}"
@@ -93,12 +93,11 @@ def test_a_track_always_lands_on_the_same_streamer(deployed_lab):
 
 def test_sticky_cookie_pins_api_requests(deployed_lab):
     lb = load_inventory(deployed_lab).hosts["haproxy"].address
-    get = HttpGetter(lb, 80)
-    first = get("/api/v1/health")
+    first = fetch(f"http://{lb}:80", "/api/v1/health")
     pinned = first.cookie("SERVERID")
     assert first.status == 200 and pinned == first.instance
     for _ in range(6):
-        reply = get("/api/v1/health", {"Cookie": f"SERVERID={pinned}"})
+        reply = fetch(f"http://{lb}:80", "/api/v1/health", {"Cookie": f"SERVERID={pinned}"})
         assert reply.status == 200 and reply.instance == pinned
 
 
@@ -121,4 +120,4 @@ def test_a_reload_that_starts_no_worker_restores_the_previous_config(balancer):
     assert (master, digest) == (before_master, before_digest)
     assert workers
     lb = load_inventory(REPO / "hosts.yaml").hosts["haproxy"].address
-    assert HttpGetter(lb, 80)("/api/v1/health").status in (200, 503)  # still serving on :80 (503 only if no backend runs yet)
+    assert fetch(f"http://{lb}:80", "/api/v1/health").status in (200, 503)  # still serving on :80 (503 only if no backend runs yet)

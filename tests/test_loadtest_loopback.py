@@ -120,6 +120,7 @@ def test_ramp_stops_at_max_rate_within_its_budget(lb):
     report = run_ramp(LoadSettings(lb, rate=50.0), ramp)
     assert time.monotonic() - started < ramp.budget_seconds + 10  # steps plus drains, far from unbounded
     assert [step["rate"] for step in report["ramp"]["steps"]] == [50, 100, 200, 400], report["ramp"]["steps"]
+    assert all(0 < step["generator_cpu_share"] < 2 for step in report["ramp"]["steps"])  # the self-check, per step
     assert report["ramp"]["knee_rps"] == 400 and report["ramp"]["first_failing_rps"] is None
 
 

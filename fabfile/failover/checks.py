@@ -34,6 +34,7 @@ class FailoverSettings:
     load_lead_in: float = 1.0  # traffic before the kill, so "before_kill" has samples
     load_tail: float = 2.0  # traffic after UP, to see the victim take requests again
     down_dwell: float = 3.0  # with load: the victim stays down this long after DOWN, so the survivor carries traffic alone
+    metrics_grace: float = 1.0  # the exporter must show DOWN this long after the runtime API did
     websocket: bool = True
     load: bool = True
 
@@ -63,8 +64,10 @@ STEP_PREFLIGHT = "0 pre-flight: pool all UP"
 STEP_BASELINE = "1 baseline GETs"
 STEP_WS_PINNED = "ws: pinned to victim"
 STEP_LOAD_FLOWING = "load: traffic flowing"
+STEP_METRICS_BEFORE = "prometheus: victim UP"
 STEP_STOP = "2 stop victim"
 STEP_DOWN = "3 HAProxy marks DOWN"
+STEP_METRICS_DOWN = "prometheus: victim DOWN"
 STEP_WS_CLOSED = "ws: closed at the kill"
 STEP_WS_REBALANCED = "ws: reconnect rebalanced"
 STEP_DOWN_WINDOW = "4 GETs while DOWN"
@@ -73,6 +76,7 @@ STEP_RECOVERY = "5 start victim, UP again"
 STEP_WS_STAYS = "ws: stays after recovery"
 STEP_LOAD_TOTAL = "load: no failed request"
 STEP_RESTORE = "cleanup: victim restarted"
+METRICS_STEPS = (STEP_METRICS_BEFORE, STEP_METRICS_DOWN)
 WS_STEPS = (STEP_WS_PINNED, STEP_WS_CLOSED, STEP_WS_REBALANCED, STEP_WS_STAYS)
 
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from .checks import PHASES, StepFailed, instance_counts
-from .load import count_by_phase
+from ..loadtest.facade import phase_counts
 
 
 class LoadChecks:
-    """Mixin of FailoverTest: ``self.http_get`` for the GET steps, ``self.load`` for the background load."""
+    """Mixin of FailoverTest: ``self.http_get`` for the GET steps (``loadtest.facade.fetch``), ``self.load`` for
+    the background load (``loadtest.facade.BackgroundLoad``: the load engine's open-model scheduler)."""
 
     def _gets(self, count: int) -> list:
-        """``count`` GETs of the health path through the LB: [(HttpReply or None, error text)]."""
+        """``count`` GETs of the health path through the LB: [(Reply or None, error text)]."""
         replies = []
         for _ in range(count):
             try:
                 replies.append((self.http_get(self.settings.health_path, None, self.settings.request_timeout), ""))
-            except (OSError, ValueError) as exc:  # ValueError: http.client's bad status lines
+            except OSError as exc:  # fetch raises the builtin matching its class: timeout, refused, reset
                 replies.append((None, f"{type(exc).__name__}: {exc}"))
         return replies
 
@@ -79,7 +80,7 @@ class LoadChecks:
 
     def _load_total(self):
         samples = list(self.load.samples)
-        phases = count_by_phase(samples, self._phase_starts())
+        phases = phase_counts(samples, self._phase_starts())
         failed = sum(phase["failed"] for phase in phases.values())
         detail = f"{failed} of {len(samples)} requests failed; per phase: " + ", ".join(
             f"{name} {phase['failed']}/{phase['total']}" + (f" ({phase['timeouts']} timeouts)" if phase["timeouts"] else "")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict
 
+from ..loadtest.facade import phase_counts
 from .checks import WS_STEPS
-from .load import count_by_phase
 
 
 class Reporting:
@@ -33,7 +34,7 @@ class Reporting:
     def report(self) -> dict:
         """Everything the run saw, as plain JSON-able data (times in seconds after t0)."""
         samples = sorted(self.load.samples, key=lambda sample: sample.t) if self.load is not None else []
-        phases = count_by_phase(samples, self._phase_starts()) if samples else {}
+        phases = phase_counts(samples, self._phase_starts()) if samples else {}
         from_issue = self._seconds_between("stop_issued", "down")
         return {
             "passed": self.passed,
@@ -60,10 +61,12 @@ class Reporting:
                 "timeouts": sum(sample.outcome == "timeout" for sample in samples),
                 "non_200": sum(sample.outcome == "status" for sample in samples),
                 "by_phase": phases,
-                "samples": [{**asdict(sample), "t": self._rel(sample.t), "seconds": round(sample.seconds, 4)}
-                            for sample in samples],
+                "by_outcome": dict(Counter(sample.outcome for sample in samples)),
+                "samples": [self._sample_report(sample) for sample in samples],
             },
             "websocket": self._websocket_report(),
+            "metrics": {"enabled": self.metrics is not None, "url": getattr(self.metrics, "url", None),
+                        "seen": self._metrics_seen},
             "final_pool": self.final_pool,
         }
 
@@ -73,7 +76,8 @@ class Reporting:
         return {"enabled": bool(self.settings.websocket and self.ws_connect), "checks": outcomes,
                 "seen": self._ws_results}
 
-
-# -- WebSocket session helpers (fabfile/wsclient.py sessions) --------------------------
-
-MAX_MESSAGES_BEFORE_CLOSE = 100  # a chatty server cannot keep wait_closed reading forever
+    def _sample_report(self, sample) -> dict:
+        """One request as the plot and the JSON consumers read it; ``lag``: how late the engine sent it."""
+        return {"t": self._rel(sample.t), "outcome": sample.outcome, "status": sample.status,
+                "instance": sample.instance, "seconds": round(sample.seconds, 4), "error": sample.error,
+                "lag": round(sample.lag, 4)}

@@ -9,7 +9,9 @@ The seed's sequence, each step timed and reported:
     4 down window  5 GET through the LB, all 200 and none from the victim
     5 recovery     the victim is started again and HAProxy marks it UP within --up-timeout
 
-plus optional checks around them: a WebSocket session pinned to the victim by
+plus optional checks around them: HAProxy's Prometheus exporter showing the
+victim UP before the stop and DOWN (with its UP->DOWN counter +1) within a
+second of the runtime API, a WebSocket session pinned to the victim by
 the SERVERID cookie (closed at the kill, rebalanced with a new cookie on
 reconnect, still in place after recovery) and a continuous background load
 whose failures are counted per phase (with the load on, the victim stays down
@@ -17,7 +19,7 @@ whose failures are counted per phase (with the load on, the victim stays down
 
 Whatever happens (a failed step, an exception, Ctrl-C) the victim is started
 again and awaited before ``run`` returns. Every dependency (runtime API,
-stopper, HTTP getter, WebSocket connector, load, clock) is injected, so the
+stopper, HTTP getter, WebSocket connector, load, exporter, clock) is injected, so the
 sequence runs against fakes in unit tests.
 """
 
@@ -26,28 +28,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .checks import (STEP_BASELINE, STEP_DOWN, STEP_DOWN_WINDOW, STEP_LOAD_DOWN, STEP_LOAD_FLOWING, STEP_LOAD_TOTAL,
-                     STEP_PREFLIGHT, STEP_RECOVERY, STEP_RESTORE, STEP_STOP, STEP_WS_CLOSED, STEP_WS_PINNED,
-                     STEP_WS_REBALANCED, STEP_WS_STAYS, WS_STEPS, FailoverSettings, PlannedStep, StepFailed,
-                     StepOutcome)
+from .checks import (METRICS_STEPS, STEP_BASELINE, STEP_DOWN, STEP_DOWN_WINDOW, STEP_LOAD_DOWN, STEP_LOAD_FLOWING,
+                     STEP_LOAD_TOTAL, STEP_METRICS_BEFORE, STEP_METRICS_DOWN, STEP_PREFLIGHT, STEP_RECOVERY,
+                     STEP_RESTORE, STEP_STOP, STEP_WS_CLOSED, STEP_WS_PINNED, STEP_WS_REBALANCED, STEP_WS_STAYS,
+                     WS_STEPS, FailoverSettings, PlannedStep, StepFailed, StepOutcome)
 from .load_checks import LoadChecks
+from .metrics_checks import MetricsChecks
 from .pool_watch import PoolWatch
 from .report import Reporting
 from .websocket_checks import WebSocketChecks
 
 
-class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, Reporting):
+class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Reporting):
     """One run of the sequence against injected dependencies; ``run()`` returns the report dict.
 
     ``runtime``: ``show_stat()`` -> ServerStat rows. ``stopper``: ``stop()``,
-    ``start()``, ``describe(action)``. ``http_get(path, headers, timeout)`` ->
-    HttpReply through the LB. ``ws_connect(path, headers)`` -> a session with
-    ``recv_text(timeout)``, ``send_text``, ``close`` and its handshake's
-    response headers. ``load``: a LoadGenerator (or None).
+    ``start()``, ``describe(action)``. In real runs the clients are the load
+    engine's (``fabfile/loadtest/facade.py``): ``http_get(path, headers, timeout)``
+    -> a ``Reply`` through the LB (``fetch``); ``ws_connect(path, cookie)`` -> a
+    ``WsSession`` (``open_session``: ``greeting``, ``cookie(name)``, ``echo``,
+    ``wait_closed``, ``close``); ``load``: a ``BackgroundLoad`` (or None);
+    ``metrics``: ``read()`` -> the exporter's samples (``metrics.ServerMetrics``, or None).
     """
 
     def __init__(self, settings: FailoverSettings, *, runtime, stopper, http_get: Callable,
-                 ws_connect: Callable | None = None, load=None, output, clock: Callable[[], float] = time.monotonic,
+                 ws_connect: Callable | None = None, load=None, metrics=None, output, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
         self.settings = settings
         self.runtime = runtime
@@ -55,6 +60,7 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, Reporting):
         self.http_get = http_get
         self.ws_connect = ws_connect
         self.load = load if settings.load else None
+        self.metrics = metrics
         self.output = output
         self.clock = clock
         self.sleep = sleep
@@ -69,6 +75,7 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, Reporting):
         self._victim_back = False
         self._sessions: dict = {}  # ws sessions kept across steps: "pinned", "rebalanced"
         self._ws_results: dict = {}
+        self._metrics_seen: dict = {}  # the victim's exporter values: "before" the stop, at "down"
     # -- running ----------------------------------------------------------------
     def run(self) -> dict:
         """The whole sequence, then always the wind-down; returns the report."""
@@ -91,8 +98,10 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, Reporting):
             PlannedStep(STEP_BASELINE, self._baseline, abort_on_failure=True),
             PlannedStep(STEP_WS_PINNED, self._ws_pinned),
             PlannedStep(STEP_LOAD_FLOWING, self._load_flowing, abort_on_failure=True),
+            PlannedStep(STEP_METRICS_BEFORE, self._metrics_before),
             PlannedStep(STEP_STOP, self._stop_victim, abort_on_failure=True),
             PlannedStep(STEP_DOWN, self._wait_down, abort_on_failure=True),
+            PlannedStep(STEP_METRICS_DOWN, self._metrics_down, needs=STEP_METRICS_BEFORE),
             PlannedStep(STEP_WS_CLOSED, self._ws_closed, needs=STEP_WS_PINNED),
             PlannedStep(STEP_WS_REBALANCED, self._ws_rebalanced),
             PlannedStep(STEP_DOWN_WINDOW, self._down_window),
@@ -103,6 +112,8 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, Reporting):
         disabled = set(WS_STEPS if not (s.websocket and self.ws_connect) else ())
         if self.load is None:
             disabled.update((STEP_LOAD_FLOWING, STEP_LOAD_DOWN))
+        if self.metrics is None:
+            disabled.update(METRICS_STEPS)
         return [step for step in plan if step.name not in disabled]
 
     def _run_plan(self, plan: list) -> None:

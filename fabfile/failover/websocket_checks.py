@@ -1,42 +1,29 @@
-"""WebSocket checks: pinned by the SERVERID cookie, closed at the kill, rebalanced, kept after UP."""
+"""WebSocket checks: pinned by the SERVERID cookie, closed at the kill, rebalanced, kept after UP.
+
+Sessions come from ``self.ws_connect(path, cookie)``: in real runs the load engine's
+``loadtest.facade.open_session`` (the ``websockets`` library), whose session has
+``greeting``, ``cookie(name)``, ``echo(text, timeout)``, ``wait_closed(timeout)`` and ``close()``.
+"""
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
-
 from .checks import StepFailed
-from .load import set_cookie_value
-from .websocket import WebSocketClosed
 
 
 class WebSocketChecks:
     """Mixin of FailoverTest: sessions through ``self.ws_connect`` carrying the cookie."""
 
     def _ws_open(self, server_cookie: str):
-        """A session through the LB carrying ``SERVERID=<server_cookie>``; returns (session, welcome instance)."""
-        session = self.ws_connect(self.settings.ws_path, {"Cookie": f"{self.settings.cookie_name}={server_cookie}"})
-        try:
-            welcome = json.loads(session.recv_text(timeout=self.settings.ws_timeout))
-            return session, str(welcome.get("instance"))
-        except Exception:
-            session.close()
-            raise
+        """A session through the LB carrying ``SERVERID=<server_cookie>``; returns (session, greeting's instance)."""
+        session = self.ws_connect(self.settings.ws_path, f"{self.settings.cookie_name}={server_cookie}")
+        return session, str(session.greeting.get("instance"))
 
     def _ws_echo(self, session, text: str) -> str | None:
-        """Send ``text``, expect it back; the instance the echo names (the demo API echoes as JSON)."""
-        session.send_text(text)
-        answer = session.recv_text(timeout=self.settings.ws_timeout)
+        """Send ``text``, expect it back; the instance the echo names."""
         try:
-            echo = json.loads(answer)
-        except ValueError:
-            echo = None
-        if isinstance(echo, dict) and echo.get("echo") == text:
-            return echo.get("instance")
-        if answer == text:
-            return None
-        raise StepFailed(f"sent {text!r}, got back {answer!r}")
+            return session.echo(text, timeout=self.settings.ws_timeout).get("instance")
+        except ValueError as exc:  # an answer that is not the echo of ``text``
+            raise StepFailed(str(exc)) from None
 
     def _ws_pinned(self):
         victim = self.settings.victim
@@ -53,7 +40,7 @@ class WebSocketChecks:
     def _ws_closed(self):
         session = self._sessions["pinned"]
         started = self.clock()
-        how = wait_closed(session, self.settings.ws_timeout, self.clock)
+        how = session.wait_closed(self.settings.ws_timeout)
         waited = self.clock() - started
         self._ws_results["closed"] = {"closed": how is not None, "how": how, "seconds_after_down": round(waited, 3)}
         if how is None:
@@ -65,7 +52,7 @@ class WebSocketChecks:
         cookie = self.settings.cookie_name
         session, instance = self._ws_open(victim)
         self._sessions["rebalanced"] = session
-        new_cookie = session_cookie(session, cookie)
+        new_cookie = session.cookie(cookie)
         self._ws_results["rebalanced"] = {"instance": instance, "set_cookie": new_cookie}
         problems = []
         if instance not in self.others:
@@ -91,27 +78,3 @@ class WebSocketChecks:
             raise StepFailed(f"session on {instance} still echoes, but a new one with {cookie}={instance} "
                              f"landed on {fresh_instance}")
         return f"session on {instance} still echoes after UP; a new one with {cookie}={instance} lands on {fresh_instance}"
-
-
-MAX_MESSAGES_BEFORE_CLOSE = 100  # a chatty server cannot keep wait_closed reading forever
-
-
-def wait_closed(session, timeout: float, clock: Callable[[], float] = time.monotonic) -> str | None:
-    """Wait up to ``timeout`` for the server to end ``session``: how it ended, or None if still open."""
-    deadline = clock() + timeout
-    for _ in range(MAX_MESSAGES_BEFORE_CLOSE):
-        remaining = deadline - clock()
-        if remaining <= 0:
-            return None
-        try:
-            session.recv_text(timeout=remaining)  # a message is not a close: keep waiting
-        except WebSocketClosed as exc:
-            return str(exc)
-        except TimeoutError:
-            return None
-    return None
-
-
-def session_cookie(session, name: str) -> str | None:
-    """The value the handshake response set for cookie ``name``."""
-    return set_cookie_value([("Set-Cookie", value) for value in session.cookies], name)

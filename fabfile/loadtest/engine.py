@@ -265,12 +265,15 @@ def run_ramp(settings: LoadSettings, ramp: RampSettings, runtime=None, should_st
         for rate in ramp_rates(ramp):
             if should_stop():
                 break
-            stats, section = asyncio.run(_run_all(settings, rate, ramp.step_seconds, should_stop))[settings.scenarios[0]]
+            with SelfCheck() as step_check:  # per step: is the generator still far from a full core here?
+                stats, section = asyncio.run(_run_all(settings, rate, ramp.step_seconds, should_stop))[settings.scenarios[0]]
             all_stats.append(stats)
             first_section = first_section or section
             reason = _step_verdict(section, ramp)
             steps.append({"rate": rate, "p99_ms": section["latency_ms"]["p99"], "errors": section["error_count"],
-                          "throughput_rps": section["throughput_rps"], "passed": not reason, "reason": reason})
+                          "throughput_rps": section["throughput_rps"], "passed": not reason, "reason": reason,
+                          "generator_cpu_share": step_check.section(None, None)["cpu_share"],
+                          "lag_p99_ms": section["lag_ms"]["p99"]})
             if reason:
                 break
             knee, knee_section = rate, section

@@ -1,4 +1,4 @@
-"""Synchronous helpers for the failover test, on the same engine (replacing loadgen.py and wsclient.py).
+"""Synchronous helpers on the load engine, for test.failover and the lab tests (HTTP: aiohttp, WebSocket: websockets).
 
     load = BackgroundLoad("http://10.181.40.10:80", "/api/v1/health", rate=20, timeout=2, max_seconds=420)
     load.start(); ...; load.stop()            # True if every request ended in time (load.wait(s): until max_seconds)
@@ -14,7 +14,7 @@
 Samples' ``t`` is the intended send time on ``time.monotonic`` (the failover clock).
 Outcomes: ok, status, timeout, reset, refused, other, dropped (see outcomes.py);
 a BackgroundLoad opens a new connection per request and sends no cookie, so
-HAProxy's round robin decides where each lands, as with the old LoadGenerator.
+HAProxy's round robin decides where each lands.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class BackgroundLoad:
 
 @dataclass
 class PhaseCounts:
-    """Counts of one phase; the keys of loadgen.PhaseCounts plus ``by_outcome``."""
+    """Counts of one phase (the failover report's ``by_phase`` entries)."""
 
     total: int = 0
     failed: int = 0
@@ -142,7 +142,7 @@ class Reply:
 
 def fetch(base_url: str, path: str, headers: dict | None = None, timeout: float = 2.0) -> Reply:
     """One GET on a new connection. Raises TimeoutError, ConnectionRefusedError, ConnectionResetError
-    or OSError when there is no answer (the same contract as loadgen.HttpGetter)."""
+    or OSError when there is no answer."""
     return asyncio.run(_fetch(base_url, path, headers, timeout))
 
 

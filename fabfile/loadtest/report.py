@@ -9,7 +9,8 @@ Shape (``"kind": "veza-load-report", "version": 1``; a baseline must carry both)
                      lag_ms, timeline[{t, sent, ok, errors, completed, p50_ms, p99_ms}],
                      hdr_histogram (base64 HDR), + hls: tracks_per_streamer, track_consistent;
                      ws: sticky, per_session}
-    ramp            (ramp mode) knee_rps, first_failing_rps, steps[{rate, p99_ms, errors, passed, reason}]
+    ramp            (ramp mode) knee_rps, first_failing_rps, steps[{rate, p99_ms, errors, passed, reason,
+                    generator_cpu_share, lag_p99_ms}]
     generator       cpu_seconds, cpu_share, lag_p99_ms, ok, notes
     haproxy         available, deltas{"pool/server": {wretr, wredis, econ, eresp, ...}}, retries, redispatches
     reached         some request got a 2xx/3xx answer
@@ -59,6 +60,8 @@ def summary_lines(report: dict) -> list:
         ramp = report["ramp"]
         steps = " ".join(f"{step['rate']:g}{'✓' if step['passed'] else '✗'}" for step in ramp["steps"])
         lines.append(f"ramp: knee {ramp['knee_rps']} req/s (first failing {ramp['first_failing_rps']}); steps {steps}")
+        lines.append("ramp: generator CPU per step " + " ".join(
+            f"{step['rate']:g}:{step['generator_cpu_share']:.0%}" for step in ramp["steps"]))
         failed = [step for step in ramp["steps"] if not step["passed"]]
         if failed:
             lines.append(f"ramp: stopped at {failed[0]['rate']:g} req/s: {failed[0]['reason']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 
 from invoke import Collection
 from invoke.exceptions import Exit
@@ -17,6 +18,7 @@ STOP_METHODS = ("incus", "unit")
 # The background load's hard time cap is the two waits plus this, which covers the incus
 # stop/start commands, the WebSocket checks and the lead-in and tail of the load.
 LOAD_MARGIN_SECONDS = 300
+MAX_WAIT_SECONDS = 3600  # --down-timeout / --up-timeout: a typo guard, far above any real check interval
 
 FAILOVER_HELP = {
     "victim": "the backend_api_instances host to kill (default backend-api-1)",
@@ -30,6 +32,9 @@ FAILOVER_HELP = {
     "load": "continuous background GETs through the LB from before the kill to after UP, failures counted per phase "
             "(--no-load skips it)",
     "load_rate": "background requests per second (default 20; new connection each, 2 s timeout)",
+    "metrics": "check HAProxy's Prometheus exporter (haproxy_metrics_bind): the victim's haproxy_server_status "
+               "reads DOWN within 1 s of the runtime API and haproxy_server_check_up_down_total rose by one "
+               "(default when haproxy_metrics_bind is set; --no-metrics skips it)",
     "stop_method": "incus: 'incus stop --force' / 'incus start' of the victim's container (default for an incus "
                    "connection; run locally, a remote: prefix addresses that Incus remote); unit: SIGKILL then "
                    "'systemctl stop' of veza-backend-api (stop keeps Restart=on-failure from reviving it), later "
@@ -54,29 +59,54 @@ def _balancer(loaded):
     return balancer
 
 
+def _positive(flag: str, text, most: float) -> float:
+    """A numeric flag's value in (0, most]; flags arrive as text so a typo is one error line, not a traceback."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise support.UsageError(f"--{flag} {text!r}: not a number") from None
+    if not (math.isfinite(value) and 0 < value <= most):
+        raise support.UsageError(f"--{flag} {text}: must be a number > 0 and <= {most:g}")
+    return value
+
+
+def _metrics_url(balancer, lb_vars: dict) -> str | None:
+    """The exporter's base URL from haproxy_metrics_bind (a wildcard bind is reached on the balancer's address)."""
+    bind = str(lb_vars["haproxy_metrics_bind"] or "")
+    if not bind:
+        return None
+    address, _, port = bind.rpartition(":")
+    address = address.strip("[]")
+    if address in ("", "*", "0.0.0.0", "::"):
+        address = balancer.address
+    return f"http://{f'[{address}]' if ':' in address else address}:{port}"
+
+
 @task(help=FAILOVER_HELP)
 @support.user_errors
-def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, report=None, plot=None, inventory=None,
-             websocket=True, load=True, load_rate=20.0, stop_method=None):
+def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", report=None, plot=None, inventory=None,
+             websocket=True, load=True, load_rate="20", stop_method=None, metrics=True):
     """Kill one API backend behind HAProxy and prove clients never notice; always starts it again.
 
     Steps: 0 pool all UP; 1 five GETs through the LB; 2 stop the victim (t0);
     3 HAProxy marks it DOWN; 4 five GETs while it is down; 5 start it, UP again.
-    Plus WebSocket stickiness and a continuous load (see the flags). Exit 0 only
-    when every step passed; 1 on a failed step; 130 on Ctrl-C (after the victim
-    is back).
+    Plus WebSocket stickiness, a continuous load and the Prometheus exporter's
+    view (see the flags). Exit 0 only when every step passed; 1 on a failed
+    step; 2 on bad input; 130 on Ctrl-C (after the victim is back).
     """
-    from ..failover.load import HttpGetter, LoadGenerator
+    from ..failover.metrics import ServerMetrics
     from ..failover.sequence import FailoverSettings, FailoverTest
     from ..failover.stoppers import make_stopper
-    from ..failover.websocket import connect as ws_connect
+    from ..loadtest.engine import MAX_RATE
+    from ..loadtest.facade import BackgroundLoad, fetch, open_session
     from ..roles import haproxy_vars
     from ..transports import connect
 
+    down_seconds = _positive("down-timeout", down_timeout, MAX_WAIT_SECONDS)
+    up_seconds = _positive("up-timeout", up_timeout, MAX_WAIT_SECONDS)
+    rate = _positive("load-rate", load_rate, MAX_RATE) if load else None
     if stop_method is not None and stop_method not in STOP_METHODS:
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
-    if load and load_rate <= 0:
-        raise support.UsageError(f"--load-rate {load_rate}: must be > 0 requests/s")
     loaded, _ = support.select(c, inventory, API.group, None)
     victim_host = _pick_victim(loaded, victim)
     balancer = _balancer(loaded)
@@ -89,20 +119,25 @@ def failover(c, victim="backend-api-1", down_timeout=30.0, up_timeout=90.0, repo
     settings = FailoverSettings(
         victim=victim, pool=API.pool, health_path=API.settings(api_vars).health_path,
         ws_path=lb_vars["haproxy_api_ws_path"], cookie_name=lb_vars["haproxy_cookie_name"],
-        down_timeout=float(down_timeout), up_timeout=float(up_timeout), websocket=websocket, load=load,
+        down_timeout=down_seconds, up_timeout=up_seconds, websocket=websocket, load=load,
     )
     address, port = balancer.address, int(lb_vars["haproxy_http_port"])
-    http_get = HttpGetter(address, port)
-    generator = None
+    base_url = f"http://{address}:{port}"
+    background = None
     if load:
-        generator = LoadGenerator(http_get, settings.health_path, rate=float(load_rate), timeout=settings.request_timeout,
-                                  max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS)
+        background = BackgroundLoad(base_url, settings.health_path, rate=rate, timeout=settings.request_timeout,
+                                    max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS)
+    metrics_url = _metrics_url(balancer, lb_vars) if metrics else None
+    exporter = ServerMetrics(metrics_url, lb_vars["haproxy_metrics_path"]) if metrics_url else None
     output = Output(Masker())
-    output.line(f"LB {address}:{port} ({balancer.name}), runtime API via {balancer.name}")
+    output.line(f"LB {base_url} ({balancer.name}), runtime API via {balancer.name}, "
+                + (f"metrics {exporter.url}" if exporter else "no metrics (haproxy_metrics_bind unset or --no-metrics)"))
     test = FailoverTest(
-        settings, runtime=support.runtime_api(balancer), stopper=stopper, http_get=http_get,
-        ws_connect=lambda path, headers: ws_connect(address, port, path, headers, timeout=settings.ws_timeout),
-        load=generator, output=output,
+        settings, runtime=support.runtime_api(balancer), stopper=stopper,
+        http_get=lambda path, headers, timeout: fetch(base_url, path, headers, timeout),
+        ws_connect=lambda path, cookie: open_session(f"ws://{address}:{port}{path}", cookie=cookie,
+                                                     timeout=settings.ws_timeout),
+        load=background, metrics=exporter, output=output,
     )
     result = test.run()
     _write_outputs(result, report, plot, output)
