@@ -99,4 +99,7 @@ class ServiceCommands:
         return Command(f"mv -f {q(self.prev)} {q(self.binary)}")
 
     def restart(self) -> Command:
-        return Command(f"systemctl restart {q(self.settings.unit)}")
+        """Restart the unit; ``reset-failed`` first so a crash loop that hit systemd's start limit
+        (a broken binary restarting every RestartSec) cannot refuse the restart of the rollback."""
+        unit = q(self.settings.unit)
+        return Command(f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit}")
