@@ -41,6 +41,8 @@ HEARTBEAT = 10  # seconds between progress lines of a long step
 READY_KEY = "user.veza-lab.ready"
 ROLE_SERVICES = ("haproxy", "veza-backend-api", "veza-stream-server")
 SECRET_NAMES = ("database_password", "jwt_secret", "stream_signing_key")
+# The VRRP password of the balancer pair: VRRP authentication carries 8 bytes.
+SHORT_SECRET_NAMES = ("vrrp_password",)
 
 
 class LabError(Exception):
