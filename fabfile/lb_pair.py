@@ -42,6 +42,11 @@ DEFAULTS = {
     # returning node's own checks pass.
     "lb_vrrp_preempt": False,
     "lb_vrrp_preempt_delay": 10,
+    # vrrp_track_process needs the kernel's process events, which keepalived cannot listen to inside
+    # a container ("Failed to set/clear process event listen"): there it never sees haproxy start
+    # after a boot and keeps the node in FAULT. Off by default; turn it on for VMs and bare metal.
+    # The haproxy unit's own start/stop, through vrrp track_file, covers a death everywhere.
+    "lb_track_process": False,
     # haproxy may have no process for this long before the node goes FAULT. A reload never gets
     # there (the master re-executes in place and the old worker lingers); a restart might.
     "lb_track_process_delay": 0.5,
@@ -80,6 +85,7 @@ class Pair:
     advert_interval: float
     preempt: bool
     preempt_delay: float
+    track_process: bool
     track_process_delay: float
     check_interval: int
     check_timeout: int
@@ -159,15 +165,17 @@ def pair_settings(group: str, balancers, all_hosts) -> Pair | None:
         raise values.InvalidValue(f"lb_vrrp_priority_step: {step} leaves the second balancer below priority 1")
     nodes = tuple(PairNode(b.name, str(a), top - i * step, str(addresses[1 - i]))
                   for i, (b, a) in enumerate(zip(balancers, addresses)))
-    preempt = v["lb_vrrp_preempt"]
-    if not isinstance(preempt, bool):
-        raise values.InvalidValue(f"lb_vrrp_preempt: {preempt!r} is not true or false")
+    preempt, track_process = v["lb_vrrp_preempt"], v["lb_track_process"]
+    for name, flag in (("lb_vrrp_preempt", preempt), ("lb_track_process", track_process)):
+        if not isinstance(flag, bool):
+            raise values.InvalidValue(f"{name}: {flag!r} is not true or false")
     return Pair(
         vip=str(vip), prefix=subnet.prefixlen if v.get("lab_subnet") else prefix,
         interface=values.token("lb_vrrp_interface", v["lb_vrrp_interface"]),
         router_id=values.integer("lb_vrrp_router_id", v["lb_vrrp_router_id"], 1, 255),
         version=version, advert_interval=advert, preempt=preempt,
         preempt_delay=values.seconds("lb_vrrp_preempt_delay", v["lb_vrrp_preempt_delay"], 0, 1000),
+        track_process=track_process,
         track_process_delay=values.seconds("lb_track_process_delay", v["lb_track_process_delay"], 0.1, 60),
         # keepalived 2.2.7 takes whole seconds for a vrrp_script's interval and timeout.
         check_interval=values.integer("lb_check_interval", v["lb_check_interval"], 1, 60),
