@@ -350,7 +350,10 @@ class LbFailoverRun:
             self._step("no flapping", moves <= allowed_moves,
                        f"VIP moved {moves} time(s) after {self.holder} returned (allowed {allowed_moves}: preemption "
                        f"{'on' if s.preempt else 'off'})", started)
-        phases = phase_counts(self.load.samples, [("before_kill", m.get("started")), ("kill_to_move", m.get("t0")),
+        # The kill phase starts when the kill was issued: the container may die any time before
+        # `incus stop` returns, and a request sent meanwhile belongs to the failover, not before it.
+        phases = phase_counts(self.load.samples, [("before_kill", m.get("started")),
+                                                  ("kill_to_move", m.get("kill_issued")),
                                                   ("after_move", m.get("vip_on_peer")),
                                                   ("return", m.get("start_issued"))])
         retried = {}
