@@ -26,6 +26,10 @@ def inv(*args) -> subprocess.CompletedProcess:
     return subprocess.run([INV, *args], cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
 
 
+def figure(seconds) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
+
+
 def main() -> int:
     inventory = sys.argv[1] if len(sys.argv) > 1 else "hosts.yaml"
     intervals = sys.argv[2:] or ["1", "0.5", "0.3"]
@@ -50,8 +54,8 @@ def main() -> int:
                     continue
                 r = json.loads(report.read_text())
                 phase = r["requests"]["phases"].get("kill_to_move", {})
-                print(f"{interval:>6} {method:<8} {r['vip_move_seconds'] or -1:>8.2f} "
-                      f"{r['vip_move_from_kill_issued_seconds'] or -1:>9.2f} "
+                print(f"{interval:>6} {method:<8} {figure(r['vip_move_seconds']):>8} "
+                      f"{figure(r['vip_move_from_kill_issued_seconds']):>9} "
                       f"{str(phase.get('failed', 0)) + '/' + str(phase.get('total', 0)):>19} "
                       f"{r['retry_once_client'].get('failed', 0):>17} {r['vip_samples']['two_holder_samples']:>11} "
                       f"{r['passed']}", flush=True)

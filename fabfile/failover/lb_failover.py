@@ -165,22 +165,31 @@ class RetryingClient:
         self._thread.join(timeout=2 * self.timeout + RETRY_AFTER + 2)
 
 
-def ownership_timeline(samplers: dict) -> list:
-    """Merged ``(t, {node: holds | None})`` at every sample of any node (None: no sample yet or stream gone)."""
-    events = sorted((t, node, holds) for node, s in samplers.items() for t, holds in s)
-    latest = {node: None for node in samplers}
-    timeline = []
+def state_at(points: list, t: float):
+    """A node's VIP state at ``t``: known when its samples just before and just after ``t`` agree (or one
+    sits at ``t``); None while it changes between two samples (up to one interval, 100 ms) or outside them."""
+    before = next((p for p in reversed(points) if p[0] <= t), None)
+    after = next((p for p in points if p[0] >= t), None)
+    if before is None or after is None or before[1] != after[1]:
+        return None
+    return before[1]
+
+
+def ownership_checks(per_node: dict, moved_at: float | None, returned_at: float | None) -> dict:
+    """At every sample of either node, with the other node's state where it is known: samples with two
+    holders (anywhere), with none (after the move), and holder changes after the return.
+
+    Two nodes are sampled at different instants; a handover that falls between two samples of the other
+    node is "in transition" (counted apart), never guessed into a false two-holder or no-holder sample.
+    """
+    two, none_after, transitions, changes, last_holder = 0, 0, 0, [], None
+    events = sorted((t, node, holds) for node, points in per_node.items() for t, holds in points)
     for t, node, holds in events:
-        latest[node] = holds
-        timeline.append((t, dict(latest)))
-    return timeline
-
-
-def ownership_checks(timeline: list, moved_at: float | None, returned_at: float | None) -> dict:
-    """Samples with two holders (anywhere), with none (after the move), and holder changes after the return."""
-    two, none_after, changes, last_holder = 0, 0, [], None
-    for t, states in timeline:
-        held = [node for node, holds in states.items() if holds]
+        states = {other: state_at(points, t) for other, points in per_node.items() if other != node}
+        if any(state is None for state in states.values()):
+            transitions += 1
+            continue
+        held = [node] * bool(holds) + [other for other, state in states.items() if state]
         if len(held) > 1:
             two += 1
         if moved_at is not None and t >= moved_at and not held:
@@ -189,7 +198,8 @@ def ownership_checks(timeline: list, moved_at: float | None, returned_at: float 
             if last_holder is not None and held[0] != last_holder and returned_at is not None and t > returned_at:
                 changes.append({"t": t, "to": held[0]})
             last_holder = held[0]
-    return {"two_holder_samples": two, "no_holder_samples_after_move": none_after, "moves_after_return": changes}
+    return {"two_holder_samples": two, "no_holder_samples_after_move": none_after,
+            "in_transition_samples": transitions, "moves_after_return": changes}
 
 
 @dataclass
@@ -337,8 +347,12 @@ class LbFailoverRun:
         # Up to the end of the watch: the samplers' own ends (stopped by us) are not ownership.
         end = m.get("watch_end", float("inf"))
         per_node = {node: [p for x in xs for p in x.samples if p[0] <= end] for node, xs in samplers.items()}
-        timeline = ownership_timeline(per_node)
-        ownership = ownership_checks(timeline, m.get("vip_on_peer"), m.get("returned"))
+        # The move as the peer's own samples saw it (the wait above polls after the stop returned,
+        # and a container stop may return after the peer already took over).
+        issued = m.get("kill_issued")
+        if m.get("vip_on_peer") and issued is not None:
+            m["vip_on_peer"] = next((t for t, holds in per_node[self.peer] if holds and t >= issued), m["vip_on_peer"])
+        ownership = ownership_checks(per_node, m.get("vip_on_peer"), m.get("returned"))
         allowed_moves = 1 if s.preempt else 0
         started = self.clock()
         self._step("one holder at a time", ownership["two_holder_samples"] == 0,
@@ -369,7 +383,7 @@ class LbFailoverRun:
             "passed": all(step.passed for step in self.steps),
             "method": s.method, "vip": s.vip, "holder": self.holder, "peer": self.peer,
             "advert_interval": s.advert_interval, "preempt": s.preempt,
-            "vip_move_seconds": round(m["vip_on_peer"] - t0, 3) if m.get("vip_on_peer") and t0 else None,
+            "vip_move_seconds": round(m["vip_on_peer"] - t0, 3) if m.get("vip_on_peer") and t0 is not None else None,
             "vip_move_from_kill_issued_seconds": round(m["vip_on_peer"] - m["kill_issued"], 3)
             if m.get("vip_on_peer") and m.get("kill_issued") else None,
             "peer_answers_seconds": round(m["peer_answers"] - t0, 3) if m.get("peer_answers") and t0 else None,
@@ -386,6 +400,7 @@ class LbFailoverRun:
             "vip_samples": {"interval": SAMPLE_INTERVAL, "count": {n: len(v) for n, v in per_node.items()},
                             "two_holder_samples": ownership["two_holder_samples"],
                             "no_holder_samples_after_move": ownership["no_holder_samples_after_move"],
+                            "in_transition_samples": ownership["in_transition_samples"],
                             "moves_after_return": [{"t": rel(c["t"]), "to": c["to"]}
                                                    for c in ownership["moves_after_return"]],
                             "per_node": {n: [[rel(t), h] for t, h in v] for n, v in per_node.items()}},
