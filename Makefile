@@ -13,7 +13,8 @@ ARGS ?=
 
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
-        stream-status test-failover demo-binaries demo test test-unit bench load
+        stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
+        test-lb-failover bench-lb
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,6 +50,19 @@ haproxy-setup: venv ## Baseline + HAProxy, config validated, reloaded only on ch
 
 haproxy-status: venv ## Pools and server states from the runtime API
 	$(INV) haproxy.status --inventory $(INVENTORY)
+
+keepalived-setup: venv ## keepalived on the balancer pair (lb_vip): VRRP unicast, config checked, reload on change
+	$(INV) keepalived.setup --inventory $(INVENTORY) $(ARGS)
+
+lb-status: venv ## Who holds the VIP; VRRP state, priority, keepalived and HAProxy per balancer
+	$(INV) lb.status --inventory $(INVENTORY)
+
+METHOD ?= incus
+
+test-lb-failover: venv ## Kill the VIP holder (METHOD=incus|process) under load; reports/lb-failover.json + .svg
+	@mkdir -p reports
+	$(INV) test.lb-failover --method $(METHOD) --inventory $(INVENTORY) --report reports/lb-failover.json \
+	  --plot reports/lb-failover.svg $(ARGS)
 
 api-setup: venv ## veza-api user, dirs, env file, hardened unit
 	$(INV) api.setup --inventory $(INVENTORY) $(ARGS)
@@ -109,12 +123,20 @@ demo: venv lab-up demo-binaries ## The main job on the local lab: lab, HAProxy, 
 	$(INV) stream.deploy --binary $(BUILD)/stream-server-$(VERSION) --inventory $(INVENTORY) --report reports/stream-deploy.json
 	$(INV) haproxy.status --inventory $(INVENTORY)
 	$(INV) test.failover --inventory $(INVENTORY) --report reports/failover.json --plot reports/failover.svg
+	@# A balancer pair (lb_vip in the inventory): its state, then the VIP failover gate.
+	@if grep -Eq '^[[:space:]]*lb_vip:[[:space:]]*[0-9]' $(INVENTORY); then \
+	  $(INV) lb.status --inventory $(INVENTORY) && \
+	  $(INV) test.lb-failover --method incus --inventory $(INVENTORY) --report reports/lb-failover.json \
+	    --plot reports/lb-failover.svg; fi
 
 test-unit: venv host-deps ## Unit tests only (no lab)
 	$(VENV)/bin/pytest -m "not lab" $(ARGS)
 
 test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 	$(VENV)/bin/pytest $(ARGS)
+
+bench-lb: venv lab-up ## VIP failover figures per advert interval (1, 0.5, 0.3 s) and kill method; needs the pair
+	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)
 
 bench: venv lab-up ## Start-up, haproxy.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
 	scripts/bench_startup.sh

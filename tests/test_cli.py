@@ -11,7 +11,8 @@ PROGRAMS = {"inv": [sys.executable, "-m", "invoke"], "fab": [sys.executable, "-m
 TASKS = {"lock.status", "lock.release", "lab.up", "lab.status", "lab.down", "inventory.show", "common.setup",
          "haproxy.setup", "haproxy.status",
          "api.setup", "api.deploy", "api.rollback", "api.status",
-         "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover", "test.load"}
+         "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover", "test.load",
+         "keepalived.setup", "lb.status", "test.lb-failover"}
 
 
 def listed(program):

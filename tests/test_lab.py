@@ -36,7 +36,7 @@ def lab_hosts(first_report):
 
 def test_every_container_runs_at_its_inventory_address(lab_hosts):
     instances = containers.list_instances()
-    assert len(lab_hosts) == 5
+    assert len(lab_hosts) == 6  # the balancer pair, two API instances, two stream servers
     for host in lab_hosts:
         assert instances[host.name]["status"] == "Running", host.name
         assert lifecycle.running_address(instances[host.name]) == host.address
@@ -68,7 +68,7 @@ def test_each_container_has_its_own_ssh_host_key(lab_hosts):
     addresses = {host.address for host in lab_hosts}
     keys = [line.split()[2] for line in base.KNOWN_HOSTS.read_text().splitlines()
             if line.split()[1] == "ssh-ed25519" and line.split()[0] in addresses]
-    assert len(keys) == 5 and len(set(keys)) == 5
+    assert len(keys) == 6 and len(set(keys)) == 6
 
 
 def test_secrets_file_is_private_and_complete():
@@ -77,7 +77,9 @@ def test_secrets_file_is_private_and_complete():
     path = base.REPO_ROOT / ".lab" / "secrets.yaml"
     assert path.stat().st_mode & 0o777 == 0o600
     values = yaml.safe_load(path.read_text())
-    assert set(base.SECRET_NAMES) <= set(values) and all(len(str(v)) >= 20 for v in values.values())
+    assert set(base.SECRET_NAMES) | set(base.SHORT_SECRET_NAMES) <= set(values)
+    assert all(len(str(values[name])) >= 20 for name in base.SECRET_NAMES)
+    assert all(len(str(values[name])) == 8 for name in base.SHORT_SECRET_NAMES)  # VRRP authentication: 8 bytes
 
 
 def test_second_lab_up_changes_nothing(first_report):

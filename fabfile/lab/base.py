@@ -39,8 +39,10 @@ BOOT_TIMEOUT = 60  # seconds for a container's systemd and sshd to come up
 HEARTBEAT = 10  # seconds between progress lines of a long step
 # Set last when a container is fully prepared: one without it was half-made and is recreated.
 READY_KEY = "user.veza-lab.ready"
-ROLE_SERVICES = ("haproxy", "veza-backend-api", "veza-stream-server")
+ROLE_SERVICES = ("haproxy", "keepalived", "veza-backend-api", "veza-stream-server")
 SECRET_NAMES = ("database_password", "jwt_secret", "stream_signing_key")
+# The VRRP password of the balancer pair: VRRP authentication carries 8 bytes.
+SHORT_SECRET_NAMES = ("vrrp_password",)
 
 
 class LabError(Exception):

@@ -1,4 +1,4 @@
-"""inv audit [--last N]: the audit trail of the first balancer as a table; ``Recorder`` writes it."""
+"""inv audit [--last N]: the audit trail of the first balancer that answers as a table; ``Recorder`` writes it."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class Recorder:
       iterable=["set"])
 @support.user_errors
 def audit(c, last=20, inventory=None, set=None):
-    """The last N deploy events (lock, drain, maint, push, restart, ready, rollback) from the first balancer."""
+    """The last N deploy events (lock, drain, maint, push, restart, ready, rollback) from the first balancer that answers."""
     from ..deploy import audit as trail
     from ..inventory import load_inventory
     from ..transports import connect
@@ -64,7 +64,7 @@ def audit(c, last=20, inventory=None, set=None):
 
     count = integer("--last", last, 1, 100000)
     loaded = load_inventory(support.inventory_path(c, inventory), cli_vars=support.parse_set(set))
-    entries = trail.parse(connect(support.balancer(loaded)).run(trail.tail(count)).stdout)
+    entries = trail.parse(connect(support.lock_balancer(loaded)).run(trail.tail(count)).stdout)
     for row in trail.table(entries):
         print(row)
 

@@ -14,7 +14,10 @@ from .support import task
       iterable=["set"])
 @support.user_errors
 def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, forks=10, lock_wait=None):
-    """Baseline + HAProxy on the balancers: config rendered, validated with haproxy -c, reloaded only on change."""
+    """Baseline + HAProxy on the balancers: config rendered, validated with haproxy -c, reloaded only on change.
+
+    With ``lb_vip`` set, keepalived too (see ``inv keepalived.setup``).
+    """
     from ..roles import common, haproxy
 
     import contextlib
@@ -23,9 +26,15 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
 
     loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
     wait = lock_wait_value(lock_wait)
+    roles, secret_values = [common.ROLE, haproxy.ROLE], {}
+    if support.lb_pair(loaded) is not None:  # lb_vip set: the pair's keepalived comes with it
+        from ..roles import keepalived
+
+        secret_values = support.secrets_for(hosts, None)
+        roles.append(keepalived.role_for(secret_values))
     # A reload changes what the pools serve: it takes the deploy lock (a check changes nothing).
-    support.play("haproxy.setup", loaded, hosts, [common.ROLE, haproxy.ROLE], check=check, diff=diff,
-                 report=report, forks=forks, guard=lambda: held(loaded, "haproxy.setup", lock_wait=wait))
+    support.play("haproxy.setup", loaded, hosts, roles, check=check, diff=diff, report=report, forks=forks,
+                 extra_secrets=secret_values.values(), guard=lambda: held(loaded, "haproxy.setup", lock_wait=wait))
 
 
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])

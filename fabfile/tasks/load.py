@@ -67,8 +67,7 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
 
     loaded, api_hosts = cli.select(c, inventory, API.group, None)
     balancer = cli.balancer(loaded)
-    if not balancer.address:
-        raise cli.UsageError(f"{loaded.path}: haproxy host '{balancer.name}' has no address; set 'address'")
+    address = cli.lb_address(loaded)  # the VIP when the inventory has a pair
     lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
     api_path = API.settings(api_hosts[0].vars_with(API.defaults)).health_path if api_hosts else lb_vars["haproxy_health_path"]
     derived = {
@@ -77,7 +76,7 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
         # HAProxy's cookie value is the server name, which is the inventory host name.
         "backends": [host.name for host in api_hosts],
     }
-    return f"http://{balancer.address}:{int(lb_vars['haproxy_http_port'])}", derived, balancer
+    return f"http://{address}:{int(lb_vars['haproxy_http_port'])}", derived, balancer
 
 
 @task(help=LOAD_HELP, iterable=["threshold"], auto_shortflags=False)

@@ -1,6 +1,6 @@
 """inv lock.status / lock.release, and ``held()``: the deploy lock every pool-changing task takes.
 
-The lock lives on the balancer group's first host (see ``deploy/lock.py``).
+The lock lives on the balancer group's first host that answers (see ``deploy/lock.py``).
 Deploy, rollback, api/stream setup (they restart units) and haproxy.setup
 (it reloads) take it; a second run exits 3 within 2 s naming the holder, or
 waits with ``--lock-wait SECONDS``.
@@ -83,7 +83,7 @@ def acquire(loaded, task_name, *, sha256=None, message=None, lock_wait=0.0, audi
     from ..deploy import lock
     from ..transports import CommandFailed, connect
 
-    balancer = support.balancer(loaded)
+    balancer = support.lock_balancer(loaded)
     transport = connect(balancer)
     stale = stale_seconds(balancer.vars)
     owner = lock.owner_record(who=who(), pid=os.getpid(), run=RUN_ID, task=task_name, sha256=sha256,
@@ -136,13 +136,13 @@ def held(loaded, task_name, **kwargs):
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "set")}, iterable=["set"])
 @support.user_errors
 def status(c, inventory=None, set=None):
-    """Who holds the deploy lock (on the first balancer), since when, and whether it is stale."""
+    """Who holds the deploy lock (on the first balancer that answers), since when, and whether it is stale."""
     from ..deploy import lock
     from ..inventory import load_inventory
     from ..transports import connect
 
     loaded = load_inventory(support.inventory_path(c, inventory), cli_vars=support.parse_set(set))
-    balancer = support.balancer(loaded)
+    balancer = support.lock_balancer(loaded)
     state = lock.parse(connect(balancer).run(lock.status()).stdout)
     if state.state == lock.FREE:
         print(f"free: no deploy lock on {balancer.name} ({lock.LOCK_DIR})")
@@ -164,7 +164,7 @@ def release(c, inventory=None, force=False, set=None):
     from ..transports import connect
 
     loaded = load_inventory(support.inventory_path(c, inventory), cli_vars=support.parse_set(set))
-    balancer = support.balancer(loaded)
+    balancer = support.lock_balancer(loaded)
     transport = connect(balancer)
     state = lock.parse(transport.run(lock.status()).stdout)
     if state.state == lock.FREE:

@@ -50,7 +50,7 @@ def rollout_for(config: ServiceConfig, loaded, hosts, output, audit=None, finish
     variables = hosts[0].vars_with(config.defaults)
     timeouts = timeouts_from(variables)
     instances = [Instance(host.name, connect(host), config.settings(host.vars_with(config.defaults))) for host in hosts]
-    return Rollout(instances, support.runtime_api(support.balancer(loaded)), config.pool, output, timeouts,
+    return Rollout(instances, support.balancer_set(loaded), config.pool, output, timeouts,
                    audit=audit, finish_hint=finish_hint)
 
 
@@ -111,7 +111,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
             ["--inventory", inventory] if inventory else []) + (["--limit", limit] if limit else [])
         hint = argv_line(again)
         rollout = rollout_for(config, loaded, hosts, output, finish_hint=hint)  # validates every override first
-        recorder = Recorder(connect(support.balancer(loaded)), {i.name: i.transport for i in rollout.instances},
+        recorder = Recorder(connect(support.lock_balancer(loaded)), {i.name: i.transport for i in rollout.instances},
                             who=who(), run=RUN_ID, task_name=title)
         rollout.audit = recorder
         try:

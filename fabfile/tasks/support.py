@@ -147,16 +147,67 @@ def check_host_names(hosts) -> None:
 
 
 def balancers(loaded) -> list:
-    """Every host of the balancer group: runtime-API actions apply to each of them."""
+    """Every host of the balancer group (one, or a keepalived pair): runtime-API actions apply to each."""
+    from ..lb_pair import check_group_size
+
     hosts = loaded.group(BALANCER_GROUP)
     if not hosts:
         raise UsageError(f"{loaded.path}: no '{BALANCER_GROUP}' group; HAProxy's runtime API is reached through its hosts")
+    check_group_size(BALANCER_GROUP, hosts)
     return hosts
+
+
+def lb_pair(loaded):
+    """The checked keepalived pair (``lb_pair.Pair``), or None when the inventory sets no ``lb_vip``."""
+    from ..lb_pair import pair_settings
+
+    return pair_settings(BALANCER_GROUP, balancers(loaded), list(loaded.hosts.values()))
+
+
+def lb_address(loaded) -> str:
+    """Where clients reach HAProxy: the VIP when there is one, else the first balancer's address."""
+    pair = lb_pair(loaded)
+    if pair is not None:
+        return pair.vip
+    first = balancer(loaded)
+    if not first.address:
+        raise UsageError(f"{loaded.path}: haproxy host '{first.name}' has no address; set 'address'")
+    return first.address
+
+
+def balancer_set(loaded):
+    """A ``BalancerSet`` over every balancer: the rollout and the tests drive all of them as one."""
+    from ..balancers import BalancerSet
+
+    return BalancerSet([runtime_api(host) for host in balancers(loaded)])
 
 
 def balancer(loaded):
     """The balancer group's first host: where the LB address lives."""
     return balancers(loaded)[0]
+
+
+def lock_balancer(loaded):
+    """Where the deploy lock and the audit trail live: the first balancer that answers, in inventory order.
+
+    With the first balancer of a pair down, haproxy.setup/keepalived.setup of the other still
+    takes a lock. Two workstations that disagree on which balancer answers could each take one;
+    a deploy cannot run on that (its runtime actions need every balancer to answer), so the
+    window is limited to setup runs while a balancer is down.
+    """
+    from ..shell import Command
+    from ..transports import connect
+
+    hosts = balancers(loaded)
+    if len(hosts) == 1:
+        return hosts[0]
+    for host in hosts:
+        try:
+            if connect(host).run(Command("true", timeout=5), warn=True).exited == 0:
+                return host
+        except (TransportError, OSError):
+            continue
+    return hosts[0]
 
 
 def runtime_api(host):

@@ -51,14 +51,6 @@ def _pick_victim(loaded, victim: str):
                          f"({', '.join(h.name for h in hosts) or 'empty'}) in {loaded.path}")
 
 
-def _balancer(loaded):
-    """The haproxy group's first host, which the test's HTTP traffic needs an address for."""
-    balancer = support.balancer(loaded)
-    if not balancer.address:
-        raise support.UsageError(f"{loaded.path}: haproxy host '{balancer.name}' has no address; set 'address'")
-    return balancer
-
-
 def _positive(flag: str, text, most: float) -> float:
     """A numeric flag's value in (0, most]; flags arrive as text so a typo is one error line, not a traceback."""
     try:
@@ -109,7 +101,9 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
     loaded, _ = support.select(c, inventory, API.group, None)
     victim_host = _pick_victim(loaded, victim)
-    balancer = _balancer(loaded)
+    balancer = support.balancer(loaded)
+    address = support.lb_address(loaded)  # the VIP when the inventory has a pair
+    runtime = support.balancer_set(loaded)  # gates see every balancer
     lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
     api_vars = victim_host.vars_with(API.defaults)
     try:
@@ -121,7 +115,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         ws_path=lb_vars["haproxy_api_ws_path"], cookie_name=lb_vars["haproxy_cookie_name"],
         down_timeout=down_seconds, up_timeout=up_seconds, websocket=websocket, load=load,
     )
-    address, port = balancer.address, int(lb_vars["haproxy_http_port"])
+    port = int(lb_vars["haproxy_http_port"])
     base_url = f"http://{address}:{port}"
     background = None
     if load:
@@ -130,10 +124,10 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     metrics_url = _metrics_url(balancer, lb_vars) if metrics else None
     exporter = ServerMetrics(metrics_url, lb_vars["haproxy_metrics_path"]) if metrics_url else None
     output = Output(Masker())
-    output.line(f"LB {base_url} ({balancer.name}), runtime API via {balancer.name}, "
+    output.line(f"LB {base_url}, runtime API via {runtime.name}, "
                 + (f"metrics {exporter.url}" if exporter else "no metrics (haproxy_metrics_bind unset or --no-metrics)"))
     test = FailoverTest(
-        settings, runtime=support.runtime_api(balancer), stopper=stopper,
+        settings, runtime=runtime, stopper=stopper,
         http_get=lambda path, headers, timeout: fetch(base_url, path, headers, timeout),
         ws_connect=lambda path, cookie: open_session(f"ws://{address}:{port}{path}", cookie=cookie,
                                                      timeout=settings.ws_timeout),
@@ -160,4 +154,119 @@ def _write_outputs(result: dict, report: str | None, plot: str | None, output: O
         output.line(f"plot: {plot}")
 
 
-collection = Collection("test", failover, load)
+
+
+
+LB_METHODS = ("incus", "process")
+LB_FAILOVER_HELP = {
+    "method": "incus: 'incus stop --force' of the VIP holder's container, later 'incus start' (default); "
+              "process: SIGKILL of haproxy then 'systemctl stop haproxy' on the holder, later 'systemctl start'",
+    "report": "write the outcome as JSON: VIP move time, failed requests per phase, retry-once client, WebSocket, "
+              "VIP samples (two holders / none), moves after the return",
+    "plot": "write an SVG timeline: VIP ownership per node, request outcomes, kill/move/return marks",
+    "inventory": support.COMMON_HELP["inventory"],
+    "load_rate": "background requests per second through the VIP (default 20; new connection each, 2 s timeout)",
+    "set": support.COMMON_HELP["set"],
+}
+
+
+@task(help=LB_FAILOVER_HELP, iterable=["set"])
+@support.user_errors
+def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_rate=20.0, set=None):
+    """Kill the balancer holding the VIP under load; the peer takes it, clients barely notice, no flapping.
+
+    Steps: one VIP holder; a sticky WebSocket through the VIP; kill the holder (t0);
+    the peer holds the VIP and answers; the WebSocket was closed and a reconnect with
+    its cookie lands on the same backend; the node comes back and the VIP moves back
+    at most once. VIP ownership is sampled on both nodes every 100 ms throughout.
+    Exit 0 when every step passed; 1 otherwise; the killed node is always started again.
+    """
+    from ..failover.lb_failover import LbFailoverRun, LbFailoverSettings, ProcessKiller, RetryingClient
+    from ..failover.stoppers import IncusStopper
+    from ..incus import IncusError, exec_argv, instance_ref
+    from ..lb_pair import vip_sampler
+    from ..loadtest.facade import BackgroundLoad, fetch, open_session
+    from ..roles import haproxy_vars
+    from ..transports import connect
+    from .lb import pair_status
+
+    if method not in LB_METHODS:
+        raise support.UsageError(f"--method {method}: use one of {', '.join(LB_METHODS)}")
+    from ..values import seconds
+
+    rate = seconds("--load-rate", load_rate, 0.5, 200)
+    loaded, _ = support.select(c, inventory, support.BALANCER_GROUP, None, set)
+    pair = support.lb_pair(loaded)
+    if pair is None:
+        raise support.UsageError(f"{loaded.path}: no lb_vip on group '{support.BALANCER_GROUP}': test.lb-failover "
+                                 "needs a balancer pair behind a VIP")
+    hosts = {h.name: h for h in support.balancers(loaded)}
+    for host in hosts.values():
+        if host.connection != "incus":
+            raise support.UsageError(f"balancer '{host.name}': connection {host.connection}; the 100 ms VIP samplers "
+                                     "run through incus exec (an incus-connected lab)")
+    try:
+        refs = {name: instance_ref(h.vars.get("incus_name", name), h.vars.get("incus_remote")) for name, h in hosts.items()}
+    except IncusError as exc:
+        raise support.UsageError(str(exc)) from None
+    rows = pair_status(loaded, pair)
+    holders = [row["balancer"] for row in rows if row["holds_vip"]]
+    not_ready = [f"{row['balancer']} (keepalived {row['keepalived']}, haproxy {row['haproxy']})" for row in rows
+                 if (row["keepalived"], row["haproxy"]) != ("active", "active")]
+    if len(holders) != 1 or not_ready:
+        raise support.StepError(f"pre-flight: VIP {pair.vip} held by {', '.join(holders) or 'nobody'}"
+                                f"{'; not ready: ' + ', '.join(not_ready) if not_ready else ''}; run inv haproxy.setup")
+    holder = holders[0]
+    peer = next(name for name in hosts if name != holder)
+    lb_vars = hosts[holder].vars_with(haproxy_vars.DEFAULTS)
+    api_hosts = loaded.group(API.group)
+    health_path = API.settings((api_hosts[0] if api_hosts else hosts[holder]).vars_with(API.defaults)).health_path
+    port = int(lb_vars["haproxy_http_port"])
+    settings = LbFailoverSettings(
+        method=method, vip=pair.vip, port=port, health_path=health_path, ws_path=lb_vars["haproxy_api_ws_path"],
+        cookie_name=lb_vars["haproxy_cookie_name"], interface=pair.interface, preempt=pair.preempt,
+        preempt_delay=pair.preempt_delay, advert_interval=pair.advert_interval, load_rate=rate)
+    base = f"http://{pair.vip}:{port}"
+    stopper = IncusStopper(refs[holder]) if method == "incus" else ProcessKiller(connect(hosts[holder]))
+
+    def node_ready() -> bool:
+        row = next(r for r in pair_status(loaded, pair) if r["balancer"] == holder)
+        return (row["keepalived"], row["haproxy"]) == ("active", "active") and row["vrrp_state"] in ("BACKUP", "MASTER")
+
+    def fetch_ok() -> bool:
+        try:
+            return fetch(base, health_path, timeout=0.5).status == 200
+        except OSError:
+            return False
+
+    max_seconds = 300
+    output = Output(Masker())
+    output.line(f"== test.lb-failover: VIP {pair.vip} on {holder} (peer {peer}), kill by {stopper.describe('stop')}, "
+                f"advert {pair.advert_interval:g}s, preemption {'on' if pair.preempt else 'off'}")
+    run = LbFailoverRun(
+        settings, holder=holder, peer=peer,
+        sampler_argv=lambda node, secs: exec_argv(refs[node], vip_sampler(pair.interface, secs).command),
+        stopper=stopper, node_ready=node_ready,
+        load=BackgroundLoad(base, health_path, rate=rate, timeout=settings.request_timeout, max_seconds=max_seconds),
+        retrying=RetryingClient(lambda timeout: fetch(base, health_path, timeout=timeout), settings.retry_rate,
+                                settings.request_timeout, max_seconds),
+        open_ws=lambda cookie: open_session(f"ws://{pair.vip}:{port}{settings.ws_path}", cookie=cookie, timeout=5.0),
+        fetch_ok=fetch_ok, output=output,
+    )
+    result = run.run()
+    phases = result["requests"]["phases"]
+    output.line("requests per phase: " + ", ".join(f"{name} {p['failed']}/{p['total']} failed"
+                                                   for name, p in phases.items()))
+    output.line(f"retry-once client: {result['retry_once_client']}")
+    if report:
+        write_report(report, result, output.masker)
+        output.line(f"report: {report}")
+    if plot:
+        from ..failover.lb_plot import write_svg
+
+        write_svg(plot, result)
+        output.line(f"plot: {plot}")
+    output.line(f"-- test.lb-failover: {'PASSED' if result['passed'] else 'FAILED'}")
+    if not result["passed"]:
+        raise Exit(code=exits.FAILED)
+collection = Collection("test", failover, load, lb_failover)

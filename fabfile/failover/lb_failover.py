@@ -1,0 +1,408 @@
+"""test.lb-failover: kill the balancer holding the VIP, prove the other one takes it and clients barely notice.
+
+    0 pre-flight   exactly one VIP holder; keepalived and haproxy active on both balancers
+    1 websocket    a session through the VIP, pinned to a backend by its SERVERID cookie
+    2 kill (t0)    the holder dies: ``incus stop --force`` of its container, or SIGKILL of
+                   haproxy then ``systemctl stop`` (so Restart= does not revive it)
+    3 move         the peer holds the VIP (sampled every 100 ms on both nodes) and answers on it
+    4 websocket    the session was closed at the kill; a reconnect with the old cookie lands
+                   on the same backend (stickiness survives a balancer failover)
+    5 return       the killed node is brought back; within the watch window the VIP moves back
+                   at most once (zero times with preemption off)
+    throughout     continuous GETs through the VIP counted per phase; a second client that
+                   retries once after 250 ms; every VIP sample with two holders, or none after
+                   the move, fails the run
+
+Whatever happens the killed node is started again before ``run`` returns. The samplers are
+one long-running remote shell loop per node (an exec per sample costs ~70 ms), read line by
+line; lines are timestamped on arrival with this machine's monotonic clock, the test's clock.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..lb_pair import vip_sampler
+
+SAMPLE_INTERVAL = 0.1
+RETRY_AFTER = 0.25
+
+
+@dataclass
+class LbFailoverSettings:
+    method: str  # incus | process
+    vip: str
+    port: int
+    health_path: str
+    ws_path: str
+    cookie_name: str
+    interface: str
+    preempt: bool
+    preempt_delay: float
+    advert_interval: float
+    move_timeout: float = 15.0  # seconds for the peer to hold the VIP after t0
+    dwell: float = 3.0  # seconds the node stays dead after the move
+    return_timeout: float = 90.0  # seconds for the node to come back (a container boot)
+    watch_after_return: float = 8.0  # seconds watched for flapping once the node is back (plus preempt_delay)
+    load_rate: float = 20.0
+    request_timeout: float = 2.0
+    retry_rate: float = 5.0
+
+
+class VipSampler:
+    """One node's VIP ownership: a bounded remote loop printing its addresses every 100 ms."""
+
+    def __init__(self, node: str, argv: list, vip: str, clock=time.monotonic):
+        self.node, self.argv, self.vip, self.clock = node, argv, vip, clock
+        # Containers share this machine's kernel clock: a line's own epoch time, moved onto the
+        # monotonic clock, is when the sample was taken (not when the pipe delivered it).
+        self.offset = time.time() - time.monotonic()
+        self.samples: list = []  # (clock time, holds)
+        self.process = None
+        self._thread = None
+
+    def start(self) -> VipSampler:
+        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self._thread = threading.Thread(target=self._read, name=f"vip-sampler-{self.node}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            parts = line.split()
+            if parts and parts[0].replace(".", "", 1).isdigit():
+                self.samples.append((float(parts[0]) - self.offset, any(p.split("/")[0] == self.vip for p in parts[1:])))
+        # The stream ended: the node is gone (a killed container holds nothing) or the loop ran out.
+        self.samples.append((self.clock(), False))
+
+    def stop(self) -> None:
+        """End the loop this object started (by its PID) and wait for the reader."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+class ProcessKiller:
+    """``kill -9`` of every haproxy process (the unit's cgroup), then ``systemctl stop`` so that
+    Restart= does not revive it during the test; the kill's own time is read back from the node."""
+
+    method = "process"
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.killed_at = None  # monotonic time of the SIGKILL, from the node's clock
+
+    def stop_command(self) -> str:
+        return "systemctl kill --signal=SIGKILL haproxy && date +%s.%N; systemctl stop haproxy"
+
+    def stop(self) -> None:
+        result = self.transport.run(self.stop_command(), warn=True, timeout=60)
+        if not result.ok:
+            raise RuntimeError(f"{self.transport.name}: {self.stop_command()}: exit {result.exited}: {result.tail(2)}")
+        try:
+            self.killed_at = float(result.stdout.split()[0]) - (time.time() - time.monotonic())
+        except (IndexError, ValueError):
+            self.killed_at = None
+
+    def start(self) -> None:
+        result = self.transport.run("systemctl start haproxy", warn=True, timeout=60)
+        if not result.ok:
+            raise RuntimeError(f"{self.transport.name}: systemctl start haproxy: exit {result.exited}: {result.tail(2)}")
+
+    def describe(self, action: str) -> str:
+        return f"{self.transport.name}: {self.stop_command() if action == 'stop' else 'systemctl start haproxy'}"
+
+
+class RetryingClient:
+    """GETs at ``rate``/s on new connections; a failed one is retried once after 250 ms."""
+
+    def __init__(self, fetch, rate: float, timeout: float, max_seconds: float, clock=time.monotonic,
+                 sleep=time.sleep):
+        self.fetch, self.rate, self.timeout, self.max_seconds = fetch, rate, timeout, max_seconds
+        self.clock, self.sleep = clock, sleep
+        self.results: list = []  # (t, "ok" | "retried-ok" | "failed")
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retrying-client", daemon=True)
+
+    def _attempt(self) -> bool:
+        try:
+            return self.fetch(self.timeout).status == 200
+        except OSError:
+            return False
+
+    def _run(self) -> None:
+        deadline = self.clock() + self.max_seconds
+        for _ in range(int(self.max_seconds * self.rate) + 1):
+            if self._stopping.is_set() or self.clock() >= deadline:
+                return
+            t = self.clock()
+            if self._attempt():
+                self.results.append((t, "ok"))
+            else:
+                self.sleep(RETRY_AFTER)
+                self.results.append((t, "retried-ok" if self._attempt() else "failed"))
+            self.sleep(max(0.0, t + 1.0 / self.rate - self.clock()))
+
+    def start(self) -> RetryingClient:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=2 * self.timeout + RETRY_AFTER + 2)
+
+
+def state_at(points: list, t: float):
+    """A node's VIP state at ``t``: known when its samples just before and just after ``t`` agree (or one
+    sits at ``t``); None while it changes between two samples (up to one interval, 100 ms) or outside them."""
+    before = next((p for p in reversed(points) if p[0] <= t), None)
+    after = next((p for p in points if p[0] >= t), None)
+    if before is None or after is None or before[1] != after[1]:
+        return None
+    return before[1]
+
+
+def ownership_checks(per_node: dict, moved_at: float | None, returned_at: float | None) -> dict:
+    """At every sample of either node, with the other node's state where it is known: samples with two
+    holders (anywhere), with none (after the move), and holder changes after the return.
+
+    Two nodes are sampled at different instants; a handover that falls between two samples of the other
+    node is "in transition" (counted apart), never guessed into a false two-holder or no-holder sample.
+    """
+    two, none_after, transitions, changes, last_holder = 0, 0, 0, [], None
+    events = sorted((t, node, holds) for node, points in per_node.items() for t, holds in points)
+    for t, node, holds in events:
+        states = {other: state_at(points, t) for other, points in per_node.items() if other != node}
+        if any(state is None for state in states.values()):
+            transitions += 1
+            continue
+        held = [node] * bool(holds) + [other for other, state in states.items() if state]
+        if len(held) > 1:
+            two += 1
+        if moved_at is not None and t >= moved_at and not held:
+            none_after += 1
+        if len(held) == 1:
+            if last_holder is not None and held[0] != last_holder and returned_at is not None and t > returned_at:
+                changes.append({"t": t, "to": held[0]})
+            last_holder = held[0]
+    return {"two_holder_samples": two, "no_holder_samples_after_move": none_after,
+            "in_transition_samples": transitions, "moves_after_return": changes}
+
+
+@dataclass
+class Step:
+    name: str
+    passed: bool
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclass
+class LbFailoverRun:
+    """The sequence against injected pieces (see ``tasks/test.py``)."""
+
+    settings: LbFailoverSettings
+    holder: str
+    peer: str
+    sampler_argv: object  # node -> argv of the sampler loop (seconds) -> list
+    stopper: object  # stop(), start(), describe(action)
+    node_ready: object  # () -> bool: the killed node is back (keepalived and haproxy active)
+    load: object  # BackgroundLoad through the VIP
+    retrying: object  # RetryingClient
+    open_ws: object  # (cookie) -> WsSession
+    fetch_ok: object  # () -> bool: one GET through the VIP answered 200
+    output: object
+    clock: object = time.monotonic
+    sleep: object = time.sleep
+    steps: list = field(default_factory=list)
+    marks: dict = field(default_factory=dict)
+    websocket: dict = field(default_factory=dict)
+
+    def _step(self, name, passed, detail, started):
+        step = Step(name, bool(passed), detail, round(self.clock() - started, 3))
+        self.steps.append(step)
+        self.output.line(f"{'ok  ' if step.passed else 'FAIL'} {name:<22} {step.seconds:6.2f}s  {detail}")
+        return step.passed
+
+    def _sampler(self, node: str, seconds: float) -> VipSampler:
+        return VipSampler(node, self.sampler_argv(node, seconds), self.settings.vip, self.clock).start()
+
+    def run(self) -> dict:
+        s = self.settings
+        budget = s.move_timeout + s.dwell + s.return_timeout + s.watch_after_return + s.preempt_delay + 30
+        samplers = {self.holder: [self._sampler(self.holder, budget)], self.peer: [self._sampler(self.peer, budget)]}
+        killed = False
+        try:
+            self.marks["started"] = self.clock()
+            self.load.start()
+            self.retrying.start()
+            self.sleep(2.0)
+            self.marks["load_flowing"] = self.clock()
+            started = self.clock()
+            session, pinned = None, None
+            try:
+                session = self.open_ws(None)
+                pinned = session.greeting.get("instance")
+                cookie = session.cookie(s.cookie_name)
+                self.websocket = {"pinned_to": pinned, "cookie": cookie}
+                self._step("websocket pinned", pinned and cookie, f"session on {pinned}, cookie {s.cookie_name}={cookie}",
+                           started)
+            except Exception as exc:  # noqa: BLE001 - any failure to open is the step failing
+                self._step("websocket pinned", False, f"could not open a session through the VIP: {exc}", started)
+            started = self.clock()
+            self.marks["kill_issued"] = started
+            killed = True
+            self.stopper.stop()
+            # t0: the SIGKILL's own time when the stopper knows it (process), else the stop's return
+            # (incus stop --force returns once the container is gone).
+            self.marks["stop_returned"] = self.clock()
+            self.marks["t0"] = getattr(self.stopper, "killed_at", None) or self.marks["stop_returned"]
+            self._step("kill", True, f"{self.stopper.describe('stop')} (t0 {self.marks['t0'] - started:+.2f}s "
+                       "after issuing)", started)
+            moved = self._wait(lambda: self._holds(samplers[self.peer]), s.move_timeout)
+            self.marks["vip_on_peer"] = moved
+            answered = self._wait(self.fetch_ok, s.move_timeout) if moved else None
+            self.marks["peer_answers"] = answered
+            t0 = self.marks["t0"]
+            self._step("vip moved", moved is not None,
+                       f"{self.peer} holds {s.vip} {moved - t0:.2f}s after t0" if moved else
+                       f"{self.peer} did not take {s.vip} within {s.move_timeout:g}s", t0)
+            if session is not None:
+                started = self.clock()
+                closed = session.wait_closed(3.0)
+                self.websocket["closed_at_kill"] = closed
+                session.close()
+                self._step("websocket closed", closed is not None, f"closed: {closed}" if closed else
+                           "still open 3 s after the move", started)
+                started = self.clock()
+                try:
+                    again = self.open_ws(f"{s.cookie_name}={self.websocket['cookie']}")
+                    landed = again.greeting.get("instance")
+                    again.close()
+                except Exception as exc:  # noqa: BLE001
+                    landed = f"error: {exc}"
+                self.websocket["reconnected_to"] = landed
+                self._step("websocket sticky", landed == pinned, f"reconnect with the old cookie landed on {landed} "
+                           f"(was {pinned})", started)
+            self.sleep(s.dwell)
+        finally:
+            if killed:
+                self._bring_back(samplers, budget)
+            self.load.stop()
+            self.retrying.stop()
+            for node_samplers in samplers.values():
+                for sampler in node_samplers:
+                    sampler.stop()
+        return self._verdict(samplers)
+
+    def _bring_back(self, samplers, budget):
+        s = self.settings
+        started = self.clock()
+        self.marks["start_issued"] = started
+        try:
+            self.stopper.start()
+            back = self._wait(self.node_ready, s.return_timeout)
+        except Exception as exc:  # noqa: BLE001 - reported as the step failing; the run still ends cleanly
+            back, detail = None, f"start failed: {exc}"
+        else:
+            detail = f"{self.holder} back (keepalived, haproxy active) {back - started:.2f}s after start" if back \
+                else f"{self.holder} not back within {s.return_timeout:g}s"
+        self.marks["returned"] = back
+        if not any(x.alive() for x in samplers[self.holder]):  # a container kill ended its sampler
+            samplers[self.holder].append(self._sampler(self.holder, budget))
+        self._step("node back", back is not None, detail, started)
+        self.sleep(s.watch_after_return + (s.preempt_delay if s.preempt else 0))
+        self.marks["watch_end"] = self.clock()
+
+    def _holds(self, node_samplers) -> bool:
+        return any(x.samples and x.samples[-1][1] for x in node_samplers)
+
+    def _wait(self, probe, timeout):
+        deadline = self.clock() + timeout
+        for _ in range(int(timeout / 0.05) + 2):
+            if probe():
+                return self.clock()
+            if self.clock() >= deadline:
+                return None
+            self.sleep(0.05)
+        return None
+
+    def _verdict(self, samplers) -> dict:
+        from ..loadtest.facade import phase_counts
+
+        s, m = self.settings, self.marks
+        # Up to the end of the watch: the samplers' own ends (stopped by us) are not ownership.
+        end = m.get("watch_end", float("inf"))
+        per_node = {node: [p for x in xs for p in x.samples if p[0] <= end] for node, xs in samplers.items()}
+        # The move as the peer's own samples saw it (the wait above polls after the stop returned,
+        # and a container stop may return after the peer already took over).
+        issued = m.get("kill_issued")
+        if m.get("vip_on_peer") and issued is not None:
+            m["vip_on_peer"] = next((t for t, holds in per_node[self.peer] if holds and t >= issued), m["vip_on_peer"])
+        ownership = ownership_checks(per_node, m.get("vip_on_peer"), m.get("returned"))
+        allowed_moves = 1 if s.preempt else 0
+        started = self.clock()
+        self._step("one holder at a time", ownership["two_holder_samples"] == 0,
+                   f"{ownership['two_holder_samples']} samples with two holders", started)
+        self._step("never none after move", ownership["no_holder_samples_after_move"] == 0,
+                   f"{ownership['no_holder_samples_after_move']} samples with no holder after the move", started)
+        moves = len(ownership["moves_after_return"])
+        if m.get("returned"):
+            self._step("no flapping", moves <= allowed_moves,
+                       f"VIP moved {moves} time(s) after {self.holder} returned (allowed {allowed_moves}: preemption "
+                       f"{'on' if s.preempt else 'off'})", started)
+        # The kill phase starts when the kill was issued: the container may die any time before
+        # `incus stop` returns, and a request sent meanwhile belongs to the failover, not before it.
+        phases = phase_counts(self.load.samples, [("before_kill", m.get("started")),
+                                                  ("kill_to_move", m.get("kill_issued")),
+                                                  ("after_move", m.get("vip_on_peer")),
+                                                  ("return", m.get("start_issued"))])
+        retried = {}
+        for _, outcome in self.retrying.results:
+            retried[outcome] = retried.get(outcome, 0) + 1
+        base = m.get("started", 0.0)
+
+        def rel(t):
+            return None if t is None else round(t - base, 3)
+
+        t0 = m.get("t0")
+        report = {
+            "passed": all(step.passed for step in self.steps),
+            "method": s.method, "vip": s.vip, "holder": self.holder, "peer": self.peer,
+            "advert_interval": s.advert_interval, "preempt": s.preempt,
+            "vip_move_seconds": round(m["vip_on_peer"] - t0, 3) if m.get("vip_on_peer") and t0 is not None else None,
+            "vip_move_from_kill_issued_seconds": round(m["vip_on_peer"] - m["kill_issued"], 3)
+            if m.get("vip_on_peer") and m.get("kill_issued") else None,
+            "peer_answers_seconds": round(m["peer_answers"] - t0, 3) if m.get("peer_answers") and t0 else None,
+            "timeline": {k: rel(v) for k, v in m.items()},
+            "steps": [step.__dict__ for step in self.steps],
+            "requests": {"phases": phases, "total": len(self.load.samples),
+                         "failed": sum(1 for x in self.load.samples if x.failed),
+                         "samples": [{"t": rel(x.t), "ok": not x.failed, "outcome": x.outcome,
+                                      "lag": round(x.lag, 4),
+                                      "seconds": round(x.seconds, 4) if x.seconds is not None else None}
+                                     for x in sorted(self.load.samples, key=lambda x: x.t)]},
+            "retry_once_client": {"retry_after_seconds": RETRY_AFTER, **retried},
+            "websocket": self.websocket,
+            "vip_samples": {"interval": SAMPLE_INTERVAL, "count": {n: len(v) for n, v in per_node.items()},
+                            "two_holder_samples": ownership["two_holder_samples"],
+                            "no_holder_samples_after_move": ownership["no_holder_samples_after_move"],
+                            "in_transition_samples": ownership["in_transition_samples"],
+                            "moves_after_return": [{"t": rel(c["t"]), "to": c["to"]}
+                                                   for c in ownership["moves_after_return"]],
+                            "per_node": {n: [[rel(t), h] for t, h in v] for n, v in per_node.items()}},
+        }
+        return report
