@@ -54,7 +54,12 @@ def on(name: str, command: str, check=True, user=None) -> subprocess.CompletedPr
 
 
 def sha(name: str, *paths) -> str:
-    return on(name, "sha256sum " + " ".join(paths)).stdout
+    # Seen under heavy load: an exec that succeeded with empty output. Ask again (bounded).
+    for _ in range(3):
+        digest = on(name, "sha256sum " + " ".join(paths)).stdout
+        if digest:
+            return digest
+    raise AssertionError(f"{name}: sha256sum {' '.join(paths)} printed nothing three times")
 
 
 def inv_raw(*args, timeout=600):

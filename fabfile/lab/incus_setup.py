@@ -32,6 +32,24 @@ def ensure_daemon():
     return True, f"started incusd pid {daemon.pid} (log .lab/incusd.log)"
 
 
+# Every container's systemd holds inotify instances; the kernel's default of 128 per user runs out
+# with a few labs (network creation and container boots then fail with "too many open files").
+INOTIFY_LIMITS = {"/proc/sys/fs/inotify/max_user_instances": 1024, "/proc/sys/fs/inotify/max_user_watches": 65536}
+
+
+def ensure_inotify_limits():
+    """Raise the host's inotify limits to what the lab needs (runtime only; never lowered)."""
+    raised = []
+    for path, wanted in INOTIFY_LIMITS.items():
+        with open(path, encoding="utf-8") as handle:
+            current = int(handle.read().strip() or 0)
+        if current < wanted:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(f"{wanted}\n")
+            raised.append(f"{path.rsplit('/', 1)[1]} {current} -> {wanted}")
+    return bool(raised), ", ".join(raised) or "inotify limits enough"
+
+
 def ensure_storage_pool():
     pools = {pool["name"]: pool for pool in INCUS.json("storage", "list")}
     if STORAGE_POOL in pools:

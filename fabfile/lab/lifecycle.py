@@ -9,7 +9,7 @@ from .base import INCUS, KNOWN_HOSTS, ROLE_SERVICES, SSH_KEY, STORAGE_POOL, LabE
 from .containers import ensure_containers, ensure_known_hosts, forget_known_hosts, list_instances
 from .host_packages import ensure_packages, host_codename
 from .image import ensure_image, image_exists
-from .incus_setup import ensure_daemon, ensure_default_profile, ensure_network, ensure_storage_pool
+from .incus_setup import ensure_daemon, ensure_inotify_limits, ensure_default_profile, ensure_network, ensure_storage_pool
 from .local_files import ensure_secrets, ensure_ssh_key
 from .settings import LabSettings, instance_name, load_settings
 
@@ -22,6 +22,7 @@ def lab_up(inventory_path: str = "hosts.yaml") -> LabReport:
     progress = Progress()
     print(f"lab.up: {len(settings.hosts)} containers on {settings.network} {settings.subnet}", flush=True)
     progress.phase("packages", ensure_packages, codename)
+    progress.phase("inotify limits", ensure_inotify_limits)
     progress.phase("incus daemon", ensure_daemon)
     progress.phase("storage pool", ensure_storage_pool)
     progress.phase("network", ensure_network, settings)
