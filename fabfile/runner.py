@@ -92,6 +92,14 @@ def remember_handlers(names) -> str:
     return f"mkdir -p {q(PENDING_HANDLERS.rsplit('/', 1)[0])} && printf %s {q(lines)} >> {q(PENDING_HANDLERS)}"
 
 
+def forget_handlers(names) -> str:
+    """Remove these handler names from the host's pending record; other plays' names stay recorded."""
+    record, staging = q(PENDING_HANDLERS), q(PENDING_HANDLERS + ".tmp")
+    patterns = " ".join(f"-e {q(name)}" for name in names)
+    return (f"if [ -e {record} ]; then {{ grep -vxF {patterns} {record} || true; }} > {staging} && "
+            f"if [ -s {staging} ]; then mv -f {staging} {record}; else rm -f {staging} {record}; fi; fi")
+
+
 def _apply(transport: Transport, actions) -> None:
     """Run actions in order, joining consecutive commands into one round trip."""
     pending = []
@@ -191,8 +199,8 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
 
 
 def _run_handlers(plan: HostPlan, notified: list, transport: Transport, check: bool, record) -> None:
-    """Notified handlers once each, in declaration order; the pending record cleared once all succeed."""
-    all_ran = True
+    """Notified handlers once each, in declaration order; each one that succeeded leaves the pending record."""
+    ran = []
     for handler in plan.handlers:
         if handler not in notified:
             continue
@@ -203,12 +211,12 @@ def _run_handlers(plan: HostPlan, notified: list, transport: Transport, check: b
         try:
             transport.run(plan.handlers[handler])
             record(f"handler: {handler}", "changed", started)
+            ran.append(handler)
         except (CommandFailed, TransportError) as exc:
             record(f"handler: {handler}", "failed", started, str(exc))
-            all_ran = False
-    if notified and all_ran and not check:
+    if ran and not check:
         try:
-            transport.run(f"rm -f {q(PENDING_HANDLERS)}")
+            transport.run(forget_handlers(ran))
         except (CommandFailed, TransportError) as exc:
             record("handlers: clear pending record", "failed", time.monotonic(), str(exc))
 

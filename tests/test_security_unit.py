@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 import stat
 import subprocess
 import sys
@@ -26,7 +28,7 @@ from fabfile.output import Masker, write_private, write_report
 from fabfile.roles import haproxy as haproxy_role
 from fabfile.roles.binary_service import role_for
 from fabfile.roles.haproxy_vars import template_vars, validate_vars
-from fabfile.runner import describe_difference, plan_hosts, remember_handlers, run_host, PENDING_HANDLERS
+from fabfile.runner import describe_difference, forget_handlers, plan_hosts, remember_handlers, run_host, PENDING_HANDLERS
 from fabfile.secrets_file import load_secrets
 from fabfile.services import BACKEND_API, STREAM_SERVER
 from fabfile.tasks import support
@@ -255,6 +257,12 @@ def test_item3_database_url_percent_encodes_credentials():
     parts = urlsplit(url[1:-1])
     assert (parts.hostname, parts.port, parts.path) == ("127.0.0.1", 5432, "/veza")
     assert unquote(parts.password) == "p@ss/w:rd#1" and parts.username == "veza"
+
+
+@pytest.mark.parametrize("db_host", ["evil.example/x?", "user@evil.example", "db:5432/other", "-oOpt"])
+def test_item3_database_host_must_be_a_host(tmp_path, db_host):
+    done = inv("api.setup", "--inventory", str(write_inventory(tmp_path, all_vars={"backend_api_db_host": db_host})))
+    assert_one_error_line(done, 2, "backend_api_db_host")
 
 
 @pytest.mark.parametrize("secret", ["tok\nLD_PRELOAD=/tmp/evil.so", "tok\rX=1"])
@@ -547,8 +555,9 @@ def test_item10_handler_recorded_with_the_change_and_run_by_the_next_run():
     second = ScriptedTransport(pending="reload haproxy")
     results = run_host(_plan(False), check=False, diff=False, output=out, transport_factory=lambda h: second)
     assert [(r.step, r.status) for r in results][-1] == ("handler: reload haproxy", "changed")
-    assert "do-reload" in second.commands and f"rm -f {PENDING_HANDLERS}" in second.commands
-    assert second.commands.index("do-reload") < second.commands.index(f"rm -f {PENDING_HANDLERS}")
+    forget = forget_handlers(["reload haproxy"])
+    assert "do-reload" in second.commands and forget in second.commands
+    assert second.commands.index("do-reload") < second.commands.index(forget)
 
 
 def test_item10_failed_handler_keeps_the_record():
@@ -556,7 +565,19 @@ def test_item10_failed_handler_keeps_the_record():
     transport = ScriptedTransport(pending="reload haproxy", fail=("do-reload",))
     results = run_host(_plan(False), check=False, diff=False, output=out, transport_factory=lambda h: transport)
     assert results[-1].status == "failed"
-    assert f"rm -f {PENDING_HANDLERS}" not in transport.commands
+    assert not any(PENDING_HANDLERS in c and "grep" in c for c in transport.commands)
+
+
+def test_item10_clearing_keeps_other_plays_pending_handlers(tmp_path):
+    # api and stream on one host: a stream play that ran its restart must not erase the api's pending one.
+    record = tmp_path / "pending-handlers"
+    record.write_text("restart veza-backend-api\nrestart veza-stream-server\n")
+    command = forget_handlers(["restart veza-stream-server"]).replace(PENDING_HANDLERS, str(record))
+    subprocess.run(["sh", "-c", command], check=True)
+    assert record.read_text() == "restart veza-backend-api\n"
+    subprocess.run(["sh", "-c", forget_handlers(["restart veza-backend-api"]).replace(PENDING_HANDLERS, str(record))],
+                   check=True)
+    assert not record.exists() and not (tmp_path / "pending-handlers.tmp").exists()
 
 
 # --- 11. Fallback announced ----------------------------------------------------------------------
@@ -639,3 +660,26 @@ def test_item3_render_names_the_variable_with_a_control_character():
     with pytest.raises(values.InvalidValue) as caught:
         _env_operation(secrets)
     assert str(caught.value).startswith("secrets.jwt_secret") and "LD_PRELOAD" not in str(caught.value)
+
+
+# --- 9. SIGTERM and SIGHUP are interruptions like Ctrl-C (the lab test sends SIGTERM to test.failover) --
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_item9_sigterm_sighup_run_keyboardinterrupt_cleanups(signum, code):
+    from invoke.exceptions import Exit
+    cleaned = []
+
+    @support.user_errors
+    def body():
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+        except KeyboardInterrupt:  # what test.failover's restore path catches
+            cleaned.append(signum)
+            raise
+
+    previous = signal.getsignal(signum)
+    with pytest.raises(Exit) as caught:
+        body()
+    assert caught.value.code == code and cleaned == [signum]
+    assert signal.getsignal(signum) is previous  # handlers put back after the task

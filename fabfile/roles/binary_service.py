@@ -38,6 +38,8 @@ def role_for(config: ServiceConfig, secrets: dict) -> Role:
     def steps(context):
         v = {**context.vars, "secrets": secrets}
         settings = config.settings(v)
+        if f"{config.prefix}_db_host" in v:  # rendered raw into DATABASE_URL: a host[:port], nothing else
+            values.hostname(f"{config.prefix}_db_host", v[f"{config.prefix}_db_host"])
         user = settings.user
         restart = [f"restart {settings.unit}"]
         return [
