@@ -26,7 +26,7 @@ DEPLOY_HELP = {
     "batch": "instances taken out at once: N or P% of the targets (default 1); never more than deploy_min_up allows",
     "max_fail": "stop after N failed instances (default 1) and put the failed batch back on its previous binary",
 }
-SETUP_HELP = {**{k: v for k, v in support.COMMON_HELP.items() if k != "forks"}, "secrets": "secrets file for the env template (default: the inventory's secrets_file)"}
+SETUP_HELP = {**support.COMMON_HELP, "secrets": "secrets file for the env template (default: the inventory's secrets_file)"}
 
 
 def timeouts_from(variables: dict):
@@ -79,7 +79,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
     @task(help={**SETUP_HELP, "lock_wait": DEPLOY_HELP["lock_wait"]}, iterable=["set"])
     @support.user_errors
     def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, secrets=None,
-              lock_wait=None):
+              lock_wait=None, forks=10):
         from ..roles import common
         from ..roles.binary_service import role_for
 
@@ -88,10 +88,13 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
         secret_values = support.secrets_for(hosts, secrets)
         wait = lock_wait_value(lock_wait)
-        # One host at a time: a changed env file restarts the service, never the whole pool at once.
+        pool_size, floor = support.restart_floor(loaded, config)
+        # Hosts in parallel; a changed env file restarts the service within the pool's capacity floor
+        # (at most pool size - deploy_min_up at once, each until it answers health), never the whole pool.
         support.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
-                     diff=diff, report=report, extra_secrets=secret_values.values(), forks=1,
-                     guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait))
+                     diff=diff, report=report, extra_secrets=secret_values.values(), forks=forks,
+                     guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait),
+                     floors=[(config.group, pool_size, floor)])
 
     def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message, batch="1", max_fail="1"):
         """Validate, lock, preflight every target (refusing before any change), then roll; binary None
