@@ -23,6 +23,7 @@ class Lab:
         self.broken = set(broken)  # sha256 values whose program never gets healthy
         self.hosts = {n: {"binary": "sha-v1", "prev": "none", "running": "sha-v1", "pending": None} for n in names}
         self.admin = {n: "ready" for n in names}
+        self.pids = {}  # main PID per instance: a restart gives a new one
         self.pool_violations = []
 
     def healthy(self, name):
@@ -59,6 +60,9 @@ class FakeTransport:
             return Result("discard", 0, "", "")
         if command == built.health():
             return Result("health", 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
+        if command == built.soak_probe():
+            pid = self.lab.pids.get(self.name, "100")
+            return Result("soak", 0, f'{pid}\n{{"version": "x"}}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
         kinds = {"install": built.install_incoming(host["pending"] or "-"), "swap-prev": built.swap_with_prev(),
                  "restore": built.restore_prev(), "restart": built.restart()}
         kind = next((name for name, expected in kinds.items() if command == expected), None)
@@ -72,6 +76,7 @@ class FakeTransport:
             host["binary"], host["prev"] = host["prev"], "none"
         else:
             host["running"] = host["binary"]
+            self.lab.pids[self.name] = str(int(self.lab.pids.get(self.name, "100")) + 1)
             self.lab.check_pool()
         return Result(kind, 0, "", "")
 
@@ -516,3 +521,23 @@ def test_batching_input_is_checked_before_anything():
                          (("two", 1, 1), "--batch: 'two' is not a count")]:
         with pytest.raises(InvalidValue, match=message):
             batching(*bad, targets=12, pool_size=12)
+
+
+class RestartedBySystemdTransport(FakeTransport):
+    """The new binary crashes once inside the soak and systemd restarts it at once: health still 200."""
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.soak_probe() and self.lab.hosts[self.name]["running"] != "sha-v1":
+            self.lab.pids[self.name] = str(int(self.lab.pids.get(self.name, "100")) + 1)
+        return result
+
+
+def test_a_crash_restarted_by_systemd_inside_the_soak_is_a_failure(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = RestartedBySystemdTransport(lab, "b1")
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert "main process changed (pid 101 -> 102)" in rollout.outcomes[0].detail
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP"

@@ -35,6 +35,8 @@ class Timeouts:
     haproxy_up: float = 60.0
     interval: float = 0.2
     soak: float = 5.0  # health must stay 200 this long after ready (0 disables)
+    # One round trip per soak probe: a batch soaks many instances at once on a small machine.
+    soak_interval: float = 0.5
     settle: float = 10.0  # preflight waits this long for transitional pool states (UP 1/3...) to settle
 
 
@@ -87,6 +89,10 @@ class Instance:
     def health(self) -> tuple:
         """(HTTP status, body) of the health path, asked on the instance itself."""
         return self.commands.parse_health(self.transport.run(self.commands.health(), warn=True).stdout)
+
+    def soak_probe(self) -> tuple:
+        """(main PID, HTTP status of the health path) in one round trip."""
+        return self.commands.parse_soak_probe(self.transport.run(self.commands.soak_probe(), warn=True).stdout)
 
     def running_sha256(self) -> str:
         return (self.transport.run(self.commands.running_sha256(), warn=True).stdout.strip() or "none")
@@ -284,12 +290,17 @@ class Rollout:
         if self.timeouts.soak > 0:
             started = self.clock()
 
+            first_pid = []
+
             def soak_probe():
-                code, _ = instance.health()
+                # The identity gate proved the main process runs the target; a crash that systemd
+                # restarts shows as another main PID.
+                pid, code = instance.soak_probe()
+                first_pid[:] = first_pid or [pid]
                 if code != "200":
                     return f"health {code or 'no answer'}"
-                if expected and expected != "none" and instance.running_sha256() != expected:
-                    return "main process changed"
+                if pid != first_pid[0]:
+                    return f"main process changed (pid {first_pid[0]} -> {pid})"
                 return None
 
             failure = None
@@ -297,7 +308,7 @@ class Rollout:
                 failure = soak_probe()
                 if failure:
                     break
-                self._nap(self.timeouts.interval)
+                self._nap(max(self.timeouts.interval, self.timeouts.soak_interval))
             outcome.phases["soak"] = round(self.clock() - started, 3)
             if failure:
                 self._say(instance.name, "soak", outcome.phases["soak"], f"FAILED: {failure}")
