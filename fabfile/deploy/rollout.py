@@ -69,7 +69,7 @@ def batching(batch, min_up, max_fail, targets: int, pool_size: int) -> Batching:
     floor = count_or_percent("deploy_min_up", min_up, pool_size, low=0)
     if pool_size - floor < 1:
         raise InvalidValue(f"deploy_min_up: {min_up} keeps all {pool_size} servers of the pool UP, so no batch can "
-                           f"go out; lower it to at most {pool_size - 1} (or pass --force)")
+                           f"go out; lower it to at most {pool_size - 1}")
     fails = integer("--max-fail", max_fail, 1)
     return Batching(batch=min(size, pool_size - floor), min_up=floor, max_fail=fails)
 
