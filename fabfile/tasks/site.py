@@ -5,6 +5,10 @@ each binary service on its pool), all planned before any host is touched (bad in
 nothing changed) and run as one play: every host in parallel (``--forks``), one batched probe
 round trip per host, so a no-op re-run costs about one ``incus exec`` per host. Restarts of a
 pool's instances stay within its capacity floor (``deploy_min_up``), as ``api.setup`` does.
+
+On the balancers the baseline's package step also installs haproxy: one apt-get run instead of
+two on a fresh host (the haproxy role's own package step then finds it installed). An inventory
+that sets ``common_packages`` keeps its own list.
 """
 
 from invoke import Collection
@@ -22,6 +26,8 @@ HELP = {**support.COMMON_HELP, "secrets": "secrets file for the services' env fi
 def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, secrets=None, forks=10,
           lock_wait=None):
     """Common baseline, HAProxy, backend-api and stream-server setups in one parallel play."""
+    import dataclasses
+
     from ..roles import common, haproxy
     from ..roles.binary_service import role_for
     from .lock import held, lock_wait_value
@@ -32,8 +38,12 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     secret_values = support.secrets_for(hosts, secrets) if services else {}
     roles = {BALANCER_GROUP: haproxy.ROLE, **{config.group: role_for(config, secret_values) for config in services}}
 
+    baseline_with_haproxy = dataclasses.replace(common.ROLE, defaults={
+        **common.ROLE.defaults, "common_packages": [*common.ROLE.defaults["common_packages"], *haproxy.PACKAGES]})
+
     def roles_for(host):
-        return [common.ROLE, *(role for group, role in roles.items() if group in host.groups)]
+        baseline = baseline_with_haproxy if BALANCER_GROUP in host.groups else common.ROLE
+        return [baseline, *(role for group, role in roles.items() if group in host.groups)]
 
     floors = [(config.group, *support.restart_floor(loaded, config)) for config in services]
     support.play("site.setup", loaded, hosts, None, check=check, diff=diff, report=report,

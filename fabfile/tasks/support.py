@@ -221,8 +221,24 @@ def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, e
     for group, pool_size, floor in floors:
         restart_slots(plans, group, pool_size, floor)
     masker = masker_for(hosts, extra_secrets)
-    with guard() if guard and not check else contextlib.nullcontext():
-        result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks)
+    result = None
+    if guard and not check and not diff:
+        # Probe first without the lock (probes change nothing): a no-op re-run is then one round trip
+        # per host, with no lock taken. Anything to change (or a pending handler) takes the lock and
+        # runs the play for real, probing again under it.
+        import io
+
+        captured = io.StringIO()
+        probe = run_play(title, plans, check=True, output=Output(masker, captured), forks=forks)
+        if not probe.failed and not any(step.status == "changed" for step in probe.steps):
+            probe.check = False
+            sys.stdout.write(captured.getvalue().replace(
+                f"== {title} (check mode: nothing is changed)", f"== {title} (nothing to change: no lock taken)", 1))
+            sys.stdout.flush()
+            result = probe
+    if result is None:
+        with guard() if guard and not check else contextlib.nullcontext():
+            result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks)
     if report:
         write_report(report, result.to_json(), masker)
     if result.failed:
