@@ -242,7 +242,8 @@ def test_service_commands_are_quoted_per_run_and_root_owned():
     assert install.command.startswith("actual=$(sha256sum /opt/veza/backend-api/veza-api.veza-new-42-abc ")
     assert "chown root:veza-api" in install.command and install.command.endswith(
         "mv -f /opt/veza/backend-api/veza-api.veza-new-42-abc /opt/veza/backend-api/veza-api")
-    assert commands.restart() == Command("systemctl restart veza-backend-api")
+    assert commands.restart() == Command("systemctl reset-failed veza-backend-api 2>/dev/null; "
+                                         "systemctl restart veza-backend-api")
     assert commands.health() == Command("curl -s -m 2 -w '\\n%{http_code}' http://127.0.0.1:8080/api/v1/health")
     facts = ServiceCommands.parse_facts("x86_64\nsha-a\nnone\nactive\nsha-a\n")
     assert facts == {"machine": "x86_64", "sha256": "sha-a", "prev_sha256": "none", "unit": "active",

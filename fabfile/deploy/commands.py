@@ -110,4 +110,7 @@ class ServiceCommands:
         return Command(f"mv -f {q(self.prev)} {q(self.binary)}")
 
     def restart(self) -> Command:
-        return Command(f"systemctl restart {q(self.settings.unit)}")
+        """Restart; first forget a start-limit hit (a broken binary's crash loop) so a rollback can start
+        the previous binary at once."""
+        unit = q(self.settings.unit)
+        return Command(f"systemctl reset-failed {unit} 2>/dev/null; systemctl restart {unit}")
