@@ -48,6 +48,8 @@ class InstanceOutcome:
     phases: dict = field(default_factory=dict)
     detail: str = ""
     state: str = ""  # where the instance was left: "ready (UP)", "MAINT", ...
+    target: str = ""  # sha256 this run put (or meant to put) live
+    old: str = ""  # sha256 it replaced ("none" on a first deploy)
 
 
 @dataclass
@@ -414,8 +416,7 @@ class Rollout:
                 outcomes = self._run_batch(batch, artifact, facts, force)
                 failures += sum(o.status in ("rolled-back", "failed") for o in outcomes)
                 if failures >= self.max_fail:
-                    if any(o.status in ("rolled-back", "failed") for o in outcomes):
-                        self._undo_batch(batch, outcomes, artifact, force)
+                    self._undo_batch(batch, outcomes, force)
                     self.output.line(f"-- stopping: {failures} failed instance(s) (max-fail {self.max_fail}); "
                                      f"{len(queue)} left untouched")
                     break
@@ -556,11 +557,11 @@ class Rollout:
             outcome.seconds = round(self.clock() - started, 3)
         return outcome
 
-    def _undo_batch(self, batch, outcomes, artifact, force):
+    def _undo_batch(self, batch, outcomes, force):
         """The rollout stops in this batch: its instances that did change go back to their previous
         binary through the same gates (a deploy's batch-mates of a failed instance), one at a time."""
         for instance, outcome in zip(batch, outcomes):
-            if outcome.status != "changed" or getattr(outcome, "old", "none") in ("none", ""):
+            if outcome.status != "changed" or outcome.old in ("none", ""):
                 continue
             self._say(instance.name, "undo", 0, "its batch failed: back to its previous binary")
             self.outcomes.remove(outcome)
@@ -568,7 +569,7 @@ class Rollout:
             undo = self._one(instance, None, facts, force)
             if undo.status == "changed":
                 undo.status, undo.detail = "rolled-back", "its batch failed; previous binary live again"
-                self._event("rolled-back", instance.name, to=getattr(outcome, "old", None), outcome="rolled-back",
+                self._event("rolled-back", instance.name, to=outcome.old, outcome="rolled-back",
                             detail=undo.detail)
 
     def _untouched_rest(self):
