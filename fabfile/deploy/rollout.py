@@ -305,12 +305,12 @@ class Rollout:
                     return f"main process changed (pid {first_pid[0]} -> {pid})"
                 return None
 
-            failure = None
-            while self.clock() - started < self.timeouts.soak:
+            failure = soak_probe()
+            while not failure and self.clock() - started < self.timeouts.soak:
+                # The last nap ends at the soak's end, then one last probe: the soak lasts what it says.
+                remaining = self.timeouts.soak - (self.clock() - started)
+                self._nap(min(max(self.timeouts.interval, self.timeouts.soak_interval), remaining))
                 failure = soak_probe()
-                if failure:
-                    break
-                self._nap(max(self.timeouts.interval, self.timeouts.soak_interval))
             outcome.phases["soak"] = round(self.clock() - started, 3)
             if failure:
                 self._say(instance.name, "soak", outcome.phases["soak"], f"FAILED: {failure}")
