@@ -14,7 +14,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover bench-lb
+        test-lb-failover bench-lb site-setup lab-inventory bench-scale
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -63,6 +63,9 @@ test-lb-failover: venv ## Kill the VIP holder (METHOD=incus|process) under load;
 	@mkdir -p reports
 	$(INV) test.lb-failover --method $(METHOD) --inventory $(INVENTORY) --report reports/lb-failover.json \
 	  --plot reports/lb-failover.svg $(ARGS)
+
+site-setup: venv ## The whole stack in one parallel play (common, haproxy, api, stream), like site.yml
+	$(INV) site.setup --inventory $(INVENTORY) $(ARGS)
 
 api-setup: venv ## veza-api user, dirs, env file, hardened unit
 	$(INV) api.setup --inventory $(INVENTORY) $(ARGS)
@@ -138,7 +141,19 @@ test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 bench-lb: venv lab-up ## VIP failover figures per advert interval (1, 0.5, 0.3 s) and kill method; needs the pair
 	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)
 
-bench: venv lab-up ## Start-up, haproxy.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
+bench: venv lab-up ## Start-up, haproxy.setup and site.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
 	scripts/bench_startup.sh
 	$(PYTHON) scripts/bench_ansible.py
+	$(PYTHON) scripts/bench_site.py
 	$(PYTHON) scripts/bench.py
+
+API_INSTANCES ?= 12
+SCALE_INVENTORY ?= .lab/hosts-$(API_INSTANCES).yaml
+
+lab-inventory: venv ## Write SCALE_INVENTORY: INVENTORY with API_INSTANCES (default 12) API instances
+	$(PYTHON) scripts/lab_inventory.py --from $(INVENTORY) --api-instances $(API_INSTANCES) -o $(SCALE_INVENTORY)
+
+bench-scale: lab-inventory ## Pools of 12: setup over 2/6/12 instances, deploys at batch 1/25%/50%, min UP, failed requests
+	$(INV) lab.up --inventory $(SCALE_INVENTORY)
+	$(INV) site.setup --inventory $(SCALE_INVENTORY)
+	$(PYTHON) scripts/bench_scale.py --inventory $(SCALE_INVENTORY)

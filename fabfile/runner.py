@@ -7,6 +7,10 @@ the hosts in parallel (at most ``forks`` at once): one batched probe per host,
 the actions of the steps that need them, a fresh batched probe after each
 change (later steps may depend on it), and the notified handlers once at the end.
 
+Handlers that restart a pool member run inside a slot (``handler_slots``: one
+semaphore per pool, sized by its capacity floor), so the hosts of a pool are
+configured in parallel while at most (pool size - floor) of them restart at once.
+
 Handlers survive a failed or interrupted run: a step that notifies one first
 records its name on the host (``PENDING_HANDLERS``), in the same round trip as
 its change; the handler's success clears it, and the next run finds and runs
@@ -37,6 +41,17 @@ class HostPlan:
     operations: list
     handlers: dict  # name -> command, in the order they run
     warnings: list = field(default_factory=list)
+    handler_slot: object = None  # a semaphore shared by the hosts of one pool: held while handlers run
+
+
+def restart_slots(plans, group: str, pool_size: int, min_up: int) -> None:
+    """Give every plan of a host in ``group`` the same slot: (pool size - floor) handlers at once."""
+    import threading
+
+    slot = threading.BoundedSemaphore(max(1, pool_size - min_up))
+    for plan in plans:
+        if group in plan.host.groups:
+            plan.handler_slot = slot
 
 
 @dataclass
@@ -193,7 +208,11 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
             record(operation.name, "failed", started, str(exc))
             failed = True
     if not failed:
-        _run_handlers(plan, notified, transport, check, record)
+        if plan.handler_slot is not None and not check and any(h in notified for h in plan.handlers):
+            with plan.handler_slot:
+                _run_handlers(plan, notified, transport, check, record)
+        else:
+            _run_handlers(plan, notified, transport, check, record)
     transport.close()
     return results
 

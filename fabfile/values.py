@@ -107,3 +107,17 @@ def one_of(name: str, value, allowed) -> str:
     if value not in allowed:
         raise InvalidValue(f"{name}: {_shown(value)} is not one of {', '.join(map(str, allowed))}")
     return value
+
+
+def count_or_percent(name: str, value, total: int, low: int = 1, high: int | None = -1) -> int:
+    """``N`` or ``P%`` of ``total`` as a count (a percentage rounds down, as Ansible's ``serial`` does,
+    but never below ``low``); refused outside [low, high] (default ``total``; None: no bound) or above 100 %."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]+%?", text):
+        raise InvalidValue(f"{name}: {_shown(value)} is not a count (N) or a percentage (P%)")
+    if text.endswith("%"):
+        percent = int(text[:-1])
+        if not low <= percent <= 100 or (percent == 0 and low > 0):
+            raise InvalidValue(f"{name}: {percent}% must be from {max(low, 1) if low else 0}% to 100%")
+        return max(low, total * percent // 100)
+    return integer(name, text, low, total if high == -1 else high)

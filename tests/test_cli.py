@@ -9,7 +9,7 @@ from conftest import REPO
 PROGRAMS = {"inv": [sys.executable, "-m", "invoke"], "fab": [sys.executable, "-m", "fabric"]}
 
 TASKS = {"lock.status", "lock.release", "lab.up", "lab.status", "lab.down", "inventory.show", "common.setup",
-         "haproxy.setup", "haproxy.status",
+         "haproxy.setup", "haproxy.status", "site.setup",
          "api.setup", "api.deploy", "api.rollback", "api.status",
          "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover", "test.load",
          "keepalived.setup", "lb.status", "test.lb-failover"}

@@ -1,6 +1,7 @@
 """The rollout's order and decisions against a recording fake transport and a fake runtime API."""
 
 import hashlib
+import time
 
 import pytest
 
@@ -22,6 +23,7 @@ class Lab:
         self.broken = set(broken)  # sha256 values whose program never gets healthy
         self.hosts = {n: {"binary": "sha-v1", "prev": "none", "running": "sha-v1", "pending": None} for n in names}
         self.admin = {n: "ready" for n in names}
+        self.pids = {}  # main PID per instance: a restart gives a new one
         self.pool_violations = []
 
     def healthy(self, name):
@@ -58,6 +60,9 @@ class FakeTransport:
             return Result("discard", 0, "", "")
         if command == built.health():
             return Result("health", 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
+        if command == built.soak_probe():
+            pid = self.lab.pids.get(self.name, "100")
+            return Result("soak", 0, f'{pid}\n{{"version": "x"}}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
         kinds = {"install": built.install_incoming(host["pending"] or "-"), "swap-prev": built.swap_with_prev(),
                  "restore": built.restore_prev(), "restart": built.restart()}
         kind = next((name for name, expected in kinds.items() if command == expected), None)
@@ -71,6 +76,7 @@ class FakeTransport:
             host["binary"], host["prev"] = host["prev"], "none"
         else:
             host["running"] = host["binary"]
+            self.lab.pids[self.name] = str(int(self.lab.pids.get(self.name, "100")) + 1)
             self.lab.check_pool()
         return Result(kind, 0, "", "")
 
@@ -236,7 +242,8 @@ def test_service_commands_are_quoted_per_run_and_root_owned():
     assert install.command.startswith("actual=$(sha256sum /opt/veza/backend-api/veza-api.veza-new-42-abc ")
     assert "chown root:veza-api" in install.command and install.command.endswith(
         "mv -f /opt/veza/backend-api/veza-api.veza-new-42-abc /opt/veza/backend-api/veza-api")
-    assert commands.restart() == Command("systemctl reset-failed veza-backend-api 2>/dev/null; systemctl restart veza-backend-api")
+    assert commands.restart() == Command("systemctl reset-failed veza-backend-api 2>/dev/null; "
+                                         "systemctl restart veza-backend-api")
     assert commands.health() == Command("curl -s -m 2 -w '\\n%{http_code}' http://127.0.0.1:8080/api/v1/health")
     facts = ServiceCommands.parse_facts("x86_64\nsha-a\nnone\nactive\nsha-a\n")
     assert facts == {"machine": "x86_64", "sha256": "sha-a", "prev_sha256": "none", "unit": "active",
@@ -378,3 +385,160 @@ def test_deploy_overrides_are_validated_before_anything():
     for bad in ({"deploy_soak_seconds": -1}, {"deploy_health_timeout": "soon"}, {"deploy_poll_interval": 0}):
         with pytest.raises(InvalidValue):
             timeouts_from(bad)
+
+
+# -- issue 15: batches, the capacity floor, max-fail ------------------------------------------------------
+
+class FloorLab(Lab):
+    """Records how many servers are UP after every state change; ``broken_on`` hosts never get healthy
+    on a new binary (a bad disk, say), whatever its sha256."""
+
+    def __init__(self, names, broken_on=()):
+        super().__init__(names)
+        self.broken_on = set(broken_on)
+        self.up_samples = []
+        self.out_at_once = 0
+
+    def healthy(self, name):
+        if name in self.broken_on and self.hosts[name]["running"] not in ("sha-v1", "none"):
+            return False
+        return super().healthy(name)
+
+    def check_pool(self):
+        super().check_pool()
+        self.up_samples.append(sum(self.status(n) == "UP" for n in self.hosts))
+        self.out_at_once = max(self.out_at_once, sum(self.admin[n] != "ready" for n in self.hosts))
+
+
+def batched_rollout(lab, batch, min_up, max_fail=1):
+    rollout = make_rollout(lab)
+    rollout.batch, rollout.min_up, rollout.max_fail = batch, min_up, max_fail
+    rollout.timeouts.soak = 1
+    return rollout
+
+
+def test_batches_never_take_the_pool_below_the_floor(binary):
+    names = [f"b{i}" for i in range(1, 13)]
+    lab = FloorLab(names)
+    rollout = batched_rollout(lab, batch=4, min_up=9)  # 4 asked, the floor allows 3 out at once
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["changed"] * 12
+    assert all(lab.hosts[n]["running"] == binary.sha256 and lab.status(n) == "UP" for n in names)
+    assert min(lab.up_samples) >= 9 and lab.out_at_once <= 3
+    assert [line for line in rollout.output.lines if line.startswith("-- batch")] == [
+        "-- batch of 3: b1, b2, b3", "-- batch of 3: b4, b5, b6", "-- batch of 3: b7, b8, b9",
+        "-- batch of 3: b10, b11, b12"]
+    # Within a batch, every instance is back in service before the next batch starts draining.
+    assert lab.events.index("b3:haproxy:health-up") < lab.events.index("b4:haproxy:drain")
+
+
+def test_a_batch_failure_rolls_back_the_whole_batch_and_stops(binary):
+    lab = FloorLab(["b1", "b2", "b3", "b4"], broken_on=["b2"])
+    rollout = batched_rollout(lab, batch=2, min_up=1)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "rolled-back", "untouched", "untouched"]
+    assert all(lab.hosts[n]["running"] == "sha-v1" and lab.status(n) == "UP" for n in lab.hosts)
+    assert not any(e.startswith(("b3:", "b4:")) and not e.endswith(":facts") for e in lab.events)
+    assert rollout.failed and min(lab.up_samples) >= 1
+    assert any(line.startswith("-- stopping: 1 failed instance(s) (max-fail 1); 2 left untouched")
+               for line in rollout.output.lines)
+
+
+def test_max_fail_goes_on_below_the_limit_and_stops_at_it(binary):
+    """pyinfra's --fail-percent 0 did not stop a rollout; ours stops at exactly max_fail failures."""
+    lab = FloorLab(["b1", "b2", "b3", "b4", "b5"], broken_on=["b1", "b3"])
+    rollout = batched_rollout(lab, batch=1, min_up=1, max_fail=2)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "changed", "rolled-back", "untouched", "untouched"]
+    assert lab.hosts["b2"]["running"] == binary.sha256
+    assert lab.hosts["b4"]["running"] == lab.hosts["b5"]["running"] == "sha-v1"
+    assert not any(e.startswith(("b4:", "b5:")) and not e.endswith(":facts") for e in lab.events)
+
+
+def test_the_floor_counts_only_servers_that_are_up(binary):
+    """b1 is DOWN already: taking it out costs nothing, so it joins the batch beside one UP server."""
+    lab = FloorLab(["b1", "b2", "b3"])
+    lab.hosts["b1"]["running"] = "none"
+    rollout = batched_rollout(lab, batch=3, min_up=1)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    batches = [line for line in rollout.output.lines if line.startswith("-- batch")]
+    assert batches == ["-- batch of 2: b1, b2", "-- batch of 1: b3"] and min(lab.up_samples) >= 1
+
+
+def test_preflight_refuses_when_the_floor_leaves_nothing_to_take_out(binary):
+    lab = FloorLab(["b1", "b2", "b3"])
+    rollout = batched_rollout(lab, batch=1, min_up=3)
+    with pytest.raises(DeployError, match="taking b1 out would leave fewer than 3 servers UP in api_pool"):
+        rollout.preflight(binary, force=False)
+    assert all(e.endswith(":facts") for e in lab.events)
+
+
+class SigintTransport(FakeTransport):
+    """Ctrl-C as the terminal sends it (SIGINT, which Python handles in the main thread) once every
+    instance of the batch is busy installing."""
+
+    def __init__(self, lab, name, both_installing):
+        super().__init__(lab, name)
+        self.both_installing = both_installing
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if self.lab.events and self.lab.events[-1] == f"{self.name}:install":
+            import signal
+            import threading
+
+            if self.both_installing.wait(timeout=5) == 0:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            time.sleep(0.3)  # the command is still running when the main thread takes the interrupt
+        return result
+
+
+def test_ctrl_c_in_a_batch_makes_every_instance_of_the_batch_safe(binary):
+    import threading
+
+    lab = FloorLab(["b1", "b2", "b3", "b4"])
+    rollout = batched_rollout(lab, batch=2, min_up=1)
+    both_installing = threading.Barrier(2)
+    for instance in rollout.instances[:2]:
+        instance.transport = SigintTransport(lab, instance.name, both_installing)
+    with pytest.raises(KeyboardInterrupt):
+        rollout.run(binary, rollout.preflight(binary, force=False))
+    statuses = {o.name: o.status for o in rollout.outcomes}
+    assert statuses == {"b1": "interrupted", "b2": "interrupted", "b3": "untouched", "b4": "untouched"}
+    assert all(lab.admin[n] == "ready" and lab.status(n) == "UP" for n in lab.hosts)
+    assert lab.hosts["b3"]["running"] == lab.hosts["b4"]["running"] == "sha-v1" and not rollout.abandoned
+
+
+def test_batching_input_is_checked_before_anything():
+    from fabfile.deploy.rollout import batching
+    from fabfile.values import InvalidValue
+
+    assert batching("25%", 1, 1, targets=12, pool_size=12).batch == 3
+    assert batching("50%", "75%", 2, targets=12, pool_size=12) == batching(6, 9, 2, 12, 12).__class__(3, 9, 2)
+    assert batching(5, 1, 1, targets=2, pool_size=2).batch == 1  # the floor caps the batch
+    for bad, message in [((0, 1, 1), "--batch: 0 must be from 1"), (("150%", 1, 1), "--batch: 150% must be"),
+                         ((1, "100%", 1), "deploy_min_up: 100% keeps all 12 servers"),
+                         ((1, 12, 1), "lower it to at most 11"), ((1, 1, 0), "--max-fail: 0 must be from 1"),
+                         (("two", 1, 1), "--batch: 'two' is not a count")]:
+        with pytest.raises(InvalidValue, match=message):
+            batching(*bad, targets=12, pool_size=12)
+
+
+class RestartedBySystemdTransport(FakeTransport):
+    """The new binary crashes once inside the soak and systemd restarts it at once: health still 200."""
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.soak_probe() and self.lab.hosts[self.name]["running"] != "sha-v1":
+            self.lab.pids[self.name] = str(int(self.lab.pids.get(self.name, "100")) + 1)
+        return result
+
+
+def test_a_crash_restarted_by_systemd_inside_the_soak_is_a_failure(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = RestartedBySystemdTransport(lab, "b1")
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert "main process changed (pid 101 -> 102)" in rollout.outcomes[0].detail
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP"

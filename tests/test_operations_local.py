@@ -143,3 +143,32 @@ def test_recap_counts_and_failed_exit(tmp_path):
     result = run_play("fails", [plan], output=Output(Masker(), stream), transport_factory=LocalTransport)
     assert result.failed
     assert "box              : ok=0 changed=0 failed=1" in stream.getvalue()
+
+
+def most_at_once(lines):
+    running = peak = 0
+    for line in lines:
+        running += 1 if line == "start" else -1
+        peak = max(peak, running)
+    return peak
+
+
+def test_restart_handlers_stay_within_the_capacity_floor(tmp_path):
+    """Four hosts of one pool configured at once; with a floor of 3 UP only one restarts at a time,
+    with a floor of 2, two."""
+    from fabfile.runner import restart_slots
+
+    for floor, expected in ((3, 1), (2, 2)):
+        log = tmp_path / f"restarts-{floor}.log"
+        plans = []
+        for index in range(4):
+            host = Host(name=f"box{index}", inventory_vars={"connection": "local"}, groups=["all", "api"])
+            target = tmp_path / f"floor{floor}-{index}.env"
+            plans.append(HostPlan(host=host, operations=[file(str(target), "1\n", owner=ME, group=ME, notify=["restart"])],
+                                  handlers={"restart": f"echo start >> {log}; sleep 0.3; echo end >> {log}"}))
+        restart_slots(plans, "api", pool_size=4, min_up=floor)
+        result = run_play("setup", plans, output=Output(Masker(), io.StringIO()), forks=4,
+                          transport_factory=LocalTransport)
+        lines = log.read_text().split()
+        assert not result.failed and lines.count("start") == 4
+        assert most_at_once(lines) == expected

@@ -64,6 +64,17 @@ class ServiceCommands:
         url = f"http://127.0.0.1:{self.settings.listen_port}{self.settings.health_path}"
         return Command(f"curl -s -m 2 -w '\\n%{{http_code}}' {q(url)}")
 
+    def soak_probe(self) -> Command:
+        """One round trip for the soak: the unit's main PID (a crash and restart changes it), then the
+        health answer as ``health`` prints it."""
+        return Command(f"systemctl show -p MainPID --value {q(self.settings.unit)}; {self.health().command}")
+
+    @classmethod
+    def parse_soak_probe(cls, stdout: str) -> tuple:
+        """(main PID, HTTP status) from ``soak_probe``'s output."""
+        pid, _, rest = stdout.partition("\n")
+        return pid.strip() or "0", cls.parse_health(rest)[0]
+
     @staticmethod
     def parse_health(stdout: str) -> tuple:
         body, _, code = stdout.rpartition("\n")

@@ -1,12 +1,18 @@
-"""Rolling binary deploy and rollback for a binary_service, one instance at a time.
+"""Rolling binary deploy and rollback for a binary_service, in batches (default: one instance).
 
 Orchestration only: what runs where and in which order. The per-instance
 sequence is: drain in HAProxy (bounded wait for sessions to end), maint, push to
 a temporary name, verify its sha256 on the host, keep the current binary as
 ``<name>.prev``, atomic rename, restart, health gate on the instance itself,
 ready in HAProxy, wait for UP. A failure after the swap puts ``.prev`` back
-through the same gates and stops the rollout: later instances stay untouched.
-Before each instance the pool must keep another server UP (unless --force).
+through the same gates. Once ``max_fail`` instances failed the rollout stops, the
+stopping batch goes back to its previous binary and later instances stay untouched.
+
+A batch runs the sequence for its instances at once (one thread each, whole output
+lines). Before each batch, HAProxy's view decides how many may go out: at least
+``min_up`` servers of the pool stay UP (the capacity floor; unless --force).
+The runtime is used only through ``show_stat``, ``server``, ``set_state`` and
+``set_health``, so a composite over several balancers fits.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from ..polling import WaitTimeout, wait_until
+from ..values import InvalidValue, count_or_percent, integer
 from ..transports import CommandFailed, TransportError
 from .artifact import ELF_MACHINES, Artifact, DeployError
 from .commands import ServiceCommands
@@ -28,6 +35,8 @@ class Timeouts:
     haproxy_up: float = 60.0
     interval: float = 0.2
     soak: float = 5.0  # health must stay 200 this long after ready (0 disables)
+    # One round trip per soak probe: a batch soaks many instances at once on a small machine.
+    soak_interval: float = 0.5
     settle: float = 10.0  # preflight waits this long for transitional pool states (UP 1/3...) to settle
 
 
@@ -39,6 +48,32 @@ class InstanceOutcome:
     phases: dict = field(default_factory=dict)
     detail: str = ""
     state: str = ""  # where the instance was left: "ready (UP)", "MAINT", ...
+    target: str = ""  # sha256 this run put (or meant to put) live
+    old: str = ""  # sha256 it replaced ("none" on a first deploy)
+
+
+@dataclass
+class Batching:
+    """How a rollout goes through a pool: ``batch`` out at once at most, ``min_up`` UP at least,
+    stop after ``max_fail`` failed instances. Built from user input by ``batching``."""
+
+    batch: int = 1
+    min_up: int = 1
+    max_fail: int = 1
+
+
+def batching(batch, min_up, max_fail, targets: int, pool_size: int) -> Batching:
+    """Check ``--batch`` (N or P% of the targets), ``deploy_min_up`` (N or P% of the pool) and
+    ``--max-fail`` before anything is touched; a floor no batch can satisfy is refused too
+    (``InvalidValue``: one error line, exit 2)."""
+    # A count above the targets is the whole lot (``--limit`` often leaves fewer than the batch).
+    size = count_or_percent("--batch", batch, max(targets, 1), high=None)
+    floor = count_or_percent("deploy_min_up", min_up, pool_size, low=0)
+    if pool_size - floor < 1:
+        raise InvalidValue(f"deploy_min_up: {min_up} keeps all {pool_size} servers of the pool UP, so no batch can "
+                           f"go out; lower it to at most {pool_size - 1}")
+    fails = integer("--max-fail", max_fail, 1)
+    return Batching(batch=min(size, pool_size - floor), min_up=floor, max_fail=fails)
 
 
 class Instance:
@@ -56,6 +91,10 @@ class Instance:
     def health(self) -> tuple:
         """(HTTP status, body) of the health path, asked on the instance itself."""
         return self.commands.parse_health(self.transport.run(self.commands.health(), warn=True).stdout)
+
+    def soak_probe(self) -> tuple:
+        """(main PID, HTTP status of the health path) in one round trip."""
+        return self.commands.parse_soak_probe(self.transport.run(self.commands.soak_probe(), warn=True).stdout)
 
     def running_sha256(self) -> str:
         return (self.transport.run(self.commands.running_sha256(), warn=True).stdout.strip() or "none")
@@ -85,7 +124,8 @@ class Rollout:
     """
 
     def __init__(self, instances, runtime, pool: str, output, timeouts: Timeouts | None = None,
-                 clock=time.monotonic, sleep=time.sleep, audit=None, finish_hint: str = ""):
+                 clock=time.monotonic, sleep=time.sleep, audit=None, finish_hint: str = "",
+                 batch: int = 1, min_up: int = 1, max_fail: int = 1):
         self.instances = instances
         self.runtime = runtime
         self.pool = pool
@@ -97,16 +137,24 @@ class Rollout:
         self.finish_hint = finish_hint
         self.outcomes = []
         self.pool_states = {}
+        self.batch = batch  # instances taken out together at most
+        self.min_up = min_up  # servers of the pool that must stay UP in HAProxy (the capacity floor)
+        self.max_fail = max_fail  # the rollout stops once this many instances have failed
 
     # -- helpers ---------------------------------------------------------
     def _say(self, name, phase, seconds, detail=""):
         self.output.line(f"{name:<16} {phase:<11} {seconds:6.2f}s  {detail}".rstrip())
 
+    def _nap(self, seconds):
+        self._checkpoint()
+        self.sleep(seconds)
+
     def _wait(self, probe, done, timeout, what):
         return wait_until(probe, timeout=timeout, interval=self.timeouts.interval, done=done, what=what,
-                          clock=self.clock, sleep=self.sleep)
+                          clock=self.clock, sleep=self._nap)
 
     def _timed(self, outcome, phase, action, detail=""):
+        self._checkpoint()
         started = self.clock()
         value = action()
         seconds = self.clock() - started
@@ -120,13 +168,15 @@ class Rollout:
         except Exception as exc:  # the audit trail never breaks a rollout; say so once per event
             self.output.line(f"warning: audit line '{event}' not written: {exc}")
 
-    def would_empty_pool(self, name, stats) -> bool:
-        """True when ``name`` is UP and no other server of the pool is: taking it out empties the pool.
+    def would_break_floor(self, name, stats) -> bool:
+        """True when ``name`` is UP and taking it out leaves fewer than ``min_up`` servers of the pool UP.
 
-        A pool with nothing UP (a first deploy, say) has no availability left to protect.
+        A server that is not UP costs nothing: a pool with nothing UP (a first deploy, say) has no
+        availability left to protect.
         """
         pool = [s for s in stats if s.pool == self.pool]
-        return any(s.server == name and s.is_up for s in pool) and not any(s.server != name and s.is_up for s in pool)
+        up = sum(s.is_up for s in pool)
+        return any(s.server == name and s.is_up for s in pool) and up - 1 < self.min_up
 
     @staticmethod
     def transitional(status: str) -> bool:
@@ -181,18 +231,18 @@ class Rollout:
             if instance.name not in self.pool_states:
                 raise DeployError(f"{instance.name} is not a server of HAProxy's {self.pool}; run inv haproxy.setup")
         first = next((i for i in self.instances if self.needs_work(i.name, facts, artifact)), None)
-        if first is not None and not force and self.would_empty_pool(first.name, stats):
+        if first is not None and not force and self.would_break_floor(first.name, stats):
+            floor = "no server" if self.min_up <= 1 else f"fewer than {self.min_up} servers"
             raise DeployError(
-                f"taking {first.name} out would leave no server UP in {self.pool}; "
-                "bring another instance up first or pass --force"
+                f"taking {first.name} out would leave {floor} UP in {self.pool}; "
+                "bring another instance up first, lower deploy_min_up, or pass --force"
             )
         return facts
 
     # -- per instance ----------------------------------------------------
     def _take_out(self, instance, outcome, force):
-        stats = self._settled_stats()
-        if not force and self.would_empty_pool(instance.name, stats):
-            raise DeployError(f"{instance.name}: no other server of {self.pool} is UP; stopping before taking it out")
+        """Drain then maint; the batch it belongs to was chosen within the floor (``_next_batch``)."""
+        self._checkpoint()
         outcome.state = "DRAIN"
         self.runtime.set_state(self.pool, instance.name, "drain")
         self._event("drained", instance.name)
@@ -242,20 +292,25 @@ class Rollout:
         if self.timeouts.soak > 0:
             started = self.clock()
 
+            first_pid = []
+
             def soak_probe():
-                code, _ = instance.health()
+                # The identity gate proved the main process runs the target; a crash that systemd
+                # restarts shows as another main PID.
+                pid, code = instance.soak_probe()
+                first_pid[:] = first_pid or [pid]
                 if code != "200":
                     return f"health {code or 'no answer'}"
-                if expected and expected != "none" and instance.running_sha256() != expected:
-                    return "main process changed"
+                if pid != first_pid[0]:
+                    return f"main process changed (pid {first_pid[0]} -> {pid})"
                 return None
 
-            failure = None
-            while self.clock() - started < self.timeouts.soak:
+            failure = soak_probe()
+            while not failure and self.clock() - started < self.timeouts.soak:
+                # The last nap ends at the soak's end, then one last probe: the soak lasts what it says.
+                remaining = self.timeouts.soak - (self.clock() - started)
+                self._nap(min(max(self.timeouts.interval, self.timeouts.soak_interval), remaining))
                 failure = soak_probe()
-                if failure:
-                    break
-                self.sleep(self.timeouts.interval)
             outcome.phases["soak"] = round(self.clock() - started, 3)
             if failure:
                 self._say(instance.name, "soak", outcome.phases["soak"], f"FAILED: {failure}")
@@ -325,70 +380,210 @@ class Rollout:
         outcome.detail = "interrupted; back on its previous binary"
 
     def run(self, artifact: Artifact | None, facts: dict, force: bool = False) -> list:
-        """Deploy ``artifact`` (or, when None, swap back to .prev) on each instance in order."""
-        for index, instance in enumerate(self.instances):
-            started = self.clock()
-            outcome = InstanceOutcome(instance.name, "changed")
-            self.outcomes.append(outcome)
-            current = facts[instance.name]
-            if not self.needs_work(instance.name, facts, artifact):
-                outcome.status, outcome.state = "ok", "ready (UP)"
+        """Deploy ``artifact`` (or, when None, swap back to .prev) batch by batch, in inventory order.
+
+        A batch is at most ``batch`` instances, fewer when HAProxy's view says taking more out would
+        leave fewer than ``min_up`` servers UP. Its instances go through the per-instance sequence
+        at once (one thread each). After a batch, the rollout stops once ``max_fail`` instances have
+        failed; the stopping batch's instances that did succeed go back to their previous binary
+        too, so the pool is left on at most the two versions it had when that batch started.
+        """
+        self._order = {instance.name: index for index, instance in enumerate(self.instances)}
+        try:
+            queue = []
+            for instance in self.instances:
+                if self.needs_work(instance.name, facts, artifact):
+                    queue.append(instance)
+                    continue
+                self.outcomes.append(InstanceOutcome(instance.name, "ok", state="ready (UP)"))
                 if artifact is not None:
                     self._say(instance.name, "ok", 0, f"already runs sha256 {artifact.sha256[:12]}; nothing restarted")
                 else:
                     self._say(instance.name, "ok", 0, "no previous binary to roll back to")
-                continue
-            target = artifact.sha256 if artifact is not None else current["prev_sha256"]
-            old = current["sha256"]
-            on_disk = artifact is not None and current["sha256"] == artifact.sha256  # an earlier run got this far
-            if on_disk:
-                old = current["prev_sha256"]
-            taken_out = swapped = False
-            try:
-                try:
-                    self._take_out(instance, outcome, force)
-                    taken_out = True
-                    if on_disk:
-                        self._say(instance.name, "converge", 0, "target binary already on disk; restart and gates")
-                    elif artifact is not None:
-                        self._timed(outcome, "push", lambda: instance.push(artifact),
-                                    f"{artifact.size / 1e6:.1f} MB, sha256 {artifact.sha256[:12]} verified")
-                        self._event("pushed", instance.name, **{"from": old, "to": target})
-                    else:
-                        self._timed(outcome, "swap", instance.swap_with_prev, "previous binary is live")
-                        self._event("swapped", instance.name, **{"from": old, "to": target})
-                    swapped = True
-                    self._bring_back(instance, outcome, target)
-                    self._event("done", instance.name, **{"from": old, "to": target}, outcome="changed",
-                                seconds=round(self.clock() - started, 3))
-                except KeyboardInterrupt as interrupt:
-                    self._interrupted(instance, outcome, target, old, interrupt, index)
-                    raise
-                except Exception as exc:  # every failure is the rollback path
-                    if swapped:
-                        if artifact is None:
-                            restore = instance.swap_with_prev
-                        elif old == "none":
-                            restore = lambda: None  # first deploy: there is nothing to go back to
-                        else:
-                            restore = instance.restore_prev
-                        self._recover(instance, outcome, exc, restore, None if old == "none" else old)
-                    else:
-                        self._give_back(instance, outcome, exc, taken_out)
-                    self._untouched_after(index)
+            failures = 0
+            while queue:
+                batch = self._next_batch(queue, force)
+                if not batch:
+                    outcome = InstanceOutcome(queue[0].name, "failed", state="as before")
+                    self._give_back(queue[0], outcome, DeployError(
+                        f"{queue[0].name}: taking it out would leave fewer than {self.min_up} server(s) UP in "
+                        f"{self.pool}; stopping before taking it out"), taken_out=False)
+                    self.outcomes.append(outcome)
                     break
-            finally:
-                outcome.seconds = round(self.clock() - started, 3)
+                del queue[:len(batch)]
+                if len(batch) > 1 or self.batch > 1:
+                    self.output.line(f"-- batch of {len(batch)}: {', '.join(i.name for i in batch)}")
+                outcomes = self._run_batch(batch, artifact, facts, force)
+                failures += sum(o.status in ("rolled-back", "failed") for o in outcomes)
+                if failures >= self.max_fail:
+                    self._undo_batch(batch, outcomes, force)
+                    self.output.line(f"-- stopping: {failures} failed instance(s) (max-fail {self.max_fail}); "
+                                     f"{len(queue)} left untouched")
+                    break
+        finally:
+            self._untouched_rest()
         return self.outcomes
 
-    def _untouched_after(self, index):
-        for later in self.instances[index + 1:]:
-            self.outcomes.append(InstanceOutcome(later.name, "untouched", state="as before"))
+    def _next_batch(self, queue, force):
+        """The next instances of ``queue`` (in order) that may go out together without breaking the floor.
 
-    def _interrupted(self, instance, outcome, target, old, interrupt, index):
+        Counted from HAProxy's settled view: a server that is not UP does not count against the floor.
+        A pool with fewer than ``min_up`` UP servers (a first deploy) only lets non-UP servers out."""
+        if force:
+            return queue[:self.batch]
+        stats = [s for s in self._settled_stats() if s.pool == self.pool]
+        up_now = {s.server for s in stats if s.is_up}
+        spare = len(up_now) - self.min_up
+        chosen = []
+        for instance in queue[:self.batch]:
+            if instance.name in up_now:
+                if spare <= 0:
+                    break
+                spare -= 1
+            chosen.append(instance)
+        return chosen
+
+    def _run_batch(self, batch, artifact, facts, force) -> list:
+        """The per-instance sequence for every instance of ``batch`` at once; their outcomes.
+
+        A batch of one runs in this thread (as before batches existed). For more, one thread each;
+        an interrupt (which only this thread receives) is passed to them through ``_interrupt`` and
+        each makes its own instance safe, bounded by the same timeouts; a second one stops them."""
+        if len(batch) == 1:
+            return [self._one(batch[0], artifact, facts, force)]
+        from concurrent.futures import ThreadPoolExecutor, wait as wait_all
+
+        pool = ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="rollout")
+        futures, waiting = [], list(batch)
+        interrupt = None
+        try:
+            while True:
+                try:
+                    while waiting:
+                        futures.append(pool.submit(self._one, waiting.pop(0), artifact, facts, force))
+                    wait_all(futures)
+                    break
+                except KeyboardInterrupt as exc:  # first: the workers make their instances safe; second: stop
+                    waiting.clear()  # not started: untouched
+                    interrupt = interrupt or exc
+                    if self._interrupt is None:
+                        self._interrupt = exc
+                    else:
+                        self._abandon = True
+        finally:
+            pool.shutdown(wait=True)
+        results = []
+        for future in futures:
+            try:
+                results.append(future.result())
+            except KeyboardInterrupt as exc:
+                interrupt = interrupt or exc
+        if interrupt is not None or self._interrupt is not None:
+            raise interrupt or self._interrupt
+        return results
+
+    _interrupt = None  # the KeyboardInterrupt the main thread received while a batch ran
+    _abandon = False  # a second one: stop at once
+
+    def _checkpoint(self):
+        """In a batch's worker thread: raise the interrupt the main thread received (once), and again
+        on a second one while the worker makes its instance safe."""
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            return
+        state = self._worker_state()
+        if self._abandon and not state.get("abandoned"):
+            state["abandoned"] = True
+            raise KeyboardInterrupt(str(self._interrupt or "SIGINT"))
+        if self._interrupt is not None and not state.get("interrupted"):
+            state["interrupted"] = True
+            raise KeyboardInterrupt(str(self._interrupt or "SIGINT"))
+
+    def _worker_state(self) -> dict:
+        import threading
+
+        local = self.__dict__.setdefault("_local", threading.local())
+        if not hasattr(local, "state"):
+            local.state = {}
+        return local.state
+
+    def _one(self, instance, artifact, facts, force) -> InstanceOutcome:
+        """The per-instance sequence: take out, push or swap, bring back; every failure rolls back."""
+        self._worker_state().clear()
+        started = self.clock()
+        outcome = InstanceOutcome(instance.name, "changed")
+        self.outcomes.append(outcome)
+        current = facts[instance.name]
+        target = artifact.sha256 if artifact is not None else current["prev_sha256"]
+        old = current["sha256"]
+        on_disk = artifact is not None and current["sha256"] == artifact.sha256  # an earlier run got this far
+        if on_disk:
+            old = current["prev_sha256"]
+        outcome.target, outcome.old = target, old
+        taken_out = swapped = False
+        try:
+            try:
+                self._take_out(instance, outcome, force)
+                taken_out = True
+                if on_disk:
+                    self._say(instance.name, "converge", 0, "target binary already on disk; restart and gates")
+                elif artifact is not None:
+                    self._timed(outcome, "push", lambda: instance.push(artifact),
+                                f"{artifact.size / 1e6:.1f} MB, sha256 {artifact.sha256[:12]} verified")
+                    self._event("pushed", instance.name, **{"from": old, "to": target})
+                else:
+                    self._timed(outcome, "swap", instance.swap_with_prev, "previous binary is live")
+                    self._event("swapped", instance.name, **{"from": old, "to": target})
+                swapped = True
+                self._bring_back(instance, outcome, target)
+                self._event("done", instance.name, **{"from": old, "to": target}, outcome="changed",
+                            seconds=round(self.clock() - started, 3))
+            except KeyboardInterrupt as interrupt:
+                self._interrupted(instance, outcome, target, old, interrupt)
+                raise
+            except Exception as exc:  # every failure is the rollback path
+                if swapped:
+                    if artifact is None:
+                        restore = instance.swap_with_prev
+                    elif old == "none":
+                        restore = lambda: None  # first deploy: there is nothing to go back to
+                    else:
+                        restore = instance.restore_prev
+                    self._recover(instance, outcome, exc, restore, None if old == "none" else old)
+                else:
+                    self._give_back(instance, outcome, exc, taken_out)
+        finally:
+            outcome.seconds = round(self.clock() - started, 3)
+        return outcome
+
+    def _undo_batch(self, batch, outcomes, force):
+        """The rollout stops in this batch: its instances that did change go back to their previous
+        binary through the same gates (a deploy's batch-mates of a failed instance), one at a time."""
+        for instance, outcome in zip(batch, outcomes):
+            if outcome.status != "changed" or outcome.old in ("none", ""):
+                continue
+            self._say(instance.name, "undo", 0, "its batch failed: back to its previous binary")
+            self.outcomes.remove(outcome)
+            facts = {instance.name: instance.facts()}
+            undo = self._one(instance, None, facts, force)
+            if undo.status == "changed":
+                undo.status, undo.detail = "rolled-back", "its batch failed; previous binary live again"
+                self._event("rolled-back", instance.name, to=outcome.old, outcome="rolled-back",
+                            detail=undo.detail)
+
+    def _untouched_rest(self):
+        """Every instance without an outcome is untouched; outcomes in inventory order."""
+        seen = {o.name for o in self.outcomes}
+        for instance in self.instances:
+            if instance.name not in seen:
+                self.outcomes.append(InstanceOutcome(instance.name, "untouched", state="as before"))
+        order = getattr(self, "_order", {})
+        self.outcomes.sort(key=lambda o: order.get(o.name, len(order)))
+
+    def _interrupted(self, instance, outcome, target, old, interrupt):
         """Make the current instance safe (bounded); a second interrupt stops at once."""
         outcome.status = "interrupted"
-        self._untouched_after(index)
         self._say(instance.name, "INTERRUPTED", 0, f"{interrupt or 'SIGINT'}: making it safe (interrupt again to stop at once)")
         try:
             self._make_safe(instance, outcome, target, old)

@@ -13,8 +13,9 @@ Defaults (shown for backend_api_; stream_server_ has its own values):
     <prefix>_log_dir             the only other writable path
     <prefix>_health_path         what the deploy gates on
 Steps: group, user, directories, env file, unit file (daemon-reload on change), unit enabled.
-Handlers: restart the unit when the env file or unit changed (only if it is running; the
-play visits one host at a time so a pool never restarts all at once).
+Handlers: restart the unit when the env file or unit changed (only if it is running), then
+wait (bounded) for its health path to answer 200: the restart holds its pool's slot until the
+instance serves again, so with the capacity floor's slots a pool never restarts all at once.
 """
 
 from __future__ import annotations
@@ -57,7 +58,19 @@ def role_for(config: ServiceConfig, secrets: dict) -> Role:
         ]
 
     def handlers(variables):
-        unit = config.unit
-        return {f"restart {unit}": f"systemctl try-restart {q(unit)}"}
+        settings = config.settings(variables)
+        return {f"restart {config.unit}": restart_until_healthy(settings)}
 
     return Role(name=config.prefix, defaults={**COMMON_DEFAULTS, **config.defaults}, steps=steps, handlers=handlers)
+
+
+HEALTH_WAIT_TRIES = 100  # x 0.1 s: a restarted instance has 10 s to answer its health path
+
+
+def restart_until_healthy(settings) -> str:
+    """``try-restart`` (a stopped unit stays stopped), then, if it runs, its health answered 200 (bounded)."""
+    unit = q(settings.unit)
+    url = q(f"http://127.0.0.1:{settings.listen_port}{settings.health_path}")
+    return (f"systemctl try-restart {unit} && if systemctl is-active -q {unit}; then "
+            f"for i in $(seq {HEALTH_WAIT_TRIES}); do curl -fs -m 1 -o /dev/null {url} && exit 0; sleep 0.1; done; "
+            f"echo {q(f'{settings.unit}: health did not answer 200 within 10 s of the restart')} >&2; exit 1; fi")

@@ -22,6 +22,7 @@ from .base import Role
 from .haproxy_vars import DEFAULTS, template_vars, validate_vars
 
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
+PACKAGES = ["haproxy"]
 
 
 def steps(context):
@@ -44,7 +45,7 @@ def steps(context):
             f"haproxy_tls_cert_path {cert} does not exist on {context.host.name}; put the PEM there first",
         ))
     operations += [
-        apt_packages(["haproxy"]),
+        apt_packages(PACKAGES),
         file(CONFIG_PATH, render("haproxy/haproxy.cfg.j2", variables), mode="0644",
              validate="haproxy -c -q -f {path}", backup=True, notify=["reload haproxy"]),
         service("haproxy", enabled=True, running=True),

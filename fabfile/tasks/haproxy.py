@@ -19,9 +19,6 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     With ``lb_vip`` set, keepalived too (see ``inv keepalived.setup``).
     """
     from ..roles import common, haproxy
-
-    import contextlib
-
     from .lock import held, lock_wait_value
 
     loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 from invoke import Collection
@@ -23,8 +22,10 @@ DEPLOY_HELP = {
     "set": support.COMMON_HELP["set"],
     "lock_wait": "wait up to SECONDS for another run's deploy lock instead of exiting 3",
     "message": "why this run: recorded in the deploy lock and the audit trail",
+    "batch": "instances taken out at once: N or P% of the targets (default 1); never more than deploy_min_up allows",
+    "max_fail": "stop after N failed instances (default 1) and put the failed batch back on its previous binary",
 }
-SETUP_HELP = {**{k: v for k, v in support.COMMON_HELP.items() if k != "forks"}, "secrets": "secrets file for the env template (default: the inventory's secrets_file)"}
+SETUP_HELP = {**support.COMMON_HELP, "secrets": "secrets file for the env template (default: the inventory's secrets_file)"}
 
 
 def timeouts_from(variables: dict):
@@ -43,15 +44,19 @@ def timeouts_from(variables: dict):
     )
 
 
-def rollout_for(config: ServiceConfig, loaded, hosts, output, audit=None, finish_hint=""):
-    from ..deploy.rollout import Instance, Rollout
+def rollout_for(config: ServiceConfig, loaded, hosts, output, audit=None, finish_hint="", batch=1, max_fail=1):
+    """The rollout of ``hosts``; every override and the batching are checked first (InvalidValue: exit 2).
+
+    ``deploy_min_up`` (N or P% of the whole pool, default 1) is read from the first target's variables."""
+    from ..deploy.rollout import Instance, Rollout, batching
     from ..transports import connect
 
     variables = hosts[0].vars_with(config.defaults)
     timeouts = timeouts_from(variables)
+    plan = batching(batch, variables.get("deploy_min_up", 1), max_fail, len(hosts), len(loaded.group(config.group)))
     instances = [Instance(host.name, connect(host), config.settings(host.vars_with(config.defaults))) for host in hosts]
     return Rollout(instances, support.balancer_set(loaded), config.pool, output, timeouts,
-                   audit=audit, finish_hint=finish_hint)
+                   audit=audit, finish_hint=finish_hint, batch=plan.batch, min_up=plan.min_up, max_fail=plan.max_fail)
 
 
 def finish(rollout, artifact, report, title, output) -> None:
@@ -73,7 +78,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
     @task(help={**SETUP_HELP, "lock_wait": DEPLOY_HELP["lock_wait"]}, iterable=["set"])
     @support.user_errors
     def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, secrets=None,
-              lock_wait=None):
+              lock_wait=None, forks=10):
         from ..roles import common
         from ..roles.binary_service import role_for
 
@@ -82,12 +87,15 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
         secret_values = support.secrets_for(hosts, secrets)
         wait = lock_wait_value(lock_wait)
-        # One host at a time: a changed env file restarts the service, never the whole pool at once.
+        pool_size, floor = support.restart_floor(loaded, config)
+        # Hosts in parallel; a changed env file restarts the service within the pool's capacity floor
+        # (at most pool size - deploy_min_up at once, each until it answers health), never the whole pool.
         support.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
-                     diff=diff, report=report, extra_secrets=secret_values.values(), forks=1,
-                     guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait))
+                     diff=diff, report=report, extra_secrets=secret_values.values(), forks=forks,
+                     guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait),
+                     floors=[(config.group, pool_size, floor)])
 
-    def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message):
+    def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message, batch="1", max_fail="1"):
         """Validate, lock, preflight every target (refusing before any change), then roll; binary None
         rolls back. An interrupt makes the current instance safe, reports and releases the lock."""
         from ..deploy.artifact import DeployError, read_artifact
@@ -108,9 +116,11 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         except DeployError as exc:
             raise support.UsageError(str(exc)) from None
         again = ["inv", title] + (["--binary", binary] if binary is not None else []) + (
-            ["--inventory", inventory] if inventory else []) + (["--limit", limit] if limit else [])
+            ["--inventory", inventory] if inventory else []) + (["--limit", limit] if limit else []) + (
+            ["--batch", str(batch)] if str(batch) != "1" else [])
         hint = argv_line(again)
-        rollout = rollout_for(config, loaded, hosts, output, finish_hint=hint)  # validates every override first
+        # Validates every override and the batching first.
+        rollout = rollout_for(config, loaded, hosts, output, finish_hint=hint, batch=batch, max_fail=max_fail)
         recorder = Recorder(connect(support.lock_balancer(loaded)), {i.name: i.transport for i in rollout.instances},
                             who=who(), run=RUN_ID, task_name=title)
         rollout.audit = recorder
@@ -140,14 +150,16 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
 
     @task(help=DEPLOY_HELP, iterable=["set"])
     @support.user_errors
-    def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None, lock_wait=None, message=None):
-        roll(c, binary, inventory, limit, report, force, set, f"{short}.deploy", lock_wait, message)
+    def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None, lock_wait=None, message=None,
+               batch="1", max_fail="1"):
+        roll(c, binary, inventory, limit, report, force, set, f"{short}.deploy", lock_wait, message, batch, max_fail)
 
-    @task(help={k: DEPLOY_HELP[k] for k in ("force", "inventory", "limit", "report", "set", "lock_wait", "message")},
-          iterable=["set"])
+    @task(help={k: DEPLOY_HELP[k] for k in ("force", "inventory", "limit", "report", "set", "lock_wait", "message",
+                                            "batch", "max_fail")}, iterable=["set"])
     @support.user_errors
-    def rollback(c, inventory=None, limit=None, report=None, force=False, set=None, lock_wait=None, message=None):
-        roll(c, None, inventory, limit, report, force, set, f"{short}.rollback", lock_wait, message)
+    def rollback(c, inventory=None, limit=None, report=None, force=False, set=None, lock_wait=None, message=None,
+                 batch="1", max_fail="1"):
+        roll(c, None, inventory, limit, report, force, set, f"{short}.rollback", lock_wait, message, batch, max_fail)
 
     @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
     @support.user_errors

@@ -235,20 +235,61 @@ def forks_value(forks) -> int:
     return integer("--forks", forks, 1, 256)
 
 
-def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10, guard=None):
+def restart_floor(loaded, config) -> tuple:
+    """(pool size, floor) of a service's pool: ``deploy_min_up`` (N or P% of the pool, default 1), the
+    same floor deploys keep; checked before anything (InvalidValue: exit 2)."""
+    from ..values import InvalidValue, count_or_percent
+
+    pool = loaded.group(config.group)
+    if not pool:
+        return 0, 0
+    spec = pool[0].vars_with(config.defaults).get("deploy_min_up", 1)
+    floor = count_or_percent("deploy_min_up", spec, len(pool), low=0)
+    if len(pool) > 1 and floor >= len(pool):
+        raise InvalidValue(f"deploy_min_up: {spec} keeps all {len(pool)} servers of {config.pool} UP, so no restart "
+                           f"can happen; lower it to at most {len(pool) - 1}")
+    return len(pool), floor
+
+
+def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10, guard=None,
+         roles_for=None, floors=()):
     """Plan every host (failing before any change), run, recap, report; exit 1 on failure.
 
     ``guard()``, when given, is entered after planning and held while the play runs (the deploy lock).
+    ``roles_for(host)``, when given, picks each host's roles (``inv site.setup``); ``floors`` lists
+    ``(group, pool size, floor)``: the handlers (restarts) of a group's hosts run at most
+    (pool size - floor) at once.
     """
     import contextlib
 
-    from ..runner import plan_hosts, run_play
+    from ..runner import plan_hosts, restart_slots, run_play
 
-    plans = plan_hosts(hosts, roles, loaded)
-    masker = masker_for(hosts, extra_secrets)
     forks = forks_value(forks)
-    with guard() if guard and not check else contextlib.nullcontext():
-        result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks)
+    if roles_for is None:
+        plans = plan_hosts(hosts, roles, loaded)
+    else:
+        plans = [plan for host in hosts for plan in plan_hosts([host], roles_for(host), loaded)]
+    for group, pool_size, floor in floors:
+        restart_slots(plans, group, pool_size, floor)
+    masker = masker_for(hosts, extra_secrets)
+    result = None
+    if guard and not check and not diff:
+        # Probe first without the lock (probes change nothing): a no-op re-run is then one round trip
+        # per host, with no lock taken. Anything to change (or a pending handler) takes the lock and
+        # runs the play for real, probing again under it.
+        import io
+
+        captured = io.StringIO()
+        probe = run_play(title, plans, check=True, output=Output(masker, captured), forks=forks)
+        if not probe.failed and not any(step.status == "changed" for step in probe.steps):
+            probe.check = False
+            sys.stdout.write(captured.getvalue().replace(
+                f"== {title} (check mode: nothing is changed)", f"== {title} (nothing to change: no lock taken)", 1))
+            sys.stdout.flush()
+            result = probe
+    if result is None:
+        with guard() if guard and not check else contextlib.nullcontext():
+            result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks)
     if report:
         write_report(report, result.to_json(), masker)
     if result.failed:

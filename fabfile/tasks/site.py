@@ -1,0 +1,54 @@
+"""inv site.setup: the whole stack in one call, like Ansible's site.yml.
+
+Every host gets the common baseline plus the roles of its groups (HAProxy on the balancers,
+each binary service on its pool), all planned before any host is touched (bad input: exit 2,
+nothing changed) and run as one play: every host in parallel (``--forks``), one batched probe
+round trip per host, so a no-op re-run costs about one ``incus exec`` per host. Restarts of a
+pool's instances stay within its capacity floor (``deploy_min_up``), as ``api.setup`` does.
+
+On the balancers the baseline's package step also installs haproxy: one apt-get run instead of
+two on a fresh host (the haproxy role's own package step then finds it installed). An inventory
+that sets ``common_packages`` keeps its own list.
+"""
+
+from invoke import Collection
+
+from ..services import BALANCER_GROUP, SERVICES
+from . import support
+from .support import task
+
+HELP = {**support.COMMON_HELP, "secrets": "secrets file for the services' env files (default: the inventory's secrets_file)",
+        "lock_wait": "wait up to SECONDS for another run's deploy lock instead of exiting 3"}
+
+
+@task(help=HELP, iterable=["set"])
+@support.user_errors
+def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, set=None, secrets=None, forks=10,
+          lock_wait=None):
+    """Common baseline, HAProxy, backend-api and stream-server setups in one parallel play."""
+    import dataclasses
+
+    from ..roles import common, haproxy
+    from ..roles.binary_service import role_for
+    from .lock import held, lock_wait_value
+
+    loaded, hosts = support.select(c, inventory, "all", limit, set)
+    wait = lock_wait_value(lock_wait)
+    services = [config for config in SERVICES.values() if any(config.group in h.groups for h in hosts)]
+    secret_values = support.secrets_for(hosts, secrets) if services else {}
+    roles = {BALANCER_GROUP: haproxy.ROLE, **{config.group: role_for(config, secret_values) for config in services}}
+
+    baseline_with_haproxy = dataclasses.replace(common.ROLE, defaults={
+        **common.ROLE.defaults, "common_packages": [*common.ROLE.defaults["common_packages"], *haproxy.PACKAGES]})
+
+    def roles_for(host):
+        baseline = baseline_with_haproxy if BALANCER_GROUP in host.groups else common.ROLE
+        return [baseline, *(role for group, role in roles.items() if group in host.groups)]
+
+    floors = [(config.group, *support.restart_floor(loaded, config)) for config in services]
+    support.play("site.setup", loaded, hosts, None, check=check, diff=diff, report=report,
+                 extra_secrets=secret_values.values(), forks=forks, roles_for=roles_for, floors=floors,
+                 guard=lambda: held(loaded, "site.setup", lock_wait=wait))
+
+
+collection = Collection("site", setup)
