@@ -218,8 +218,12 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
 
 
 def _run_handlers(plan: HostPlan, notified: list, transport: Transport, check: bool, record) -> None:
-    """Notified handlers once each, in declaration order; each one that succeeded leaves the pending record."""
-    ran = []
+    """Notified handlers once each, in declaration order; each one that succeeded leaves the pending record.
+
+    After a failed handler the later ones do not run (they stay pending for the next run): a keepalived
+    reload must not follow an HAProxy reload that failed and was rolled back, say.
+    """
+    ran, failed = [], False
     for handler in plan.handlers:
         if handler not in notified:
             continue
@@ -227,12 +231,16 @@ def _run_handlers(plan: HostPlan, notified: list, transport: Transport, check: b
         if check:
             record(f"handler: {handler}", "changed", started)
             continue
+        if failed:
+            record(f"handler: {handler}", "skipped", started, "an earlier handler failed; it stays pending")
+            continue
         try:
             transport.run(plan.handlers[handler])
             record(f"handler: {handler}", "changed", started)
             ran.append(handler)
         except (CommandFailed, TransportError) as exc:
             record(f"handler: {handler}", "failed", started, str(exc))
+            failed = True
     if ran and not check:
         try:
             transport.run(forget_handlers(ran))

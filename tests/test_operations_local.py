@@ -102,6 +102,22 @@ def test_handlers_run_once_at_the_end_only_when_notified(tmp_path):
     assert log.read_text() == "restarted\n"
 
 
+def test_after_a_failed_handler_the_later_ones_wait_for_the_next_run(tmp_path):
+    log, broken = tmp_path / "handler.log", tmp_path / "broken"
+    broken.write_text("")
+    handlers = {"reload first": f"test ! -e {broken} && echo first >> {log}", "reload second": f"echo second >> {log}"}
+    operation = lambda content: [file(str(tmp_path / "c"), content, owner=ME, group=ME,
+                                      notify=["reload first", "reload second"])]
+    results, _ = run(operation("1\n"), handlers=handlers)
+    assert [(r.step, r.status) for r in results[-2:]] == [("handler: reload first", "failed"),
+                                                          ("handler: reload second", "skipped")]
+    assert not log.exists()
+    broken.unlink()
+    results, _ = run(operation("1\n"), handlers=handlers)  # nothing changes: both still run, from the record
+    assert statuses(results) == ["ok", "changed", "changed"]
+    assert log.read_text() == "first\nsecond\n"
+
+
 def test_secrets_are_masked_in_diff_output_and_report(tmp_path):
     target = tmp_path / "app.env"
     target.write_text("JWT_SECRET=old-secret-value\n")

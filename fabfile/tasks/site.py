@@ -1,7 +1,7 @@
 """inv site.setup: the whole stack in one call, like Ansible's site.yml.
 
-Every host gets the common baseline plus the roles of its groups (HAProxy on the balancers,
-each binary service on its pool), all planned before any host is touched (bad input: exit 2,
+Every host gets the common baseline plus the roles of its groups (HAProxy, and keepalived when
+``lb_vip`` is set, on the balancers; each binary service on its pool), all planned before any host is touched (bad input: exit 2,
 nothing changed) and run as one play: every host in parallel (``--forks``), one batched probe
 round trip per host, so a no-op re-run costs about one ``incus exec`` per host. Restarts of a
 pool's instances stay within its capacity floor (``deploy_min_up``), as ``api.setup`` does.
@@ -36,14 +36,21 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     wait = lock_wait_value(lock_wait)
     services = [config for config in SERVICES.values() if any(config.group in h.groups for h in hosts)]
     secret_values = support.secrets_for(hosts, secrets) if services else {}
-    roles = {BALANCER_GROUP: haproxy.ROLE, **{config.group: role_for(config, secret_values) for config in services}}
+    balancer_roles = [haproxy.ROLE]
+    if support.lb_pair(loaded) is not None:  # lb_vip set: the pair's keepalived, as haproxy.setup does
+        from ..roles import keepalived
+
+        secret_values = {**secret_values, **support.secrets_for(hosts, secrets)}
+        balancer_roles.append(keepalived.role_for(secret_values))
+    roles = {config.group: [role_for(config, secret_values)] for config in services}
+    roles[BALANCER_GROUP] = balancer_roles
 
     baseline_with_haproxy = dataclasses.replace(common.ROLE, defaults={
         **common.ROLE.defaults, "common_packages": [*common.ROLE.defaults["common_packages"], *haproxy.PACKAGES]})
 
     def roles_for(host):
         baseline = baseline_with_haproxy if BALANCER_GROUP in host.groups else common.ROLE
-        return [baseline, *(role for group, role in roles.items() if group in host.groups)]
+        return [baseline, *(role for group, group_roles in roles.items() if group in host.groups for role in group_roles)]
 
     floors = [(config.group, *support.restart_floor(loaded, config)) for config in services]
     support.play("site.setup", loaded, hosts, None, check=check, diff=diff, report=report,
