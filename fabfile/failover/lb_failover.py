@@ -20,12 +20,12 @@ line; lines are timestamped on arrival with this machine's monotonic clock, the 
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
+from subprocess import DEVNULL, PIPE
 
-from ..lb_pair import vip_sampler
+from ..process import TimeoutExpired, start_argv
 
 SAMPLE_INTERVAL = 0.1
 RETRY_AFTER = 0.25
@@ -65,8 +65,7 @@ class VipSampler:
         self._thread = None
 
     def start(self) -> VipSampler:
-        self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        self.process = start_argv(self.argv, stdout=PIPE, stderr=DEVNULL, text=True)
         self._thread = threading.Thread(target=self._read, name=f"vip-sampler-{self.node}", daemon=True)
         self._thread.start()
         return self
@@ -85,7 +84,7 @@ class VipSampler:
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            except TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
         if self._thread is not None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
+from subprocess import STDOUT
 
 import yaml
 
+from ..process import TimeoutExpired, start_argv
 from .base import (BASE_PACKAGES, BUILD_TIMEOUT, HEARTBEAT, IMAGE_CACHE, INCUS, LAB_DIR, LabError, Progress,
                    display_path, run, tail)
 from .host_packages import debian_mirror
@@ -98,14 +99,14 @@ def timed_note(label: str, action, detail: str = "") -> None:
 def run_with_heartbeat(argv: list, log_path: Path, label: str, timeout: float) -> None:
     """Run a long command into a log file, printing its latest log line every few seconds."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        process = start_argv(argv, stdout=log, stderr=STDOUT)
     started = time.monotonic()
     try:
         while True:
             try:
                 code = process.wait(timeout=HEARTBEAT)
                 break
-            except subprocess.TimeoutExpired:
+            except TimeoutExpired:
                 elapsed = time.monotonic() - started
                 if elapsed > timeout:
                     raise LabError(f"{label} took over {timeout}s; see {display_path(log_path)}") from None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 
+from ..process import start_argv
 from .base import INCUS, INCUSD, INCUSD_CONSOLE, INCUSD_LOG, INCUSD_PID, LAB_DIR, STORAGE_POOL, LabError, run
 from .image import last_lines
 from .settings import LabSettings
@@ -18,10 +18,8 @@ def ensure_daemon():
     LAB_DIR.mkdir(exist_ok=True)
     with open(INCUSD_CONSOLE, "ab") as console:
         # Its own session, so it outlives this task and a Ctrl-C here does not reach it.
-        daemon = subprocess.Popen(
-            [INCUSD, "--group", "root", "--logfile", str(INCUSD_LOG)],
-            stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True, close_fds=True, cwd="/",
-        )
+        daemon = start_argv([INCUSD, "--group", "root", "--logfile", str(INCUSD_LOG)],
+                            stdout=console, stderr=console, new_session=True, cwd="/")
     INCUSD_PID.write_text(f"{daemon.pid}\n", encoding="utf-8")
     ready = INCUS.run("admin", "waitready", "--timeout", "30", check=False, timeout=40)
     if not ready.ok or daemon.poll() is not None:
