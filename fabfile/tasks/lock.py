@@ -72,9 +72,19 @@ class Held:
     def release(self):
         from ..deploy import lock
 
+        from ..transports import TransportError
+
         self._stop.set()
         self._thread.join(timeout=12)
-        self.transport.run(lock.release(self.owner["run"]), warn=True)
+        # Asked twice (bounded) before giving up; a lock left behind is said, never silent.
+        for _ in range(2):
+            try:
+                if self.transport.run(lock.release(self.owner["run"]), warn=True).ok:
+                    return
+            except TransportError:
+                pass
+        print(f"warning: the deploy lock on {self.transport.name} could not be released; "
+              "check with `inv lock.status`, release with `inv lock.release`", file=sys.stderr)
 
 
 def acquire(loaded, task_name, *, sha256=None, message=None, lock_wait=0.0, audit=None, clock=time.monotonic,
