@@ -506,6 +506,19 @@ def test_exporter_shows_down_and_one_more_up_down_transition():
     assert "haproxy_server_check_up_down_total 5 → 6 (+1)" in step(report, STEP_METRICS_DOWN)["detail"]
 
 
+def test_with_a_pair_the_exporter_that_saw_the_down_is_judged():
+    """The balancer carrying the traffic sees the death first; the other one's exporter lags behind."""
+    world = World()
+    carrier, quiet = FakeMetrics(world), FakeMetrics(world, lag=5.0)
+    carrier.url, quiet.url = "http://lb-1:8405/metrics", "http://lb-2:8405/metrics"
+    test, stream = make_test(world, ws=False, metrics=[quiet, carrier])
+    report = test.run()
+    assert report["passed"], stream.getvalue()
+    down = report["metrics"]["seen"]["down"]
+    assert down["exporter"] == carrier.url and down["up_down_rise"] == 1
+    assert "lb-1:8405" in step(report, STEP_METRICS_BEFORE)["detail"] and "lb-2:8405" in step(report, STEP_METRICS_BEFORE)["detail"]
+
+
 def test_exporter_late_by_more_than_a_second_fails_its_step_only():
     world = World()
     test, _ = make_test(world, ws=False, metrics=FakeMetrics(world, lag=1.5))

@@ -1,9 +1,11 @@
 """Prometheus checks: what a dashboard sees of the kill, from HAProxy's built-in exporter.
 
-Before the stop: the exporter answers and shows the victim UP; its
+Before the stop: every balancer's exporter answers and shows the victim UP; its
 ``haproxy_server_check_up_down_total`` is remembered. After the runtime API
-showed DOWN: ``haproxy_server_status{state="DOWN"}`` must read 1 within
-``metrics_grace`` seconds, and the UP->DOWN counter must have risen by exactly one.
+showed DOWN (on the first balancer that saw it): ``haproxy_server_status{state="DOWN"}``
+must read 1 within ``metrics_grace`` seconds on an exporter, and that exporter's
+UP->DOWN counter must have risen by exactly one. With a pair, the balancer carrying
+the traffic sees the death first; the other one only by its slower health checks.
 """
 
 from __future__ import annotations
@@ -24,34 +26,44 @@ class MetricsChecks:
                 "status_down": value_of(samples, STATUS, state="DOWN", **where),
                 "check_up_down_total": value_of(samples, UP_DOWN, **where)}
 
+    def _exporters(self) -> list:
+        """One exporter per balancer (a single one is accepted as is)."""
+        return list(self.metrics) if isinstance(self.metrics, (list, tuple)) else [self.metrics]
+
+    def _read_each(self) -> dict:
+        return {exporter.url: self._victim_metrics(exporter.read()) for exporter in self._exporters()}
+
     def _metrics_before(self):
-        seen = self._victim_metrics(self.metrics.read())
-        self._metrics_seen["before"] = seen
+        by_exporter = self._read_each()
+        self._metrics_before_by_exporter = by_exporter
+        self._metrics_seen["before"] = next(iter(by_exporter.values()))
         where = f'{{proxy="{self.settings.pool}",server="{self.settings.victim}"}}'
-        if seen["check_up_down_total"] is None or seen["status_up"] is None:
-            raise StepFailed(f"{self.metrics.url}: no {STATUS} / {UP_DOWN} for {where}", seen)
-        if seen["status_up"] != 1:
-            raise StepFailed(f'{STATUS}{where[:-1]},state="UP"}} reads {seen["status_up"]:g}, not 1', seen)
-        return (f'{self.metrics.url}: {STATUS}{{state="UP"}} 1, {UP_DOWN} '
-                f'{seen["check_up_down_total"]:g} for {self.settings.victim}', seen)
+        for url, seen in by_exporter.items():
+            if seen["check_up_down_total"] is None or seen["status_up"] is None:
+                raise StepFailed(f"{url}: no {STATUS} / {UP_DOWN} for {where}", seen)
+            if seen["status_up"] != 1:
+                raise StepFailed(f'{url}: {STATUS}{where[:-1]},state="UP"}} reads {seen["status_up"]:g}, not 1', seen)
+        return "; ".join(f'{url}: {STATUS}{{state="UP"}} 1, {UP_DOWN} {seen["check_up_down_total"]:g}'
+                         for url, seen in by_exporter.items()) + f" for {self.settings.victim}", self._metrics_seen["before"]
 
     def _metrics_down(self):
         grace = self.settings.metrics_grace
         remaining = max(0.0, self.marks["down"] + grace - self.clock())
         try:
-            waited = wait_until(lambda: self._victim_metrics(self.metrics.read()), timeout=remaining,
-                                interval=self.settings.poll_interval, done=lambda seen: seen["status_down"] == 1,
+            waited = wait_until(self._read_each, timeout=remaining, interval=self.settings.poll_interval,
+                                done=lambda each: any(seen["status_down"] == 1 for seen in each.values()),
                                 clock=self.clock, sleep=self.sleep, what="the exporter's DOWN")
-            seen, after_down = waited.value, self.clock() - self.marks["down"]
+            url, seen = next((url, seen) for url, seen in waited.value.items() if seen["status_down"] == 1)
+            after_down = self.clock() - self.marks["down"]
         except WaitTimeout as exc:
-            seen, after_down = exc.last_value or {}, None
+            seen = next(iter((exc.last_value or {}).values()), {})
             error = f"; last error: {exc.last_error}" if exc.last_error is not None else ""
             self._metrics_seen["down"] = seen
             raise StepFailed(f'{STATUS}{{state="DOWN"}} of {self.settings.victim} not 1 within {grace:g}s of the '
                              f'runtime API\'s DOWN (last read {seen.get("status_down")}){error}', seen) from None
-        before = self._metrics_seen["before"]["check_up_down_total"]
+        before = self._metrics_before_by_exporter[url]["check_up_down_total"]
         rise = (seen["check_up_down_total"] or 0) - before
-        seen = seen | {"seconds_after_down": round(after_down, 3), "up_down_rise": rise}
+        seen = seen | {"exporter": url, "seconds_after_down": round(after_down, 3), "up_down_rise": rise}
         self._metrics_seen["down"] = seen
         detail = (f'{STATUS}{{state="DOWN"}} 1 at {after_down:.2f}s after the runtime API\'s DOWN '
                   f"(limit {grace:g}s); {UP_DOWN} {before:g} → {seen['check_up_down_total']:g}")

@@ -76,6 +76,8 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
         self._sessions: dict = {}  # ws sessions kept across steps: "pinned", "rebalanced"
         self._ws_results: dict = {}
         self._metrics_seen: dict = {}  # the victim's exporter values: "before" the stop, at "down"
+        self._metrics_before_by_exporter: dict = {}  # exporter URL -> the victim's values before the stop
+
     # -- running ----------------------------------------------------------------
     def run(self) -> dict:
         """The whole sequence, then always the wind-down; returns the report."""

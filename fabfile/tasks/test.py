@@ -121,11 +121,14 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     if load:
         background = BackgroundLoad(base_url, settings.health_path, rate=rate, timeout=settings.request_timeout,
                                     max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS)
-    metrics_url = _metrics_url(balancer, lb_vars) if metrics else None
-    exporter = ServerMetrics(metrics_url, lb_vars["haproxy_metrics_path"]) if metrics_url else None
+    # Every balancer's exporter: with a pair, the one carrying the traffic sees the death first.
+    urls = [_metrics_url(host, host.vars_with(haproxy_vars.DEFAULTS)) for host in support.balancers(loaded)] \
+        if metrics else []
+    exporter = [ServerMetrics(url, lb_vars["haproxy_metrics_path"]) for url in urls if url] or None
     output = Output(Masker())
     output.line(f"LB {base_url}, runtime API via {runtime.name}, "
-                + (f"metrics {exporter.url}" if exporter else "no metrics (haproxy_metrics_bind unset or --no-metrics)"))
+                + (f"metrics {', '.join(e.url for e in exporter)}" if exporter
+                   else "no metrics (haproxy_metrics_bind unset or --no-metrics)"))
     test = FailoverTest(
         settings, runtime=runtime, stopper=stopper,
         http_get=lambda path, headers, timeout: fetch(base_url, path, headers, timeout),
