@@ -7,7 +7,8 @@ lines mark the kill (t0), the VIP on the peer, the start of the killed node and 
 
 from __future__ import annotations
 
-from .plot import FAILED, GRID, MARK, OK, TEXT, _nice_step, _text
+from ..svg import nice_step, text
+from .plot import FAILED, GRID, MARK, OK, TEXT
 
 WIDTH, HEIGHT, LEFT, RIGHT = 960, 400, 120, 20
 LATENCY = (80, 220)
@@ -38,13 +39,13 @@ def render_svg(report: dict) -> str:
     req = report.get("requests", {})
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif">',
              f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-             _text(LEFT, 22, f"LB failover {verdict}: {report.get('holder')} killed ({report.get('method')}), "
+             text(LEFT, 22, f"LB failover {verdict}: {report.get('holder')} killed ({report.get('method')}), "
                    f"VIP {report.get('vip')} -> {report.get('peer')}", size=14, weight="bold"),
-             _text(LEFT, 42, (f"VIP on peer {move:.2f}s after t0" if move is not None else "VIP did not move")
+             text(LEFT, 42, (f"VIP on peer {move:.2f}s after t0" if move is not None else "VIP did not move")
                    + f" · advert {report.get('advert_interval')}s · {req.get('total', 0)} requests, "
                    f"{req.get('failed', 0)} failed · two-holder samples "
                    f"{report.get('vip_samples', {}).get('two_holder_samples')}", size=12)]
-    step = _nice_step(end - start)
+    step = nice_step(end - start)
     tick = start - start % step
     for _ in range(200):
         if tick > end:
@@ -52,17 +53,17 @@ def render_svg(report: dict) -> str:
         if tick >= start:
             parts.append(f'<line x1="{x(tick):.1f}" y1="{LATENCY[0]}" x2="{x(tick):.1f}" '
                          f'y2="{LANES_TOP + LANE * len(per_node)}" stroke="{GRID}"/>')
-            parts.append(_text(x(tick), LANES_TOP + LANE * len(per_node) + 16, f"{tick:g}s", size=10, anchor="middle"))
+            parts.append(text(x(tick), LANES_TOP + LANE * len(per_node) + 16, f"{tick:g}s", size=10, anchor="middle"))
         tick += step
-    parts.append(_text(LEFT - 8, LATENCY[0] + 4, f"{top * 1000:.0f} ms", size=10, anchor="end"))
-    parts.append(_text(LEFT - 8, LATENCY[1], "0", size=10, anchor="end"))
+    parts.append(text(LEFT - 8, LATENCY[0] + 4, f"{top * 1000:.0f} ms", size=10, anchor="end"))
+    parts.append(text(LEFT - 8, LATENCY[1], "0", size=10, anchor="end"))
     for s in samples:
         color = OK if s["ok"] else FAILED
         cy = y(s["seconds"] or 0) if s["ok"] else LATENCY[0]
         parts.append(f'<circle cx="{x(s["t"]):.1f}" cy="{cy:.1f}" r="2" fill="{color}"/>')
     for index, (node, points) in enumerate(per_node.items()):
         lane_y = LANES_TOP + index * LANE
-        parts.append(_text(LEFT - 8, lane_y + LANE / 2 + 4, node, size=11, anchor="end"))
+        parts.append(text(LEFT - 8, lane_y + LANE / 2 + 4, node, size=11, anchor="end"))
         parts.append(f'<rect x="{LEFT}" y="{lane_y + 4}" width="{right - LEFT}" height="{LANE - 8}" fill="#f4f4f4"/>')
         for (t, holds), (t_next, _) in zip(points, points[1:] + [[points[-1][0], False]] if points else []):
             if holds:
@@ -74,7 +75,7 @@ def render_svg(report: dict) -> str:
             continue
         parts.append(f'<line x1="{x(t):.1f}" y1="{LATENCY[0] - 10}" x2="{x(t):.1f}" '
                      f'y2="{LANES_TOP + LANE * len(per_node)}" stroke="{MARK}" stroke-dasharray="4 3"/>')
-        parts.append(_text(x(t) + 3, LATENCY[0] - 14 - 12 * (MARKS.index((key, label)) % 2), label, size=11,
+        parts.append(text(x(t) + 3, LATENCY[0] - 14 - 12 * (MARKS.index((key, label)) % 2), label, size=11,
                            color=TEXT, weight="bold"))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from xml.sax.saxutils import escape
+from ..svg import nice_step, text
 
 WIDTH, HEIGHT = 960, 470
 LEFT, RIGHT = 120, 20
@@ -20,18 +21,6 @@ CHAR_WIDTH = 6.6  # approximate width of one 11px bold character, to keep labels
 LANE_HEIGHT = 26
 OK, FAILED, MARK, GRID, TEXT = "#2e9e44", "#d62728", "#444444", "#dddddd", "#222222"
 MARKS = (("stop_issued", "stop issued"), ("t0", "t0 stopped"), ("down", "DOWN"), ("start_issued", "start"), ("up", "UP"))
-
-
-def _nice_step(span: float, ticks: int = 8) -> float:
-    """A 1/2/5 x 10^n step giving about ``ticks`` ticks over ``span``."""
-    raw = max(span, 1e-9) / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= raw)
-
-
-def _text(x, y, content, *, size=12, anchor="start", color=TEXT, weight="normal") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{color}" '
-            f'font-weight="{weight}">{escape(str(content))}</text>')
 
 
 def _title(report: dict) -> tuple:
@@ -62,7 +51,7 @@ def render_svg(report: dict) -> str:
         return LEFT + (t - start) / (end - start) * (plot_right - LEFT)
 
     slowest_ms = max([s["seconds"] * 1000 for s in samples] + [10.0])
-    step_ms = _nice_step(slowest_ms, 4)
+    step_ms = nice_step(slowest_ms, 4)
     max_ms = math.ceil(slowest_ms / step_ms) * step_ms  # the top gridline is at or above the slowest request
     top, bottom = TOP_PANEL
 
@@ -79,8 +68,8 @@ def render_svg(report: dict) -> str:
         (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
          f'viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif">'),
         f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
-        _text(LEFT, 24, first, size=16, weight="bold"),
-        _text(LEFT, 44, second, size=13),
+        text(LEFT, 24, first, size=16, weight="bold"),
+        text(LEFT, 44, second, size=13),
     ]
     # The down window (DOWN .. UP, or to the end when UP was never seen).
     if timeline.get("down") is not None:
@@ -91,21 +80,21 @@ def render_svg(report: dict) -> str:
     for i in range(round(max_ms / step_ms) + 1):
         y = y_of(i * step_ms)
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{plot_right}" y2="{y:.1f}" stroke="{GRID}"/>')
-        parts.append(_text(LEFT - 6, y + 4, f"{i * step_ms:g} ms", size=11, anchor="end"))
-    parts.append(_text(14, (top + bottom) / 2, "latency", size=12))
+        parts.append(text(LEFT - 6, y + 4, f"{i * step_ms:g} ms", size=11, anchor="end"))
+    parts.append(text(14, (top + bottom) / 2, "latency", size=12))
     for name, y in lane_y.items():
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{plot_right}" y2="{y:.1f}" stroke="{GRID}"/>')
-        parts.append(_text(LEFT - 6, y + 4, name, size=11, anchor="end", color=FAILED if name == "failed" else TEXT))
-    step_s = _nice_step(end - start)
+        parts.append(text(LEFT - 6, y + 4, name, size=11, anchor="end", color=FAILED if name == "failed" else TEXT))
+    step_s = nice_step(end - start)
     tick = math.ceil(start / step_s) * step_s
     for _ in range(100):  # bounded: _nice_step gives about 8 ticks
         if tick > end:
             break
         x = x_of(tick)
         parts.append(f'<line x1="{x:.1f}" y1="{lanes_bottom}" x2="{x:.1f}" y2="{lanes_bottom + 5}" stroke="{MARK}"/>')
-        parts.append(_text(x, lanes_bottom + 18, f"{tick:g}", size=11, anchor="middle"))
+        parts.append(text(x, lanes_bottom + 18, f"{tick:g}", size=11, anchor="middle"))
         tick += step_s
-    parts.append(_text((LEFT + plot_right) / 2, lanes_bottom + 36, "seconds after t0 (the stop command returned)",
+    parts.append(text((LEFT + plot_right) / 2, lanes_bottom + 36, "seconds after t0 (the stop command returned)",
                        size=12, anchor="middle"))
     # One dot per request in each panel.
     for sample in samples:
@@ -116,18 +105,18 @@ def render_svg(report: dict) -> str:
         lane = "failed" if sample["outcome"] != "ok" or not sample.get("instance") else sample["instance"]
         parts.append(f'<circle cx="{x:.1f}" cy="{lane_y[lane]:.1f}" r="2.5" fill="{color}"/>')
     if not samples:
-        parts.append(_text((LEFT + plot_right) / 2, (top + bottom) / 2, "no background load in this run",
+        parts.append(text((LEFT + plot_right) / 2, (top + bottom) / 2, "no background load in this run",
                            size=13, anchor="middle", color=MARK))
     # Event lines; each label goes to the lowest row where it does not run into the previous one.
     row_ends = [float("-inf")] * LABEL_ROWS
     for t, label in sorted(marks):
         x = x_of(t)
-        text = f"{label} {t:+.2f}s"
+        caption = f"{label} {t:+.2f}s"
         row = next((r for r, end in enumerate(row_ends) if x > end), LABEL_ROWS - 1)
-        row_ends[row] = x + 3 + len(text) * CHAR_WIDTH + 6
+        row_ends[row] = x + 3 + len(caption) * CHAR_WIDTH + 6
         parts.append(f'<line x1="{x:.1f}" y1="{top - 8 - row * 13}" x2="{x:.1f}" y2="{lanes_bottom}" stroke="{MARK}" '
                      f'stroke-dasharray="4 3"/>')
-        parts.append(_text(x + 3, top - 10 - row * 13, text, size=11, weight="bold"))
+        parts.append(text(x + 3, top - 10 - row * 13, caption, size=11, weight="bold"))
     parts.append(_legend(LEFT, lanes_bottom + 62))
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
@@ -142,12 +131,12 @@ def _describe(sample: dict) -> str:
 
 def _legend(x: float, y: float) -> str:
     return "\n".join([
-        f'<circle cx="{x + 4}" cy="{y - 4}" r="4" fill="{OK}"/>', _text(x + 12, y, "HTTP 200", size=11),
+        f'<circle cx="{x + 4}" cy="{y - 4}" r="4" fill="{OK}"/>', text(x + 12, y, "HTTP 200", size=11),
         f'<circle cx="{x + 84}" cy="{y - 4}" r="4" fill="{FAILED}"/>',
-        _text(x + 92, y, "failed (non-200, timeout, connection error)", size=11),
+        text(x + 92, y, "failed (non-200, timeout, connection error)", size=11),
         f'<rect x="{x + 360}" y="{y - 8}" width="8" height="8" fill="{FAILED}" fill-opacity="0.15"/>',
-        _text(x + 372, y, "victim DOWN in HAProxy", size=11),
-        _text(x + 525, y, "dot = one request (new connection, no cookie)", size=11, color=MARK),
+        text(x + 372, y, "victim DOWN in HAProxy", size=11),
+        text(x + 525, y, "dot = one request (new connection, no cookie)", size=11, color=MARK),
     ])
 
 

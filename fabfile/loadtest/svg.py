@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from xml.sax.saxutils import escape
+from ..svg import nice_step, text
 
 WIDTH, LEFT, RIGHT = 960, 90, 130
 PANEL_HEIGHT, PANEL_GAP, TOP = 150, 45, 80
@@ -18,25 +19,13 @@ COLORS = {"api": "#1f77b4", "hls": "#ff7f0e", "ws": "#9467bd"}
 MAX_TICKS = 100
 
 
-def _nice_step(span: float, ticks: int = 5) -> float:
-    """A 1/2/5 x 10^n step giving about ``ticks`` ticks over ``span``."""
-    raw = max(span, 1e-9) / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= raw)
-
-
-def _text(x, y, content, *, size=12, anchor="start", color=TEXT, weight="normal") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{color}" '
-            f'font-weight="{weight}">{escape(str(content))}</text>')
-
-
 class Panel:
     """One panel: a y scale from 0 to a nice maximum over the values it shows."""
 
     def __init__(self, top: float, label: str, unit: str, values, x_of):
         self.top, self.bottom = top, top + PANEL_HEIGHT
         highest = max([v for v in values if v is not None] + [1e-9])
-        self.step = _nice_step(highest)
+        self.step = nice_step(highest, 5)
         self.max = math.ceil(highest / self.step) * self.step
         self.label, self.unit, self.x_of = label, unit, x_of
 
@@ -44,11 +33,11 @@ class Panel:
         return self.bottom - min(value, self.max) / self.max * PANEL_HEIGHT
 
     def axes(self) -> list:
-        parts = [_text(LEFT, self.top - 8, self.label, size=13, weight="bold")]
+        parts = [text(LEFT, self.top - 8, self.label, size=13, weight="bold")]
         for i in range(min(MAX_TICKS, round(self.max / self.step)) + 1):
             y = self.y_of(i * self.step)
             parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" stroke="{GRID}"/>')
-            parts.append(_text(LEFT - 6, y + 4, f"{i * self.step:g}{self.unit}", size=11, anchor="end"))
+            parts.append(text(LEFT - 6, y + 4, f"{i * self.step:g}{self.unit}", size=11, anchor="end"))
         return parts
 
     def line(self, points, color: str, *, dashed=False, width=1.8) -> str:
@@ -79,8 +68,8 @@ def render_svg(report: dict) -> str:
         (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
          f'viewBox="0 0 {WIDTH} {height}" font-family="Helvetica, Arial, sans-serif">'),
         f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
-        _text(LEFT, 24, _title(report), size=16, weight="bold"),
-        _text(LEFT, 44, _subtitle(report), size=13),
+        text(LEFT, 24, _title(report), size=16, weight="bold"),
+        text(LEFT, 44, _subtitle(report), size=13),
     ]
     for panel in (latency, rate, errors):
         parts += panel.axes()
@@ -100,7 +89,7 @@ def render_svg(report: dict) -> str:
                 parts.append(f'<rect x="{x_of(t - 0.5) + index * bar:.1f}" y="{top:.1f}" width="{max(bar - 1, 1):.1f}" '
                              f'height="{errors.bottom - top:.1f}" fill="{color}"><title>{escape(name)} t={t - 0.5:g}s: '
                              f'{row["errors"]} errors</title></rect>')
-        parts.append(_text(plot_right + 10, TOP + 16 * (index + 1), name, size=12, color=color, weight="bold"))
+        parts.append(text(plot_right + 10, TOP + 16 * (index + 1), name, size=12, color=color, weight="bold"))
     parts += _time_axis(errors.bottom, seconds, x_of)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
@@ -108,12 +97,12 @@ def render_svg(report: dict) -> str:
 
 def _time_axis(y: float, seconds: int, x_of) -> list:
     parts = []
-    step = _nice_step(seconds, 10)
+    step = nice_step(seconds, 10)
     for i in range(min(MAX_TICKS, int(seconds / step)) + 1):
         x = x_of(i * step)
         parts.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 5}" stroke="{MARK}"/>')
-        parts.append(_text(x, y + 18, f"{i * step:g}", size=11, anchor="middle"))
-    parts.append(_text((LEFT + WIDTH - RIGHT) / 2, y + 36, "seconds after the start (by intended send time)",
+        parts.append(text(x, y + 18, f"{i * step:g}", size=11, anchor="middle"))
+    parts.append(text((LEFT + WIDTH - RIGHT) / 2, y + 36, "seconds after the start (by intended send time)",
                        size=12, anchor="middle"))
     return parts
 

@@ -146,9 +146,10 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         raise Exit(code=exits.FAILED)
 
 
-def _write_outputs(result: dict, report: str | None, plot: str | None, output: Output) -> None:
-    from ..failover.plot import write_svg
-
+def _write_outputs(result: dict, report: str | None, plot: str | None, output: Output, write_svg=None) -> None:
+    """The JSON report (masked) and the SVG timeline (``write_svg``: test.failover's unless given)."""
+    if write_svg is None:
+        from ..failover.plot import write_svg
     if report:
         write_report(report, result, output.masker)
         output.line(f"report: {report}")
@@ -261,15 +262,12 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     output.line("requests per phase: " + ", ".join(f"{name} {p['failed']}/{p['total']} failed"
                                                    for name, p in phases.items()))
     output.line(f"retry-once client: {result['retry_once_client']}")
-    if report:
-        write_report(report, result, output.masker)
-        output.line(f"report: {report}")
-    if plot:
-        from ..failover.lb_plot import write_svg
+    from ..failover.lb_plot import write_svg
 
-        write_svg(plot, result)
-        output.line(f"plot: {plot}")
+    _write_outputs(result, report, plot, output, write_svg)
     output.line(f"-- test.lb-failover: {'PASSED' if result['passed'] else 'FAILED'}")
     if not result["passed"]:
         raise Exit(code=exits.FAILED)
+
+
 collection = Collection("test", failover, load, lb_failover)

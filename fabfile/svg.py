@@ -1,0 +1,21 @@
+"""Small pieces every SVG chart here shares: axis steps and escaped text."""
+
+from __future__ import annotations
+
+import math
+from xml.sax.saxutils import escape
+
+TEXT = "#222222"
+
+
+def nice_step(span: float, ticks: int = 8) -> float:
+    """A 1/2/5 x 10^n step giving about ``ticks`` ticks over ``span``."""
+    raw = max(span, 1e-9) / ticks
+    power = 10 ** math.floor(math.log10(raw))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= raw)
+
+
+def text(x, y, content, *, size=12, anchor="start", color=TEXT, weight="normal") -> str:
+    """An SVG ``<text>`` element, its content escaped."""
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{color}" '
+            f'font-weight="{weight}">{escape(str(content))}</text>')
