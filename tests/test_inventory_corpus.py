@@ -2,7 +2,7 @@
 
 Each ``<case>.yaml`` has ``<case>.expected.json`` recorded by ``tests/inventories/record.py``.
 A case whose first line is ``# refused: TEXT`` must instead be one InventoryError line containing
-TEXT (the documented refusals of docs/inventory.md); every other case must agree with Ansible on
+TEXT (the documented refusals of the README's Inventory section); every other case must agree with Ansible on
 the set of hosts, each host's groups (with ``all`` and ``ungrouped``) and each host's merged vars
 (``Host.ansible_vars``, which ``Host.inventory_vars`` extends with our normalised names).
 When ``ansible-inventory`` is on PATH the same comparison also runs live.

@@ -1,7 +1,7 @@
 """Inventory: an Ansible YAML inventory, read the way ``ansible-inventory`` (ansible-core 2.19) reads it.
 
 Hosts, groups (with ``all`` and ``ungrouped``) and each host's merged variables agree with
-``ansible-inventory --list``; ``docs/inventory.md`` lists what is refused instead. Shape::
+``ansible-inventory --list``; the README's Inventory section lists what is refused instead. Shape::
 
     all:                      # and/or other top-level groups beside it
       vars: {...}
