@@ -14,7 +14,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover bench-lb site-setup lab-inventory bench-scale
+        test-lb-failover bench-lb site-setup lab-inventory bench-scale lock-status lock-release audit inventory-show
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -67,6 +67,18 @@ test-lb-failover: venv ## Kill the VIP holder (METHOD=incus|process) under load;
 site-setup: venv ## The whole stack in one parallel play (common, haproxy, api, stream), like site.yml
 	$(INV) site.setup --inventory $(INVENTORY) $(ARGS)
 
+inventory-show: venv ## What the inventory loader resolved (ARGS="--graph" or ARGS="--host NAME"), secrets masked
+	$(INV) inventory.show --inventory $(INVENTORY) $(ARGS)
+
+lock-status: venv ## The deploy lock: holder, task, sha256, heartbeat (stale?)
+	$(INV) lock.status --inventory $(INVENTORY)
+
+lock-release: venv ## Release your own leftover deploy lock (ARGS=--force: any lock)
+	$(INV) lock.release --inventory $(INVENTORY) $(ARGS)
+
+audit: venv ## The last deploy events from the balancer's audit trail (ARGS="--last N")
+	$(INV) audit --inventory $(INVENTORY) $(ARGS)
+
 api-setup: venv ## veza-api user, dirs, env file, hardened unit
 	$(INV) api.setup --inventory $(INVENTORY) $(ARGS)
 
@@ -79,7 +91,7 @@ backend-api-deploy: venv ## Build (veza-backend-api/ if present) or take BINARY=
 
 api-deploy: backend-api-deploy ## Same as backend-api-deploy
 
-api-rollback: venv ## Back to each instance's previous binary, one at a time
+api-rollback: venv ## Back to each instance's previous binary, in batches (ARGS="--batch N|P%"), same gates
 	$(INV) api.rollback --inventory $(INVENTORY) $(ARGS)
 
 api-status: venv ## Deployed sha256/version, unit and HAProxy state per instance
