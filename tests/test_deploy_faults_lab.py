@@ -9,6 +9,7 @@ import pytest
 
 from conftest import INV, REPO, build_demo, end_process, inv
 from fabfile.loadtest.facade import BackgroundLoad
+from fabfile.transports import connect
 from test_deploy_lab import PoolWatcher, world  # noqa: F401  (shared module fixture)
 
 pytestmark = pytest.mark.lab
@@ -103,3 +104,19 @@ def test_a_signal_mid_rollout_leaves_it_safe_and_a_rerun_converges(world, sig, p
     status = inv("api.status").stdout
     assert "MAINT" not in status and "DRAIN" not in status and "fix:" not in status
     assert status.count(target.name.split("veza-api-", 1)[1]) == 2, status
+
+
+def test_bad_lock_input_is_one_line_exit_2_and_changes_nothing(world):
+    """A negative --lock-wait, and a lock directory that cannot be made: refused before anything moves."""
+    binary = build_demo("api", f"badlock-{int(time.time())}")
+    before = inv("api.status").stdout
+    negative = inv("api.deploy", "--binary", str(binary), "--lock-wait", "-3", check=False)
+    assert negative.returncode == 2 and negative.stderr.count("\n") == 1 and "--lock-wait" in negative.stderr
+    transport = connect(world["inventory"].hosts["haproxy"])
+    transport.run("rm -rf /var/lock/veza-ops && touch /var/lock/veza-ops")  # a file where the lock directory goes
+    try:
+        blocked = inv("api.deploy", "--binary", str(binary), check=False)
+    finally:
+        transport.run("rm -f /var/lock/veza-ops")
+    assert blocked.returncode == 2 and "not writable" in blocked.stderr and blocked.stderr.count("\n") == 1
+    assert inv("api.status").stdout == before
