@@ -1,6 +1,8 @@
-"""Issue 9 on the real lab: the deploy lock, a reload while an instance is in MAINT, a crash inside the soak,
-SIGINT or SIGTERM mid-rollout then a re-run that converges; each under load through HAProxy."""
+"""Issue 9 on the real lab: the deploy lock (held, stale, waited for, bad input), a reload while an instance is in
+MAINT, a crash inside the soak, SIGINT or SIGTERM mid-rollout then a re-run that converges; under load where a
+deploy runs."""
 
+import json
 import signal
 import subprocess
 import time
@@ -9,6 +11,7 @@ import pytest
 
 from conftest import INV, REPO, build_demo, end_process, inv
 from fabfile.loadtest.facade import BackgroundLoad
+from fabfile.shell import q
 from fabfile.transports import connect
 from test_deploy_lab import PoolWatcher, world  # noqa: F401  (shared module fixture)
 
@@ -120,3 +123,46 @@ def test_bad_lock_input_is_one_line_exit_2_and_changes_nothing(world):
         transport.run("rm -f /var/lock/veza-ops")
     assert blocked.returncode == 2 and "not writable" in blocked.stderr and blocked.stderr.count("\n") == 1
     assert inv("api.status").stdout == before
+
+
+def plant_lock(transport, who: str, heartbeat_age: str) -> None:
+    """A lock another run left: its owner.json, last touched ``heartbeat_age`` ago (touch -d syntax)."""
+    owner = json.dumps({"who": who, "pid": 999999, "run": "planted", "task": "api.deploy", "sha256": None,
+                        "message": None, "started": "2026-01-01T00:00:00Z"})
+    path = "/var/lock/veza-ops/deploy.lock/owner.json"
+    transport.run(f"mkdir -p /var/lock/veza-ops/deploy.lock && printf %s {q(owner)} > {path}"
+                  f" && touch -d {q(heartbeat_age)} {path}")
+
+
+def test_stale_lock_is_shown_stale_and_taken_over_only_with_force(world):
+    transport = connect(world["inventory"].hosts["haproxy"])
+    binary = build_demo("api", f"stale-{int(time.time())}")
+    plant_lock(transport, "ghost@elsewhere", "-10 minutes")
+    try:
+        refused = inv("api.deploy", "--binary", str(binary), check=False)
+        assert refused.returncode == 3 and "STALE" in refused.stderr and "ghost@elsewhere" in refused.stderr
+        assert "STALE" in inv("lock.status", check=False).stdout
+        assert inv("lock.release", check=False).returncode == 3  # someone else's: not without --force
+        assert inv("lock.release", "--force").returncode == 0
+        assert inv("lock.status").stdout.startswith("free")
+    finally:
+        transport.run("rm -rf /var/lock/veza-ops/deploy.lock")
+
+
+def test_lock_wait_takes_the_lock_once_the_holder_lets_go(world):
+    transport = connect(world["inventory"].hosts["haproxy"])
+    binary = build_demo("api", f"wait-{int(time.time())}")
+    plant_lock(transport, "colleague@desk", "now")
+    try:
+        waiting = subprocess.Popen([*INV, "api.deploy", "--binary", str(binary), "--lock-wait", "30", *FAST], cwd=REPO,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)
+        assert waiting.poll() is None  # still waiting for the colleague
+        transport.run("rm -rf /var/lock/veza-ops/deploy.lock")  # the colleague's run ends
+        out, err = waiting.communicate(timeout=120)
+        assert waiting.returncode == 0, out + err
+    finally:
+        transport.run("rm -rf /var/lock/veza-ops/deploy.lock")
+        if waiting.poll() is None:
+            end_process(waiting)
+    assert all_up(world)
