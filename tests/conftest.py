@@ -21,6 +21,17 @@ def inv(*args, check=True, timeout=600):
     return done
 
 
+def assert_one_error_line(done, code, *needles):
+    """Exit ``code``, stderr exactly one ``error:`` line (no traceback), naming ``needles``."""
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
 def end_process(process, grace=5):
     """End a process this test session started (by its Popen handle): TERM, then KILL, bounded."""
     process.terminate()

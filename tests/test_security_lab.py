@@ -6,11 +6,9 @@ it found it (secrets, configs, services restored).
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -18,11 +16,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from conftest import INV, REPO, inv
+from conftest import INV, REPO, assert_one_error_line, inv
 
 from fabfile.inventory import load_inventory
 from fabfile.templating import env_value
-from fabfile.transports import IncusTransport, SshTransport, TransportError
+from fabfile.transports import IncusTransport, SshTransport
 
 pytestmark = pytest.mark.lab
 
@@ -64,16 +62,6 @@ def sha(name: str, *paths) -> str:
 
 def inv_raw(*args, timeout=600):
     return inv(*args, check=False, timeout=timeout)
-
-
-def assert_one_error_line(done, code, *needles):
-    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def variant_inventory(tmp_path, all_vars=None, host_vars=None) -> Path:

@@ -13,30 +13,28 @@ import signal
 import time
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 import yaml
+from conftest import INV, REPO, assert_one_error_line
 
 from fabfile import incus, output, values
 from fabfile.haproxy_runtime import RuntimeAPI, runtime_command
 from fabfile.inventory import load_inventory
 from fabfile.operations import file as file_op
-from fabfile.output import Masker, write_private, write_report
+from fabfile.output import Masker, write_report
 from fabfile.roles import haproxy as haproxy_role
 from fabfile.roles.binary_service import role_for
 from fabfile.roles.haproxy_vars import template_vars, validate_vars
-from fabfile.runner import describe_difference, forget_handlers, plan_hosts, remember_handlers, run_host, PENDING_HANDLERS
+from fabfile.runner import describe_difference, forget_handlers, plan_hosts, run_host, PENDING_HANDLERS
 from fabfile.secrets_file import load_secrets
-from fabfile.services import BACKEND_API, STREAM_SERVER
+from fabfile.services import BACKEND_API
 from fabfile.tasks import support
 from fabfile.templating import TemplateError, env_value, render
 from fabfile.transports import IncusTransport, LocalTransport, TransportError
 
-REPO = Path(__file__).resolve().parent.parent
-INV = [sys.executable, "-m", "invoke"]
 
 LAB_CHILDREN = {
     "haproxy": {"hosts": {"haproxy": {"incus_name": "u10-haproxy", "address": "10.99.0.10"}}},
@@ -63,17 +61,6 @@ def write_inventory(tmp_path, children=None, all_vars=None, secrets=None) -> Pat
 def inv(*args, timeout=60):
     return subprocess.run([*INV, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
-
-
-def assert_one_error_line(done, code, *needles):
-    """Exit ``code``, stderr exactly one ``error:`` line (no traceback), naming ``needles``."""
-    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def haproxy_vars_for(tmp_path, **overrides):

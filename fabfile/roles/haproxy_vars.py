@@ -251,20 +251,12 @@ def _servers_problems(name: str, servers) -> list:
         seen.add(server_name)
         if not server.get("address"):
             problems.append(f"{label}: no address; HAProxy needs one for its server line: set 'address' (or ansible_host) on that host")
-        elif not values_ok(values.hostname, "address", server["address"]):
+        elif _problem(values.hostname, "address", server["address"]):
             problems.append(f"{label}: address {str(server['address'])[:60]!r} is not a host name or IP address")
         problem = _positive_int_problem(f"{label} port", server.get("port"), 65535)
         if problem:
             problems.append(problem)
     return problems
-
-
-def values_ok(check, name, value) -> bool:
-    try:
-        check(name, value)
-        return True
-    except values.InvalidValue:
-        return False
 
 
 def _problem(check, name, *args) -> str | None:
@@ -313,7 +305,7 @@ def _socket_problems(v: dict) -> list:
     metrics = str(v["haproxy_metrics_bind"] or "")
     if metrics:
         address, _, port = metrics.rpartition(":")
-        if not address or not values_ok(values.hostname, "haproxy_metrics_bind", address) or not port.isdigit() \
+        if not address or _problem(values.hostname, "haproxy_metrics_bind", address) or not port.isdigit() \
                 or not 0 < int(port) < 65536:
             problems.append(f"haproxy_metrics_bind: {metrics[:60]!r} must be ADDRESS:PORT (or empty to disable)")
     problems.append(_problem(values.url_path, "haproxy_metrics_path", v["haproxy_metrics_path"]))
