@@ -8,6 +8,7 @@ the one line shown (exit 2, before any host is touched).
 
 from __future__ import annotations
 
+import math
 import re
 
 
@@ -121,3 +122,15 @@ def count_or_percent(name: str, value, total: int, low: int = 1, high: int | Non
             raise InvalidValue(f"{name}: {percent}% must be from {max(low, 1) if low else 0}% to 100%")
         return max(low, total * percent // 100)
     return integer(name, text, low, total if high == -1 else high)
+
+
+def flag_number(flag: str, text, most: float | None = None) -> float:
+    """A numeric command-line flag that arrives as text (so a typo is one line, not invoke's traceback);
+    with ``most``, it must also be a finite number in (0, most]."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise InvalidValue(f"--{flag} {text!r}: not a number") from None
+    if most is not None and not (math.isfinite(value) and 0 < value <= most):
+        raise InvalidValue(f"--{flag} {text}: must be a number > 0 and <= {most:g}")
+    return value

@@ -15,6 +15,7 @@ from invoke.exceptions import Exit
 from .. import exits
 from ..loadtest import LoadTestError
 from ..services import BACKEND_API as API
+from ..values import flag_number
 from . import support as cli
 from .support import task
 
@@ -49,14 +50,6 @@ LOAD_HELP = {
     "counters": "read HAProxy's retry/redispatch/error counters before and after through the runtime API "
                 "(default; --no-counters skips it)",
 }
-
-
-def _number(flag: str, text) -> float:
-    """A numeric flag's value (flags arrive as text so a typo is one error line, not an invoke traceback)."""
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        raise LoadTestError(f"--{flag} {text!r}: not a number") from None
 
 
 def _target(c, inventory: str | None, target: str | None) -> tuple:
@@ -102,14 +95,14 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
         if needs_baseline(thresholds) and earlier is None:
             raise LoadTestError("p99_ratio/rate_ratio thresholds need --baseline")
         ramp_settings = RampSettings(
-            _number("ramp-factor", ramp_factor), _number("ramp-max", ramp_max), _number("ramp-step-seconds", ramp_step_seconds),
-            _number("ramp-p99-ms", ramp_p99_ms), _number("ramp-budget", ramp_budget), start=_number("rate", rate),
+            flag_number("ramp-factor", ramp_factor), flag_number("ramp-max", ramp_max), flag_number("ramp-step-seconds", ramp_step_seconds),
+            flag_number("ramp-p99-ms", ramp_p99_ms), flag_number("ramp-budget", ramp_budget), start=flag_number("rate", rate),
         ) if ramp else None
         base_url, derived, balancer = _target(c, inventory, target)
         settings = LoadSettings(base_url, tuple(s.strip() for s in str(scenario).split(",") if s.strip()),
-                                _number("rate", rate), _number("duration", duration), _number("timeout", timeout),
-                                int(_number("max-in-flight", max_in_flight)) or None, bool(keepalive),
-                                tracks=int(_number("tracks", tracks)), ws_sessions=int(_number("ws-sessions", ws_sessions)),
+                                flag_number("rate", rate), flag_number("duration", duration), flag_number("timeout", timeout),
+                                int(flag_number("max-in-flight", max_in_flight)) or None, bool(keepalive),
+                                tracks=int(flag_number("tracks", tracks)), ws_sessions=int(flag_number("ws-sessions", ws_sessions)),
                                 **derived)
         validate(settings, ramp_settings)
     except LoadTestError as exc:

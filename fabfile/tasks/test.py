@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 from invoke import Collection
 from invoke.exceptions import Exit
 
 from .. import exits
 from ..output import Masker, Output, write_report
 from ..services import BACKEND_API as API
+from ..values import flag_number
 from . import support
 from .load import load
 from .support import task
@@ -51,17 +50,6 @@ def _pick_victim(loaded, victim: str):
                          f"({', '.join(h.name for h in hosts) or 'empty'}) in {loaded.path}")
 
 
-def _positive(flag: str, text, most: float) -> float:
-    """A numeric flag's value in (0, most]; flags arrive as text so a typo is one error line, not a traceback."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise support.UsageError(f"--{flag} {text!r}: not a number") from None
-    if not (math.isfinite(value) and 0 < value <= most):
-        raise support.UsageError(f"--{flag} {text}: must be a number > 0 and <= {most:g}")
-    return value
-
-
 def _metrics_url(balancer, lb_vars: dict) -> str | None:
     """The exporter's base URL from haproxy_metrics_bind (a wildcard bind is reached on the balancer's address)."""
     bind = str(lb_vars["haproxy_metrics_bind"] or "")
@@ -94,9 +82,9 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     from ..roles import haproxy_vars
     from ..transports import connect
 
-    down_seconds = _positive("down-timeout", down_timeout, MAX_WAIT_SECONDS)
-    up_seconds = _positive("up-timeout", up_timeout, MAX_WAIT_SECONDS)
-    rate = _positive("load-rate", load_rate, MAX_RATE) if load else None
+    down_seconds = flag_number("down-timeout", down_timeout, MAX_WAIT_SECONDS)
+    up_seconds = flag_number("up-timeout", up_timeout, MAX_WAIT_SECONDS)
+    rate = flag_number("load-rate", load_rate, MAX_RATE) if load else None
     if stop_method is not None and stop_method not in STOP_METHODS:
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
     loaded, _ = support.select(c, inventory, API.group, None)
