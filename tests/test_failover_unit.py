@@ -31,7 +31,7 @@ from fabfile.failover.checks import (
 )
 from fabfile.failover import sequence
 from fabfile.failover.sequence import FailoverTest
-from fabfile.failover.stoppers import IncusStopper, UnitStopper, make_stopper
+from fabfile.failover.stoppers import IncusStopper, make_stopper
 from fabfile.haproxy_runtime import ServerStat
 from fabfile.inventory import Host
 from fabfile.failover.metrics import MetricSample
@@ -575,7 +575,7 @@ def test_incus_stopper_uses_the_remote_instance_name_and_tolerates_already_runni
                 return Result("start", 1, "", "Error: The instance is already running")
             return Result("stop", 0, "", "")
 
-    stopper = make_stopper(None, host("backend-api-1", incus_remote="lab2"), None, "u")
+    stopper = make_stopper(None, host("backend-api-1", incus_remote="lab2"), None, "u", 8080)
     stopper.driver = Driver()
     stopper.stop()
     stopper.start()
@@ -592,32 +592,59 @@ def test_incus_stopper_failure_is_a_stopper_error():
         stopper.stop()
 
 
+class RecordingTransport:
+    name = "backend-api-1"
+
+    def __init__(self):
+        self.commands = []
+
+    def run(self, command, warn=False, timeout=None):
+        self.commands.append(command)
+        return Result(command, 0, "", "")
+
+
 def test_unit_stopper_kills_then_stops_the_unit_quoted():
-    commands = []
-
-    class Transport:
-        name = "backend-api-1"
-
-        def run(self, command, warn=False, timeout=None):
-            commands.append(command)
-            return Result(command, 0, "", "")
-
-    stopper = UnitStopper(Transport(), "veza-backend-api")
+    transport = RecordingTransport()
+    stopper = make_stopper("unit", host("backend-api-1"), transport, "veza backend", 8080)
     stopper.stop()
     stopper.start()
-    assert commands == ["systemctl kill --signal=SIGKILL veza-backend-api; systemctl stop veza-backend-api",
-                        "systemctl start veza-backend-api"]
+    assert transport.commands == ["systemctl kill --signal=SIGKILL 'veza backend'; systemctl stop 'veza backend'",
+                                  "systemctl start 'veza backend'"]
+
+
+def test_freeze_stopper_stops_and_continues_only_the_main_process():
+    transport = RecordingTransport()
+    stopper = make_stopper("freeze", host("backend-api-1"), transport, "veza-backend-api", 8080)
+    stopper.stop()
+    stopper.start()
+    assert transport.commands == ["systemctl kill --kill-whom=main --signal=SIGSTOP veza-backend-api",
+                                  "systemctl kill --kill-whom=main --signal=SIGCONT veza-backend-api"]
+
+
+def test_drop_stopper_silences_the_service_port_both_ways_and_deletes_only_its_table():
+    transport = RecordingTransport()
+    stopper = make_stopper("drop", host("backend-api-1"), transport, "veza-backend-api", 8081)
+    stopper.stop()
+    stopper.start()
+    stop, start = transport.commands
+    assert "tcp dport 8081 drop" in stop and "tcp sport 8081 drop" in stop
+    assert "flush table inet veza_failover_drop" in stop  # a second stop converges on one table
+    assert "command -v nft" in stop  # a host without nft says so instead of a shell error
+    assert start == ("if nft list table inet veza_failover_drop >/dev/null 2>&1; "
+                     "then nft delete table inet veza_failover_drop; fi")
 
 
 def test_stop_method_defaults_follow_the_connection():
     incus_host, ssh_host = host("backend-api-1"), host("backend-api-1", connection="ssh")
-    assert make_stopper(None, incus_host, IncusTransport(incus_host), "u").method == "incus"
-    assert make_stopper(None, ssh_host, SshTransport(ssh_host), "u").method == "unit"
-    assert make_stopper("unit", incus_host, IncusTransport(incus_host), "u").method == "unit"
+    assert make_stopper(None, incus_host, IncusTransport(incus_host), "u", 8080).method == "incus"
+    assert make_stopper(None, ssh_host, SshTransport(ssh_host), "u", 8080).method == "unit"
+    assert make_stopper("unit", incus_host, IncusTransport(incus_host), "u", 8080).method == "unit"
     with pytest.raises(ValueError, match="not reached through incus"):
-        make_stopper("incus", ssh_host, SshTransport(ssh_host), "u")
+        make_stopper("incus", ssh_host, SshTransport(ssh_host), "u", 8080)
     with pytest.raises(ValueError, match="not valid"):
-        make_stopper("incus", host("--all"), None, "u")
+        make_stopper("incus", host("--all"), None, "u", 8080)
+    with pytest.raises(ValueError, match="use one of incus, unit, freeze, drop"):
+        make_stopper("pause", incus_host, None, "u", 8080)
 
 
 # --- phases and the WebSocket session -------------------------------------------------------

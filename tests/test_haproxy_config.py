@@ -87,8 +87,8 @@ def test_lab_inventory_renders_valid_config_with_routing_and_stickiness(tmp_path
     api_hosts = [(h.name, h.vars["address"]) for h in inventory.group("backend_api_instances")]
     assert [name for name, _ in api_hosts] == ["backend-api-1", "backend-api-2"]
     assert server_lines(text, "backend api_pool") == [
-        f"server {name} {address}:8080 cookie {name} check inter 5s fall 3 rise 2 "
-        "fastinter 500ms downinter 1s observe layer4 error-limit 2 on-error mark-down slowstart 30s"
+        f"server {name} {address}:8080 cookie {name} check inter 1s fall 3 rise 2 "
+        "fastinter 200ms downinter 1s observe layer4 error-limit 2 on-error mark-down slowstart 30s"
         for name, address in api_hosts
     ]
     assert "on-marked-down" not in api  # it would abort requests being retried
@@ -111,9 +111,43 @@ def test_lab_inventory_renders_valid_config_with_routing_and_stickiness(tmp_path
     assert "http-request use-service prometheus-exporter if { path /metrics }" in metrics
     assert frontend.index("api_ws_pool") < frontend.index("use_backend api_pool")  # WS rule must win
     defaults = section(text, "defaults")
-    for line in ("timeout connect 500ms", "timeout check 1s", "retries 3", "option redispatch 1",
+    for line in ("timeout connect 500ms", "timeout check 400ms", "retries 3", "option redispatch 1",
                  "retry-on conn-failure empty-response response-timeout", "http-reuse never"):
         assert line in defaults
+    # The health route keeps a short budget by default; long API calls keep timeout server 30s.
+    assert "http-request set-timeout server 1s if { path_beg /api/v1/health }" in api
+    assert "timeout server 30s" in defaults
+    # keepalived's check reaches a URI HAProxy answers itself, whatever the backends do.
+    assert "monitor-uri /lb-health" in frontend
+
+
+@needs_haproxy
+def test_route_budgets_render_longest_prefix_last_so_it_wins(tmp_path):
+    budgets = {"/api/": "20s", "/api/v1/search/suggest": "300ms", "/api/v1/search": "1500ms"}
+    variables = lab_vars(haproxy_api_route_timeouts=budgets)
+    assert validate_vars(variables) == []
+    text = render(TEMPLATE, variables)
+    haproxy_check(text, tmp_path)
+    rules = [line.strip() for line in section(text, "backend api_pool").splitlines() if "set-timeout" in line]
+    assert rules == ["http-request set-timeout server 20s if { path_beg /api/ }",
+                     "http-request set-timeout server 1500ms if { path_beg /api/v1/search }",
+                     "http-request set-timeout server 300ms if { path_beg /api/v1/search/suggest }"]
+    assert "/api/v1/health" not in "\n".join(rules)  # the inventory's mapping replaces the default one
+
+
+@pytest.mark.parametrize("budgets, expected", [
+    ({"/api/v1/tracks": "2 seconds"}, "haproxy_api_route_timeouts[/api/v1/tracks]: '2 seconds' is not an HAProxy time"),
+    ({"/api/v1/tracks": "31s"}, "haproxy_api_route_timeouts[/api/v1/tracks]: 31s must be above zero and no longer "
+                                "than haproxy_timeout_server (30s)"),
+    ({"/api/v1/tracks": "0"}, "must be above zero"),
+    ({"/api/v1/tracks }": "1s"}, "haproxy_api_route_timeouts[/api/v1/tracks }]: '/api/v1/tracks }' is not a URL path"),
+    ({"api/v1": "1s"}, "is not a URL path"),
+    (["/api/v1/tracks", "1s"], "haproxy_api_route_timeouts: must be a mapping of path prefix to timeout"),
+])
+def test_route_budgets_that_do_not_parse_or_exceed_timeout_server_are_refused(budgets, expected):
+    problems = validate_vars(lab_vars(haproxy_api_route_timeouts=budgets))
+    assert len(problems) == 1 and problems[0].startswith("haproxy_api_route_timeouts") and expected in problems[0], \
+        problems
 
 
 @needs_haproxy
@@ -194,6 +228,8 @@ def test_seed_plain_settings_for_comparison(tmp_path):
     # Same steady state as the tuned rendering, plus the seed's shutdown-sessions on api_pool.
     assert all(line.endswith("check inter 5s fall 3 rise 2 slowstart 30s on-marked-down shutdown-sessions")
                for line in server_lines(text, "backend api_pool"))
+    # Route budgets are not a failover lever: without retries a late answer becomes a 504, sooner.
+    assert "http-request set-timeout server 1s if { path_beg /api/v1/health }" in text
 
 
 # --- template and variable errors ------------------------------------------------------

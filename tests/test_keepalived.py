@@ -80,7 +80,7 @@ def render(tmp_path, **extra):
     pair = pair_of(inventory(tmp_path, extra_vars=extra))
     return render_template("keepalived/keepalived.conf.j2", {
         "pair": pair, "node": pair.nodes[1], "password": "abc12345", "http_port": 80,
-        "health_path": "/api/v1/health", "state_file": "/run/veza-haproxy-down"})
+        "monitor_uri": "/lb-health", "state_file": "/run/veza-haproxy-down"})
 
 
 def test_rendered_config_is_unicast_v3_nopreempt_and_tracks_haproxy(tmp_path):

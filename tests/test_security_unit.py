@@ -396,7 +396,7 @@ def test_item6_dash_all_never_reaches_incus(tmp_path, monkeypatch):
         IncusTransport(_Host("backend-api-1", incus_name="--all"))
     with pytest.raises((incus.IncusError, ValueError, Exception)) as caught:
         stoppers.make_stopper("incus", _Host("backend-api-1", incus_name="--all", connection="incus"), None,
-                              "veza-backend-api")
+                              "veza-backend-api", 8080)
     assert "AssertionError" not in repr(caught.value)
 
 

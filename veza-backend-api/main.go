@@ -1,5 +1,6 @@
-// veza-api stand-in: health at /api/v1/health and a WebSocket at /api/v1/ws that greets and
-// echoes, each answer naming the instance. Standard library only, logs to stdout, writes
+// veza-api stand-in: health at /api/v1/health, a WebSocket at /api/v1/ws that greets and
+// echoes, and POST /api/v1/plays (an unsafe request: records a play), each answer naming the
+// instance. Standard library only, logs to stdout, writes
 // nothing to disk, so it runs under the hardened systemd unit of the binary_service role.
 package main
 
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -31,6 +33,8 @@ const (
 	defaultPort   = "8080"
 	healthPath    = "/api/v1/health"
 	websocketPath = "/api/v1/ws"
+	playsPath     = "/api/v1/plays"
+	maxPlayBody   = 4096
 	// systemd sends SIGKILL after TimeoutStopSec=15; finish well before that.
 	drainTimeout = 5 * time.Second
 )
@@ -181,6 +185,9 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // route answers the request and returns the status it sent.
 func (a *app) route(w http.ResponseWriter, r *http.Request) int {
+	if r.URL.Path == playsPath {
+		return a.recordPlay(w, r)
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return sendText(w, http.StatusNotImplemented, "unsupported method\n")
 	}
@@ -192,6 +199,24 @@ func (a *app) route(w http.ResponseWriter, r *http.Request) int {
 	default:
 		return sendText(w, http.StatusNotFound, "not found\n")
 	}
+}
+
+// recordPlay answers POST /api/v1/plays: 201 with the instance and the client's request id
+// (?id=), which the access log line also carries, so a replayed POST shows up on two instances.
+func (a *app) recordPlay(w http.ResponseWriter, r *http.Request) int {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return sendText(w, http.StatusMethodNotAllowed, "POST only\n")
+	}
+	if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxPlayBody)); err != nil {
+		return sendText(w, http.StatusRequestEntityTooLarge, "body over 4096 bytes\n")
+	}
+	return sendJSON(w, http.StatusCreated, play{Instance: a.instance, ID: r.URL.Query().Get("id")})
+}
+
+type play struct {
+	Instance string `json:"instance"`
+	ID       string `json:"id"`
 }
 
 type health struct {

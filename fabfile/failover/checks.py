@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 PHASES = ("before_kill", "kill_to_down", "down_window", "recovery")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # replayable: HAProxy may retry them on another server
 
 
 class StepFailed(Exception):
@@ -30,6 +31,8 @@ class FailoverSettings:
     poll_interval: float = 0.1  # one runtime API round trip is already ~50 ms
     settle_timeout: float = 15.0  # pre-flight waits this long for in-between states ("UP 1/3") to settle
     request_timeout: float = 2.0
+    post_every: int = 10  # with the load on, every Nth request is a POST (0: GETs only)
+    post_path: str = "/api/v1/plays"  # the POST route (the stand-in records a play)
     ws_timeout: float = 5.0  # for a welcome, an echo, or the close after the kill
     load_lead_in: float = 1.0  # traffic before the kill, so "before_kill" has samples
     load_tail: float = 2.0  # traffic after UP, to see the victim take requests again

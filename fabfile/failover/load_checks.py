@@ -1,8 +1,15 @@
-"""Requests through the balancer: the seed's five GETs and the continuous background load, judged per phase."""
+"""Requests through the balancer: the seed's five GETs and the continuous background load, judged per phase.
+
+Safe requests (GET) must never fail. Unsafe ones (POST) sent to the victim between its
+failure and DOWN may fail: HAProxy must not replay them (the request may have been
+processed), so they are counted apart as caught in the failure window; a POST failing
+outside that window is a failure like any other."""
 
 from __future__ import annotations
 
-from .checks import PHASES, StepFailed, instance_counts
+from collections import Counter
+
+from .checks import PHASES, SAFE_METHODS, StepFailed, instance_counts
 from ..loadtest.facade import phase_counts
 
 
@@ -65,7 +72,7 @@ class LoadChecks:
         remaining = self.marks["down"] + self.settings.down_dwell - self.clock()
         if remaining > 0:
             self.sleep(remaining)
-        window = [sample for sample in list(self.load.samples) if sample.t >= self.marks["down"]]
+        window = [sample for sample in list(self.load.samples) if sample.t > self.marks["down"]]
         failed = [sample for sample in window if sample.failed]
         from_victim = [sample for sample in window if sample.instance == self.settings.victim]
         detail = (f"{len(window)} requests in {self.clock() - self.marks['down']:.1f}s after DOWN, {len(failed)} failed, "
@@ -78,13 +85,30 @@ class LoadChecks:
         m = self.marks
         return list(zip(PHASES, (m.get("load_started"), m.get("stop_issued"), m.get("down"), m.get("start_issued"))))
 
+    def _in_failure_window(self, sample) -> bool:
+        """Sent while the victim could already be dead but was not yet DOWN (or still open at the stop)."""
+        stop, down = self.marks.get("stop_issued"), self.marks.get("down", self.marks.get("start_issued"))
+        if stop is None:
+            return False
+        return stop - self.settings.request_timeout <= sample.t <= (down if down is not None else float("inf"))
+
+    def unsafe_caught(self, samples) -> list:
+        """Failed unsafe requests caught in the failure window: counted apart, never replayed."""
+        return [s for s in samples if s.failed and s.method not in SAFE_METHODS and self._in_failure_window(s)]
+
     def _load_total(self):
         samples = list(self.load.samples)
         phases = phase_counts(samples, self._phase_starts())
-        failed = sum(phase["failed"] for phase in phases.values())
-        detail = f"{failed} of {len(samples)} requests failed; per phase: " + ", ".join(
+        caught = self.unsafe_caught(samples)
+        failed = [s for s in samples if s.failed and s not in caught]
+        by_method = Counter((s.method, "failed" if s.failed else "ok") for s in samples)
+        methods = ", ".join(f"{method} {by_method[(method, 'ok')]} ok/{by_method[(method, 'failed')]} failed"
+                            for method in sorted({m for m, _ in by_method}))
+        detail = f"{len(failed)} of {len(samples)} requests failed ({methods}); per phase: " + ", ".join(
             f"{name} {phase['failed']}/{phase['total']}" + (f" ({phase['timeouts']} timeouts)" if phase["timeouts"] else "")
             for name, phase in phases.items())
+        if caught:
+            detail += f"; {len(caught)} POST caught in the failure window (not replayed, not counted)"
         if failed:
             raise StepFailed(detail)
         return detail

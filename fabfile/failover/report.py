@@ -57,11 +57,16 @@ class Reporting:
                 "enabled": self.load is not None,
                 "rate_per_second": getattr(self.load, "rate", None),
                 "total": len(samples),
-                "failed": sum(sample.failed for sample in samples),
+                "failed": sum(sample.failed for sample in samples) - len(self.unsafe_caught(samples)),
                 "timeouts": sum(sample.outcome == "timeout" for sample in samples),
                 "non_200": sum(sample.outcome == "status" for sample in samples),
                 "by_phase": phases,
                 "by_outcome": dict(Counter(sample.outcome for sample in samples)),
+                "by_method": {method: dict(Counter(s.outcome for s in samples if s.method == method))
+                              for method in sorted({s.method for s in samples})},
+                "unsafe_caught_in_failure_window": [
+                    {"t": self._rel(s.t), "id": s.key, "outcome": s.outcome, "error": s.error}
+                    for s in self.unsafe_caught(samples)],
                 "samples": [self._sample_report(sample) for sample in samples],
             },
             "websocket": self._websocket_report(),
@@ -78,6 +83,6 @@ class Reporting:
 
     def _sample_report(self, sample) -> dict:
         """One request as the plot and the JSON consumers read it; ``lag``: how late the engine sent it."""
-        return {"t": self._rel(sample.t), "outcome": sample.outcome, "status": sample.status,
+        return {"t": self._rel(sample.t), "method": sample.method, "outcome": sample.outcome, "status": sample.status,
                 "instance": sample.instance, "seconds": round(sample.seconds, 4), "error": sample.error,
                 "lag": round(sample.lag, 4)}

@@ -1,8 +1,14 @@
 """How the failover test kills and revives its victim, as commands (data) and their runner.
 
-``IncusStopper``: the whole container dies at once (``incus stop --force``), through
-the project's Incus driver; ``UnitStopper``: only the service dies (SIGKILL, then
-``systemctl stop``), through the victim's transport.
+Two deaths that announce themselves (the kernel closes the sockets, HAProxy sees refused
+connections) and two that do not:
+
+``incus``   the whole container dies at once (``incus stop --force``), through the project's Incus driver
+``unit``    only the service dies (SIGKILL, then ``systemctl stop``), through the victim's transport
+``freeze``  the service's main process hangs (SIGSTOP; SIGCONT to recover): a GC pause, a deadlock, a
+            stuck disk. The kernel still accepts connections, so requests sent to it just wait.
+``drop``    the service's port goes silent: an nftables table inside the victim drops its traffic both
+            ways (deleted to recover), as a dead switch port or a firewall mistake would.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from .. import incus
 from ..process import ProcessNotFound
 from ..shell import argv_line, q
 
-STOP_METHODS = ("incus", "unit")
+STOP_METHODS = ("incus", "unit", "freeze", "drop")
+DROP_TABLE = "veza_failover_drop"  # the nftables table the drop method owns (inet family)
 STOP_COMMAND_TIMEOUT = 120  # seconds for one incus stop/start (a container boot included)
 
 
@@ -60,43 +67,73 @@ class IncusStopper:
         return argv_line(self.stop_command() if action == "stop" else self.start_command())
 
 
-class UnitStopper:
-    """Only the service dies: SIGKILL (no graceful shutdown, like a crash), then ``systemctl stop``
-    so that the unit's ``Restart=on-failure`` does not bring it back during the down window."""
+class CommandStopper:
+    """A stop and a start command run through the victim's transport (``unit``, ``freeze``, ``drop``)."""
 
-    method = "unit"
-
-    def __init__(self, transport, unit: str):
+    def __init__(self, method: str, transport, stop_command: str, start_command: str):
+        self.method = method
         self.transport = transport
-        self.unit = unit
+        self._commands = {"stop": stop_command, "start": start_command}
 
     def stop_command(self) -> str:
-        unit = q(self.unit)
-        return f"systemctl kill --signal=SIGKILL {unit}; systemctl stop {unit}"
+        return self._commands["stop"]
 
     def start_command(self) -> str:
-        return f"systemctl start {q(self.unit)}"
+        return self._commands["start"]
 
-    def _systemctl(self, command: str) -> None:
+    def _run(self, command: str) -> None:
         result = self.transport.run(command, warn=True, timeout=STOP_COMMAND_TIMEOUT)
         if not result.ok:
             raise StopperError(f"{self.transport.name}: {command}: exit {result.exited}: {result.tail(2)}")
 
     def stop(self) -> None:
-        self._systemctl(self.stop_command())
+        self._run(self.stop_command())
 
     def start(self) -> None:
-        self._systemctl(self.start_command())
+        self._run(self.start_command())
 
     def describe(self, action: str) -> str:
-        return f"{self.transport.name}: {self.stop_command() if action == 'stop' else self.start_command()}"
+        return f"{self.transport.name}: {self._commands[action]}"
 
 
-def make_stopper(method: str | None, host, transport, unit: str):
+def unit_commands(unit: str) -> tuple:
+    """SIGKILL (no graceful shutdown, like a crash), then ``systemctl stop`` so that the unit's
+    ``Restart=on-failure`` does not bring it back during the down window; ``systemctl start`` after."""
+    unit = q(unit)
+    return f"systemctl kill --signal=SIGKILL {unit}; systemctl stop {unit}", f"systemctl start {unit}"
+
+
+def freeze_commands(unit: str) -> tuple:
+    """SIGSTOP to the unit's main process only (its sockets stay open: connections are accepted and
+    never answered); SIGCONT to the same. Sending SIGCONT to a running process is harmless, so the
+    start command also repairs a freeze an earlier, killed run left behind."""
+    unit = q(unit)
+    return (f"systemctl kill --kill-whom=main --signal=SIGSTOP {unit}",
+            f"systemctl kill --kill-whom=main --signal=SIGCONT {unit}")
+
+
+def drop_commands(port: int) -> tuple:
+    """An nftables table dropping the service port's packets in both directions (new and established
+    connections, health checks included), installed in one transaction; deleting the table recovers.
+    ``add`` + ``flush`` make a repeated stop converge on one table instead of failing."""
+    port = int(port)
+    table = f"inet {DROP_TABLE}"
+    hook = "type filter hook {} priority -100; policy accept;"
+    script = "; ".join([
+        f"add table {table}", f"flush table {table}",
+        f"add chain {table} input {{ {hook.format('input')} }}", f"add rule {table} input tcp dport {port} drop",
+        f"add chain {table} output {{ {hook.format('output')} }}", f"add rule {table} output tcp sport {port} drop",
+    ])
+    missing = "echo 'nft not found: add nftables to common_packages and run inv common.setup' >&2; exit 127"
+    return (f"command -v nft >/dev/null || {{ {missing}; }}; nft {q(script)}",
+            f"if nft list table {table} >/dev/null 2>&1; then nft delete table {table}; fi")
+
+
+def make_stopper(method: str | None, host, transport, unit: str, port: int):
     """The stopper for ``--stop-method`` (default: incus for an incus-connected victim, else unit)."""
     method = method or ("incus" if host.connection == "incus" else "unit")
     if method not in STOP_METHODS:
-        raise ValueError(f"--stop-method {method!r}: use one of {', '.join(STOP_METHODS)}")
+        raise ValueError(f"--stop-method {method}: use one of {', '.join(STOP_METHODS)}")
     if method == "incus":
         if host.connection != "incus":
             raise ValueError(f"--stop-method incus: {host.name} is not reached through incus; use --stop-method unit")
@@ -104,4 +141,6 @@ def make_stopper(method: str | None, host, transport, unit: str):
             return IncusStopper(incus.instance_ref(host.vars.get("incus_name", host.name), host.vars.get("incus_remote")))
         except incus.IncusError as exc:
             raise ValueError(str(exc)) from None
-    return UnitStopper(transport, unit)
+    commands = {"unit": lambda: unit_commands(unit), "freeze": lambda: freeze_commands(unit),
+                "drop": lambda: drop_commands(port)}[method]()
+    return CommandStopper(method, transport, *commands)

@@ -136,7 +136,7 @@ async def _run_http(scenario, settings: LoadSettings, rate: float, duration: flo
     async with open_session(max_in_flight=cap, timeout=settings.timeout, keepalive=settings.keepalive) as session:
         async def send(index: int, due: float):
             path, key = scenario.request(index)
-            return await target.get(session, path, due, key=key)
+            return await target.request(session, path, due, key=key)
 
         result = await run_open_loop(send, schedule, record, should_stop=should_stop)
     wall = max(result.send_seconds + 1 / rate, stats.last_completion - result.started)
@@ -154,7 +154,7 @@ async def discover_backends(settings: LoadSettings) -> list:
     seen = []
     async with open_session(max_in_flight=4, timeout=settings.timeout, keepalive=False) as session:
         for _ in range(DISCOVERY_REQUESTS):
-            sample = await target.get(session, settings.api_path, time.monotonic())
+            sample = await target.request(session, settings.api_path, time.monotonic())
             if sample.instance and sample.instance not in seen:
                 seen.append(sample.instance)
     return seen

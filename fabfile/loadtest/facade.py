@@ -34,15 +34,20 @@ JOIN_GRACE = 2.0  # seconds beyond the drain for the thread to end
 
 
 class BackgroundLoad:
-    """Open-model GETs at ``rate``/s in a thread with its own event loop, until stop() or ``max_seconds``."""
+    """Open-model requests at ``rate``/s in a thread with its own event loop, until stop() or ``max_seconds``.
+
+    GETs of ``path``; with ``unsafe_every`` N, every Nth request is instead a POST to
+    ``unsafe_path?id=<id_prefix>-<index>`` (an id the backend's access log carries, so a
+    replayed POST would show on two backends)."""
 
     def __init__(self, base_url: str, path: str, rate: float = 20.0, timeout: float = 2.0, max_seconds: float = 300.0,
-                 headers: dict | None = None):
+                 headers: dict | None = None, unsafe_every: int = 0, unsafe_path: str = "", id_prefix: str = "load"):
         if rate <= 0:
             raise ValueError(f"load rate must be > 0 requests/s, got {rate}")
         self.target = HttpTarget(base_url)
         self.path, self.rate, self.timeout, self.max_seconds = path, rate, timeout, max_seconds
         self.headers = headers
+        self.unsafe_every, self.unsafe_path, self.id_prefix = unsafe_every, unsafe_path, id_prefix
         self.samples: list = []  # in completion order; list.append is atomic, so reading while running is safe
         self.stop_reason = ""
         self._stopping = threading.Event()
@@ -53,10 +58,20 @@ class BackgroundLoad:
         schedule = Schedule(self.rate, self.max_seconds, cap, drain_timeout=self.timeout + 1.0)
         async with open_http_session(max_in_flight=cap, timeout=self.timeout, keepalive=False) as session:
             async def send(index: int, due: float) -> Sample:
-                return await self.target.get(session, self.path, due, headers=self.headers)
+                if self.method_of(index) == "POST":
+                    return await self.target.request(session, f"{self.unsafe_path}?id={self.unsafe_id(index)}", due,
+                                                     method="POST", headers=self.headers, key=self.unsafe_id(index))
+                return await self.target.request(session, self.path, due, headers=self.headers)
 
-            result = await run_open_loop(send, schedule, self.samples.append, should_stop=self._stopping.is_set)
+            result = await run_open_loop(send, schedule, self.samples.append, should_stop=self._stopping.is_set,
+                                         method_of=self.method_of)
         self.stop_reason = "stopped" if result.stopped_early else f"time cap ({self.max_seconds:g}s)"
+
+    def method_of(self, index: int) -> str:
+        return "POST" if self.unsafe_every and index % self.unsafe_every == self.unsafe_every - 1 else "GET"
+
+    def unsafe_id(self, index: int) -> str:
+        return f"{self.id_prefix}-{index}"
 
     def start(self) -> None:
         # Daemon: an interpreter that dies mid-run must not hang on this thread.
@@ -89,6 +104,7 @@ class PhaseCounts:
     errors: int = 0  # connection trouble: reset, refused, other
     by_outcome: Counter = field(default_factory=Counter)
     by_instance: Counter = field(default_factory=Counter)
+    by_method: dict = field(default_factory=dict)  # method -> Counter of outcomes
 
     def add(self, sample: Sample) -> None:
         self.total += 1
@@ -97,12 +113,14 @@ class PhaseCounts:
         self.timeouts += sample.outcome == TIMEOUT
         self.errors += sample.outcome not in (OK, STATUS, TIMEOUT)
         self.by_outcome[sample.outcome] += 1
+        self.by_method.setdefault(sample.method, Counter())[sample.outcome] += 1
         if sample.instance:
             self.by_instance[sample.instance] += 1
 
     def to_dict(self) -> dict:
         return {"total": self.total, "failed": self.failed, "non_200": self.non_200, "timeouts": self.timeouts,
-                "errors": self.errors, "by_outcome": dict(self.by_outcome), "by_instance": dict(self.by_instance)}
+                "errors": self.errors, "by_outcome": dict(self.by_outcome), "by_instance": dict(self.by_instance),
+                "by_method": {method: dict(outcomes) for method, outcomes in sorted(self.by_method.items())}}
 
 
 def phase_counts(samples, phase_starts) -> dict:

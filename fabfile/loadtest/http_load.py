@@ -31,27 +31,30 @@ def open_session(*, max_in_flight: int, timeout: float, keepalive: bool = True):
 
 
 class HttpTarget:
-    """GETs against one base URL (``http://host:port``) that never raise for network trouble."""
+    """Requests against one base URL (``http://host:port``) that never raise for network trouble."""
 
     def __init__(self, base_url: str, cookie_name: str = DEFAULT_COOKIE, clock=time.monotonic):
         self.base_url = base_url.rstrip("/")
         self.cookie_name = cookie_name
         self.clock = clock
 
-    async def get(self, session, path: str, due: float, *, headers: dict | None = None, key: str | None = None) -> Sample:
-        """One GET; a Sample with its latency from ``due`` and the instance that answered."""
+    async def request(self, session, path: str, due: float, *, method: str = "GET", headers: dict | None = None,
+                      key: str | None = None) -> Sample:
+        """One request (a GET unless ``method`` says otherwise, no body); a Sample with its latency from
+        ``due``, its method and the instance that answered."""
         try:
-            async with session.get(self.base_url + path, allow_redirects=False, headers=headers) as response:
+            async with session.request(method, self.base_url + path, allow_redirects=False,
+                                       headers=headers) as response:
                 body = (await response.content.read(MAX_BODY)).decode("utf-8", errors="replace")
                 status = response.status
                 cookies = response.headers.getall("Set-Cookie", [])
         except Exception as exc:  # noqa: BLE001 - every failure is a classified sample
             return Sample(due, classify_exception(exc), seconds=self.clock() - due, error=describe_exception(exc),
-                          key=key)
+                          key=key, method=method)
         outcome = outcome_of_status(status)
         instance = instance_from_body(body) or cookie_from_set_cookie(cookies, self.cookie_name)
         return Sample(due, outcome, status, instance, self.clock() - due,
-                      "" if outcome == OK else f"HTTP {status}", key=key)
+                      "" if outcome == OK else f"HTTP {status}", key=key, method=method)
 
 
 class ApiScenario:

@@ -45,6 +45,7 @@ class Sample:
     lag: float = 0.0  # how late the generator actually sent it (seconds after ``t``)
     key: str | None = None  # scenario detail: the HLS track, the WS session
     measured: bool = True  # False when ``seconds`` is not an answer's time (a WS echo never sent)
+    method: str = "GET"  # the HTTP method (a WebSocket echo counts as GET: it replays nothing)
 
     @property
     def failed(self) -> bool:

@@ -74,16 +74,24 @@ Send = Callable[[int, float], Awaitable[Sample]]
 
 
 async def run_open_loop(send: Send, schedule: Schedule, record: Callable[[Sample], None], *,
-                        clock: Callable[[], float] = time.monotonic, should_stop: Callable[[], bool] = lambda: False
-                        ) -> ScheduleResult:
-    """Send ``schedule.count`` requests on time, hand every Sample to ``record``; returns once all ended."""
+                        clock: Callable[[], float] = time.monotonic, should_stop: Callable[[], bool] = lambda: False,
+                        method_of: Callable[[int], str] | None = None) -> ScheduleResult:
+    """Send ``schedule.count`` requests on time, hand every Sample to ``record``; returns once all ended.
+
+    ``method_of(index)``: the HTTP method of request ``index``, stamped on its Sample whatever became
+    of it (dropped, cancelled, answered), so that counts by method add up."""
     result = ScheduleResult(started=clock())
-    in_flight: dict = {}  # task -> its intended send time
+    in_flight: dict = {}  # task -> (its intended send time, its index)
+
+    def stamped(sample: Sample, index: int) -> Sample:
+        if method_of is not None:
+            sample.method = method_of(index)
+        return sample
 
     def finished(task: asyncio.Task) -> None:
-        in_flight.pop(task, None)
+        _, index = in_flight.pop(task, (None, 0))
         if not task.cancelled():
-            record(task.result())
+            record(stamped(task.result(), index))
 
     for index in range(schedule.count):
         due = result.started + index / schedule.rate
@@ -93,14 +101,16 @@ async def run_open_loop(send: Send, schedule: Schedule, record: Callable[[Sample
         lag = max(0.0, clock() - due)
         if len(in_flight) >= schedule.max_in_flight:
             result.dropped += 1
-            record(Sample(due, DROPPED, error=f"{schedule.max_in_flight} requests already in flight", lag=lag))
+            record(stamped(Sample(due, DROPPED, error=f"{schedule.max_in_flight} requests already in flight", lag=lag),
+                           index))
             continue
         task = asyncio.ensure_future(_guarded(send, index, due, lag, clock))
-        in_flight[task] = due
+        in_flight[task] = (due, index)
         task.add_done_callback(finished)
         result.sent += 1
     result.send_seconds = clock() - result.started
-    result.cancelled = await _drain(in_flight, schedule.drain_timeout, record, clock)
+    result.cancelled = await _drain(in_flight, schedule.drain_timeout, lambda sample, index: record(stamped(sample, index)),
+                                    clock)
     return result
 
 
@@ -129,16 +139,18 @@ async def _guarded(send: Send, index: int, due: float, lag: float, clock) -> Sam
 
 
 async def _drain(in_flight: dict, timeout: float, record, clock) -> int:
-    """Wait for the open requests at most ``timeout``; cancel the rest and record them as timeouts."""
+    """Wait for the open requests at most ``timeout``; cancel the rest and record them as timeouts
+    (``record(sample, index)``)."""
     if not in_flight:
         return 0
     _, still_open = await asyncio.wait(set(in_flight), timeout=timeout)
-    dues = {task: in_flight[task] for task in still_open}
+    requests = {task: in_flight[task] for task in still_open}
     for task in still_open:
         task.cancel()
     if still_open:
         await asyncio.wait(still_open, timeout=1.0)
     now = clock()
-    for due in dues.values():
-        record(Sample(due, TIMEOUT, seconds=now - due, error=f"still open {timeout:g}s after the last send; cancelled"))
+    for due, index in requests.values():
+        record(Sample(due, TIMEOUT, seconds=now - due, error=f"still open {timeout:g}s after the last send; cancelled"),
+               index)
     return len(still_open)

@@ -1,7 +1,8 @@
 """common: the baseline every host gets before its own role.
 
 Defaults:
-    common_packages: ca-certificates, curl, socat (socat carries the HAProxy runtime API)
+    common_packages: ca-certificates, curl, socat (socat carries the HAProxy runtime API),
+        nftables (test.failover --stop-method drop silences a backend with it)
     common_apt_lists_max_age: 86400 (seconds; older package lists are refreshed)
     common_timezone: Etc/UTC
 Steps: refresh stale apt lists, install the base packages, set the timezone.
@@ -12,7 +13,7 @@ from ..operations import apt_lists_fresh, apt_packages, timezone
 from .base import Role
 
 DEFAULTS = {
-    "common_packages": ["ca-certificates", "curl", "socat"],
+    "common_packages": ["ca-certificates", "curl", "socat", "nftables"],
     "common_apt_lists_max_age": 86400,
     "common_timezone": "Etc/UTC",
 }

@@ -70,6 +70,9 @@ DEFAULTS = {
     "haproxy_api_path_prefix": "/api/",
     "haproxy_api_ws_path": "/api/v1/ws",
     "haproxy_stream_path_prefix": "/hls/",
+    # Answered 200 by HAProxy itself (monitor-uri), never forwarded: keepalived's check of
+    # the local frontend, which no backend's health may sway.
+    "haproxy_monitor_uri": "/lb-health",
     # --- timeouts (plain values; the failover switch only changes connect/check) ---
     "haproxy_timeout_connect": "5s",
     "haproxy_timeout_client": "30s",
@@ -88,6 +91,12 @@ DEFAULTS = {
     "haproxy_backend_api_fallback": [
         {"name": "backend-api-1", "address": "127.0.0.1", "port": BACKEND_API.default_port},
     ],
+    # Latency budgets of API routes: path prefix -> server timeout. A server silent past a
+    # route's budget is given up on: safe requests (haproxy_failover_l7_retry_methods) are
+    # replayed on another server (retry-on response-timeout), others get a 504. The longest
+    # matching prefix wins; routes without a budget keep haproxy_timeout_server. A mapping set
+    # in the inventory replaces this one (Ansible semantics), so repeat the health route there.
+    "haproxy_api_route_timeouts": {BACKEND_API.default_health_path: "1s"},
     # --- stream_pool -----------------------------------------------------------
     # Hashes /hls/<track_id> (path only, two slashes deep) so every segment of a
     # track lands on the same streamer and its cache stays warm.
@@ -107,9 +116,16 @@ DEFAULTS = {
     # false renders the seed's plain settings for a before/after measurement.
     "haproxy_failover_tuning": True,
     "haproxy_failover_timeout_connect": "500ms",
-    "haproxy_failover_timeout_check": "1s",
-    "haproxy_failover_fastinter": "500ms",
+    # A hung server accepts the check's connection and never answers: it costs a check this long.
+    # inter 1s, then 400ms + 200ms per further failure: fall 3 marks a hung (or silent) server
+    # DOWN at most 1 + 0.4 + 2 x 0.6 = 2.6 s after it stopped answering, with no traffic at all.
+    "haproxy_failover_inter": "1s",
+    "haproxy_failover_timeout_check": "400ms",
+    "haproxy_failover_fastinter": "200ms",
     "haproxy_failover_downinter": "1s",
+    # layer4: refused or timed-out connects of real traffic count towards error-limit. (layer7
+    # would add 5xx answers, but not the response timeouts of a hung server: HAProxy replays
+    # those requests elsewhere without counting them, so the checks above catch a hang.)
     "haproxy_failover_observe": "layer4",
     "haproxy_failover_error_limit": 2,
     "haproxy_failover_on_error": "mark-down",
@@ -125,7 +141,8 @@ DEFAULTS = {
 BALANCE_HELP = "roundrobin, static-rr, leastconn, first, source, uri, hdr(...), random, url_param, rdp-cookie, hash"
 _SIMPLE_ALGORITHMS = {"roundrobin", "static-rr", "leastconn", "first", "source"}
 _URI_OPTIONS = {"whole", "path-only"}
-_TIME = re.compile(r"^\d+(us|ms|s|m|h|d)?\Z")
+_TIME = re.compile(r"^(\d+)(us|ms|s|m|h|d)?\Z")
+_TIME_UNIT_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1}
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
 _TOKEN = re.compile(r"^[A-Za-z0-9_.-]+\Z")
 RETRY_ON_KEYWORDS = {
@@ -174,6 +191,10 @@ def template_vars(host, inventory) -> dict:
         inventory, STREAM_SERVER.group, "stream_server_listen_port",
         variables["haproxy_stream_server_port"], variables["haproxy_stream_server_fallback"],
     )
+    budgets = variables["haproxy_api_route_timeouts"]
+    # HAProxy runs every matching set-timeout rule and the last one wins: shortest prefix first.
+    variables["api_route_timeouts"] = sorted(budgets.items(), key=lambda item: (len(str(item[0])), str(item[0]))) \
+        if isinstance(budgets, dict) else []
     return variables
 
 
@@ -218,6 +239,30 @@ def _time_problem(name: str, value) -> str | None:
     if not _TIME.match(str(value)):
         return f"{name}: {value!r} is not an HAProxy time (a number with an optional unit us, ms, s, m, h, d)"
     return None
+
+
+def time_ms(value) -> float:
+    """An HAProxy time (``1500``, ``500ms``, ``2s``; no unit means ms) in milliseconds."""
+    number, unit = _TIME.match(str(value)).groups()
+    return int(number) * _TIME_UNIT_MS[unit]
+
+
+def _route_timeout_problems(v: dict) -> list:
+    """Each budget: a path prefix, an HAProxy time above zero and no longer than timeout server."""
+    name, budgets = "haproxy_api_route_timeouts", v["haproxy_api_route_timeouts"]
+    if not isinstance(budgets, dict):
+        return [f"{name}: must be a mapping of path prefix to timeout, e.g. {{/api/v1/search: 800ms}}"]
+    problems = []
+    for prefix, budget in budgets.items():
+        label = f"{name}[{prefix}]"
+        problem = _problem(values.url_path, label, prefix) or _time_problem(label, budget)
+        if problem:
+            problems.append(problem)
+        elif _TIME.match(str(v["haproxy_timeout_server"])) and \
+                not 0 < time_ms(budget) <= time_ms(v["haproxy_timeout_server"]):
+            problems.append(f"{label}: {budget} must be above zero and no longer than haproxy_timeout_server "
+                            f"({v['haproxy_timeout_server']}); a budget only ever shortens the wait")
+    return problems
 
 
 def _positive_int_problem(name: str, value, maximum: int | None = None) -> str | None:
@@ -357,13 +402,14 @@ def validate_vars(variables: dict) -> list:
     for name in ("haproxy_cookie_name",):
         if not _TOKEN.match(str(v[name])):
             checks.append(f"{name}: {v[name]!r} must be a plain token (letters, digits, '_', '-', '.')")
-    for name in ("haproxy_health_path", "haproxy_api_path_prefix", "haproxy_api_ws_path", "haproxy_stream_path_prefix"):
+    for name in ("haproxy_health_path", "haproxy_monitor_uri", "haproxy_api_path_prefix", "haproxy_api_ws_path", "haproxy_stream_path_prefix"):
         checks.append(_problem(values.url_path, name, v[name]))
     if v["haproxy_stream_health_path"]:
         checks.append(_problem(values.url_path, "haproxy_stream_health_path", v["haproxy_stream_health_path"]))
     cert = str(v["haproxy_tls_cert_path"] or "")
     if cert:
         checks.append(_problem(values.absolute_path, "haproxy_tls_cert_path", cert))
+    checks += _route_timeout_problems(v)
     checks += _servers_problems("api_servers", v.get("api_servers"))
     checks += _servers_problems("stream_servers", v.get("stream_servers"))
     return [problem for problem in checks if problem]
@@ -373,5 +419,5 @@ def _is_time_var(name: str) -> bool:
     """Variables holding an HAProxy time value, by their name."""
     return name.startswith(("haproxy_timeout_", "haproxy_failover_timeout_", "haproxy_check_inter")) or name in (
         "haproxy_stats_timeout", "haproxy_hard_stop_after", "haproxy_slowstart",
-        "haproxy_failover_fastinter", "haproxy_failover_downinter",
+        "haproxy_failover_inter", "haproxy_failover_fastinter", "haproxy_failover_downinter",
     )

@@ -53,7 +53,7 @@ def role_for(secrets) -> Role:
         haproxy_vars = context.host.vars_with(HAPROXY_DEFAULTS)
         text = render("keepalived/keepalived.conf.j2", {
             "pair": pair, "node": pair.node(context.host.name), "password": password,
-            "http_port": int(haproxy_vars["haproxy_http_port"]), "health_path": haproxy_vars["haproxy_health_path"],
+            "http_port": int(haproxy_vars["haproxy_http_port"]), "monitor_uri": haproxy_vars["haproxy_monitor_uri"],
             "state_file": HAPROXY_STATE_FILE})
         return [
             group(pair.script_user),

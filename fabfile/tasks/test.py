@@ -7,13 +7,14 @@ from invoke.exceptions import Exit
 
 from .. import exits
 from ..output import Masker, Output, write_report
+from ..shell import RUN_ID
 from ..services import BACKEND_API as API
+from .. import values
 from ..values import flag_number
 from . import support
 from .load import load
 from .support import task
 
-STOP_METHODS = ("incus", "unit")
 # The background load's hard time cap is the two waits plus this, which covers the incus
 # stop/start commands, the WebSocket checks and the lead-in and tail of the load.
 LOAD_MARGIN_SECONDS = 300
@@ -31,13 +32,17 @@ FAILOVER_HELP = {
     "load": "continuous background GETs through the LB from before the kill to after UP, failures counted per phase "
             "(--no-load skips it)",
     "load_rate": "background requests per second (default 20; new connection each, 2 s timeout)",
+    "post_every": "every Nth background request is a POST to --post-path (default 10; 0: GETs only); a POST caught "
+                  "between the failure and DOWN may fail (never replayed) and is counted apart",
+    "post_path": "the API route the background POSTs go to (default /api/v1/plays; the request id rides in ?id=)",
     "metrics": "check HAProxy's Prometheus exporter (haproxy_metrics_bind): the victim's haproxy_server_status "
                "reads DOWN within 1 s of the runtime API and haproxy_server_check_up_down_total rose by one "
                "(default when haproxy_metrics_bind is set; --no-metrics skips it)",
     "stop_method": "incus: 'incus stop --force' / 'incus start' of the victim's container (default for an incus "
-                   "connection; run locally, a remote: prefix addresses that Incus remote); unit: SIGKILL then "
-                   "'systemctl stop' of veza-backend-api (stop keeps Restart=on-failure from reviving it), later "
-                   "'systemctl start' (default for ssh)",
+                   "connection; a remote: prefix addresses that Incus remote); unit: SIGKILL then 'systemctl stop' "
+                   "of veza-backend-api, later 'systemctl start' (default for ssh); freeze: SIGSTOP of its main "
+                   "process (a hang: connections accepted, never answered), later SIGCONT; drop: an nftables table "
+                   "in the victim silently drops its port both ways (needs nft there), later deleted",
 }
 
 
@@ -65,7 +70,8 @@ def _metrics_url(balancer, lb_vars: dict) -> str | None:
 @task(help=FAILOVER_HELP)
 @support.user_errors
 def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", report=None, plot=None, inventory=None,
-             websocket=True, load=True, load_rate="20", stop_method=None, metrics=True):
+             websocket=True, load=True, load_rate="20", stop_method=None, metrics=True, post_every="10",
+             post_path="/api/v1/plays"):
     """Kill one API backend behind HAProxy and prove clients never notice; always starts it again.
 
     Steps: 0 pool all UP; 1 five GETs through the LB; 2 stop the victim (t0);
@@ -76,7 +82,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     """
     from ..failover.metrics import ServerMetrics
     from ..failover.sequence import FailoverSettings, FailoverTest
-    from ..failover.stoppers import make_stopper
+    from ..failover.stoppers import STOP_METHODS, make_stopper
     from ..loadtest.engine import MAX_RATE
     from ..loadtest.facade import BackgroundLoad, fetch, open_session
     from ..roles import haproxy_vars
@@ -85,6 +91,8 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     down_seconds = flag_number("down-timeout", down_timeout, MAX_WAIT_SECONDS)
     up_seconds = flag_number("up-timeout", up_timeout, MAX_WAIT_SECONDS)
     rate = flag_number("load-rate", load_rate, MAX_RATE) if load else None
+    posts = values.integer("--post-every", post_every, 0, 1000)
+    values.url_path("--post-path", post_path)
     if stop_method is not None and stop_method not in STOP_METHODS:
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
     loaded, _ = support.select(c, inventory, API.group, None)
@@ -93,22 +101,25 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     address = support.lb_address(loaded)  # the VIP when the inventory has a pair
     runtime = support.balancer_set(loaded)  # gates see every balancer
     lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
-    api_vars = victim_host.vars_with(API.defaults)
+    api_settings = API.settings(victim_host.vars_with(API.defaults))
     try:
-        stopper = make_stopper(stop_method, victim_host, connect(victim_host), API.unit)
+        stopper = make_stopper(stop_method, victim_host, connect(victim_host), API.unit, api_settings.listen_port)
     except ValueError as exc:
         raise support.UsageError(str(exc)) from None
     settings = FailoverSettings(
-        victim=victim, pool=API.pool, health_path=API.settings(api_vars).health_path,
+        victim=victim, pool=API.pool, health_path=api_settings.health_path,
         ws_path=lb_vars["haproxy_api_ws_path"], cookie_name=lb_vars["haproxy_cookie_name"],
         down_timeout=down_seconds, up_timeout=up_seconds, websocket=websocket, load=load,
+        post_every=posts, post_path=post_path,
     )
     port = int(lb_vars["haproxy_http_port"])
     base_url = f"http://{address}:{port}"
     background = None
     if load:
         background = BackgroundLoad(base_url, settings.health_path, rate=rate, timeout=settings.request_timeout,
-                                    max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS)
+                                    max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS,
+                                    unsafe_every=settings.post_every, unsafe_path=settings.post_path,
+                                    id_prefix=f"failover-{RUN_ID}")
     # Every balancer's exporter: with a pair, the one carrying the traffic sees the death first.
     urls = [_metrics_url(host, host.vars_with(haproxy_vars.DEFAULTS)) for host in support.balancers(loaded)] \
         if metrics else []
@@ -144,9 +155,6 @@ def _write_outputs(result: dict, report: str | None, plot: str | None, output: O
     if plot:
         write_svg(plot, result)
         output.line(f"plot: {plot}")
-
-
-
 
 
 LB_METHODS = ("incus", "process")
