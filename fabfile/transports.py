@@ -124,10 +124,17 @@ class IncusTransport(Transport):
 
     def _run(self, command, *, timeout, stdin):
         result = _local(incus.exec_argv(self.instance, command), command, timeout, stdin)
-        if result.exited != 0 and result.stderr.startswith("Error:") and not result.stdout:
-            # incus itself failed (instance missing or stopped), not the command.
+        if result.exited != 0 and result.stderr.startswith("Error:") and not result.stdout \
+                and not self._instance_running():
+            # incus itself failed (instance missing or stopped), not the command (nft, for one, also
+            # starts its messages with "Error:", hence the question to the daemon).
             raise TransportError(f"{self.name}: incus exec failed: {result.stderr.strip()}")
         return result
+
+    def _instance_running(self) -> bool:
+        remote, _, name = self.instance.rpartition(":")
+        state = incus.Incus().query(f"{remote + ':' if remote else ''}/1.0/instances/{name}/state")
+        return isinstance(state, dict) and state.get("status") == "Running"
 
     def _put(self, local_path, remote, mode):
         # The file is created with --mode by incus itself, so it is never readable by others first.

@@ -11,7 +11,10 @@ import pytest
 from invoke import Context
 from invoke.exceptions import Exit
 
+from fabfile.inventory import load_inventory
 from fabfile.tasks import test as test_tasks
+from fabfile.transports import connect
+from conftest import REPO
 
 pytestmark = pytest.mark.lab
 
@@ -62,4 +65,42 @@ def test_failover_by_unit_stop_on_the_lab(deployed_lab, tmp_path):
     code, report = run_failover(tmp_path, stop_method="unit", websocket=False, load=False, victim="backend-api-2")
     assert code == 0 and report["passed"], failed_steps(report)
     assert report["stop_method"] == "unit" and report["detect_down_seconds"] <= DOWN_TIMEOUT
+    assert all(row["status"] == "UP" for row in report["final_pool"])
+
+
+def post_ids_seen(hosts, prefix: str) -> dict:
+    """Backend name -> the background POST ids its access log (the unit's journal) shows."""
+    inventory = load_inventory(REPO / "hosts.yaml")
+    seen = {}
+    for name in hosts:
+        result = connect(inventory.hosts[name]).run(
+            f"journalctl -u veza-backend-api --since -10min -o cat --no-pager | grep -o 'id={prefix}-[0-9]*' || true")
+        seen[name] = [line.split("=", 1)[1] for line in result.stdout.split()]
+    return seen
+
+
+@pytest.mark.parametrize("method, victim", [("freeze", "backend-api-2"), ("drop", "backend-api-1")])
+def test_silent_failures_cost_no_get_and_replay_no_post(deployed_lab, tmp_path, method, victim):
+    """A hung process and a silent network drop, with GETs and POSTs flowing: no GET fails (budgets and
+    replays), POSTs caught at the failure are counted apart and never reach a second backend."""
+    code, report = run_failover(tmp_path, stop_method=method, victim=victim)
+    assert code == 0 and report["passed"], failed_steps(report)
+    requests = report["requests"]
+    assert requests["by_method"]["GET"].get("ok", 0) > 0 and set(requests["by_method"]["GET"]) == {"ok"}, requests
+    assert requests["by_method"]["POST"].get("ok", 0) > 0, requests  # unsafe traffic was really flowing
+    websocket = report["websocket"]["seen"]
+    assert websocket["closed"]["closed"] and websocket["rebalanced"]["instance"] != victim, websocket
+    survivor = next(name for name in ("backend-api-1", "backend-api-2") if name != victim)
+    seen = post_ids_seen((victim, survivor), requests["post_id_prefix"])
+    twice = set(seen[victim]) & set(seen[survivor])
+    assert not twice, f"POSTs replayed on both backends: {sorted(twice)}"
+    caught = {entry["id"] for entry in requests["unsafe_caught_in_failure_window"]}
+    assert not caught & set(seen[survivor]), f"caught POSTs replayed on {survivor}"
+    ok_posts = [s for s in requests["samples"] if s["method"] == "POST" and s["outcome"] == "ok"]
+    assert len(set(seen[victim]) | set(seen[survivor])) >= len(ok_posts)
+    # The victim is whole again: running (not stopped by a signal), no drop table left behind.
+    victim_host = connect(load_inventory(REPO / "hosts.yaml").hosts[victim])
+    state = victim_host.run("ps -o stat= -p \"$(systemctl show -p MainPID --value veza-backend-api)\"").stdout.strip()
+    assert not state.startswith("T"), state
+    assert victim_host.run("nft list table inet veza_failover_drop", warn=True).exited != 0
     assert all(row["status"] == "UP" for row in report["final_pool"])

@@ -64,6 +64,7 @@ class Reporting:
                 "by_outcome": dict(Counter(sample.outcome for sample in samples)),
                 "by_method": {method: dict(Counter(s.outcome for s in samples if s.method == method))
                               for method in sorted({s.method for s in samples})},
+                "post_id_prefix": getattr(self.load, "id_prefix", None),
                 "unsafe_caught_in_failure_window": [
                     {"t": self._rel(s.t), "id": s.key, "outcome": s.outcome, "error": s.error}
                     for s in self.unsafe_caught(samples)],

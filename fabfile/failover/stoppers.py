@@ -18,6 +18,9 @@ from ..process import ProcessNotFound
 from ..shell import argv_line, q
 
 STOP_METHODS = ("incus", "unit", "freeze", "drop")
+# Seconds from the stop to DOWN we aim for (reported, not enforced): a death the kernel announces
+# is seen by the traffic at once; a hang or a silent drop only by the checks (1 s + 3 misses).
+DOWN_TARGETS = {"incus": 2.0, "unit": 2.0, "freeze": 3.0, "drop": 3.0}
 DROP_TABLE = "veza_failover_drop"  # the nftables table the drop method owns (inet family)
 STOP_COMMAND_TIMEOUT = 120  # seconds for one incus stop/start (a container boot included)
 

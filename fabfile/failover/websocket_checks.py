@@ -62,7 +62,9 @@ class WebSocketChecks:
         if problems:
             raise StepFailed("; ".join(problems))
         self._ws_echo(session, "failover-rebalanced")
-        return f"old cookie {cookie}={victim} → {instance}, Set-Cookie {cookie}={new_cookie}, echo ok"
+        self._ws_results["rebalanced"]["seconds_after_t0"] = self._rel(self.clock())
+        return f"old cookie {cookie}={victim} → {instance}, Set-Cookie {cookie}={new_cookie}, echo ok " \
+               f"({self._rel(self.clock()):.2f}s after t0)"
 
     def _ws_stays(self):
         cookie = self.settings.cookie_name

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+
 from invoke import Collection
 from invoke.exceptions import Exit
 
 from .. import exits
 from ..output import Masker, Output, write_report
-from ..shell import RUN_ID
 from ..services import BACKEND_API as API
 from .. import values
 from ..values import flag_number
@@ -82,7 +83,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     """
     from ..failover.metrics import ServerMetrics
     from ..failover.sequence import FailoverSettings, FailoverTest
-    from ..failover.stoppers import STOP_METHODS, make_stopper
+    from ..failover.stoppers import DOWN_TARGETS, STOP_METHODS, make_stopper
     from ..loadtest.engine import MAX_RATE
     from ..loadtest.facade import BackgroundLoad, fetch, open_session
     from ..roles import haproxy_vars
@@ -110,7 +111,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         victim=victim, pool=API.pool, health_path=api_settings.health_path,
         ws_path=lb_vars["haproxy_api_ws_path"], cookie_name=lb_vars["haproxy_cookie_name"],
         down_timeout=down_seconds, up_timeout=up_seconds, websocket=websocket, load=load,
-        post_every=posts, post_path=post_path,
+        post_every=posts, post_path=post_path, down_target=DOWN_TARGETS[stopper.method],
     )
     port = int(lb_vars["haproxy_http_port"])
     base_url = f"http://{address}:{port}"
@@ -119,7 +120,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         background = BackgroundLoad(base_url, settings.health_path, rate=rate, timeout=settings.request_timeout,
                                     max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS,
                                     unsafe_every=settings.post_every, unsafe_path=settings.post_path,
-                                    id_prefix=f"failover-{RUN_ID}")
+                                    id_prefix=f"failover-{secrets.token_hex(4)}")
     # Every balancer's exporter: with a pair, the one carrying the traffic sees the death first.
     urls = [_metrics_url(host, host.vars_with(haproxy_vars.DEFAULTS)) for host in support.balancers(loaded)] \
         if metrics else []
