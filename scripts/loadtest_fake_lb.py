@@ -72,12 +72,18 @@ def build_app(options) -> web.Application:
             await ws.send_str(json.dumps({"instance": echoed_by, "echo": message.data}))
         return ws
 
+    async def play(request):
+        """The unsafe route: 201 naming the backend and the request id (?id=)."""
+        await gate(time.monotonic())
+        return web.json_response({"instance": pick(request), "id": request.query.get("id", "")}, status=201)
+
     async def arrivals(request):
         return web.json_response({"arrivals_in_stall": state["arrivals_in_stall"]})
 
     app = web.Application()
     app.add_routes([web.get("/api/v1/health", health), web.get("/api/v1/ws", websocket),
-                    web.get("/hls/{track}/{segment}", hls), web.get("/control/arrivals", arrivals)])
+                    web.get("/hls/{track}/{segment}", hls), web.post("/api/v1/plays", play),
+                    web.get("/control/arrivals", arrivals)])
     return app
 
 

@@ -210,10 +210,11 @@ class FakeLoad:
 
     rate = 20.0
 
-    def __init__(self, world, fail_between=None):
+    def __init__(self, world, fail_between=None, post_every=0):
         self.world = world
         self.samples = []
         self.fail_between = fail_between
+        self.post_every = post_every
         self.running = False
         self.last = None
         world.on_sleep.append(self.tick)
@@ -225,11 +226,15 @@ class FakeLoad:
     def tick(self, now):
         while self.running and self.last + 0.05 <= now:
             self.last += 0.05
+            index = len(self.samples)
+            method = "POST" if self.post_every and index % self.post_every == self.post_every - 1 else "GET"
             if self.fail_between and self.fail_between[0] <= self.last < self.fail_between[1]:
-                self.samples.append(Sample(self.last, "timeout", None, None, 2.0, "timed out"))
+                self.samples.append(Sample(self.last, "timeout", None, None, 2.0, "timed out", method=method,
+                                           key=f"id-{index}"))
             else:
                 serving = self.world.serving()
-                self.samples.append(Sample(self.last, "ok", 200, serving[len(self.samples) % len(serving)], 0.003))
+                self.samples.append(Sample(self.last, "ok", 200, serving[index % len(serving)], 0.003, method=method,
+                                           key=f"id-{index}"))
 
     def stop(self):
         self.running = False
@@ -300,7 +305,9 @@ def test_full_pass_fills_every_report_field():
     ws = report["websocket"]
     assert ws["enabled"] and set(ws["checks"]) == {STEP_WS_PINNED, STEP_WS_CLOSED, STEP_WS_REBALANCED, STEP_WS_STAYS}
     assert all(check["passed"] for check in ws["checks"].values())
-    assert ws["seen"]["rebalanced"] == {"instance": SURVIVOR, "set_cookie": SURVIVOR}
+    rebalanced = ws["seen"]["rebalanced"]
+    assert (rebalanced["instance"], rebalanced["set_cookie"]) == (SURVIVOR, SURVIVOR)
+    assert report["timeline"]["down"] <= rebalanced["seconds_after_t0"] <= report["timeline"]["down"] + 1
     assert report["timeline"]["t0"] == 0.0 and report["timeline"]["down"] > 0
     assert [row["status"] for row in report["final_pool"]] == ["UP", "UP"]
     assert "final api_pool: backend-api-1 UP" in stream.getvalue()
@@ -441,6 +448,28 @@ def test_failed_requests_under_load_fail_the_load_step_per_phase():
     assert requests["by_phase"]["kill_to_down"]["timeouts"] == 10
     assert requests["by_phase"]["before_kill"]["failed"] == requests["by_phase"]["down_window"]["failed"] == 0
     assert step(report, STEP_RECOVERY)["status"] == "pass"
+
+
+def test_posts_caught_between_the_failure_and_down_are_counted_apart_gets_are_not():
+    world = World()
+    start = world.now
+    load = FakeLoad(world, fail_between=(start + 1.1, start + 1.6), post_every=2)
+    test, _ = make_test(world, load=load, ws=False)
+    report = test.run()
+    total = step(report, STEP_LOAD_TOTAL)
+    requests = report["requests"]
+    assert total["status"] == "fail" and total["detail"].startswith("5 of ")  # the GETs
+    assert "5 POST caught in the failure window" in total["detail"]
+    assert requests["failed"] == 5 and requests["by_method"]["POST"]["timeout"] == 5
+    assert len(requests["unsafe_caught_in_failure_window"]) == 5
+
+
+def test_a_post_failing_outside_the_failure_window_is_a_failure():
+    world = World()
+    load = FakeLoad(world, fail_between=(world.now + 0.5, world.now + 0.6), post_every=1)  # before any stop
+    test, _ = make_test(world, load=load, ws=False)
+    report = test.run()
+    assert not report["passed"] and report["requests"]["unsafe_caught_in_failure_window"] == []
 
 
 def test_failing_traffic_before_the_kill_stops_nothing():

@@ -47,6 +47,31 @@ def test_a_stall_shows_in_latency_and_does_not_slow_the_schedule():
     assert after_stall and sorted(s.seconds for s in after_stall)[len(after_stall) // 2] < 0.2
 
 
+def test_every_nth_background_request_is_a_post_carrying_its_own_id(lb):
+    background = BackgroundLoad(lb, "/api/v1/health", rate=40.0, timeout=2.0, max_seconds=1.0, unsafe_every=4,
+                                unsafe_path="/api/v1/plays", id_prefix="run7")
+    background.start()
+    assert background.wait(15.0), "the load did not end by itself"
+    samples = sorted(background.samples, key=lambda s: s.t)
+    posts = [s for s in samples if s.method == "POST"]
+    assert len(samples) == 40 and len(posts) == 10 and all(s.outcome == "ok" and s.status == 201 for s in posts)
+    assert [s.key for s in posts] == [f"run7-{index}" for index in range(3, 40, 4)]
+    assert all(s.status == 200 for s in samples if s.method == "GET")
+    phases = phase_counts(samples, [("all", samples[0].t)])
+    assert phases["all"]["by_method"] == {"GET": {"ok": 30}, "POST": {"ok": 10}}
+
+
+def test_requests_that_never_end_keep_their_method():
+    """Timeouts and the ones cancelled at the end are stamped too, so counts by method add up."""
+    with silent_server() as url:
+        background = BackgroundLoad(url, "/api/v1/health", rate=20.0, timeout=0.5, max_seconds=0.5, unsafe_every=2,
+                                    unsafe_path="/api/v1/plays")
+        background.start()
+        assert background.wait(10.0)
+    methods = sorted(s.method for s in background.samples)
+    assert methods == ["GET"] * 5 + ["POST"] * 5 and all(s.outcome == "timeout" for s in background.samples)
+
+
 # -- error classes ---------------------------------------------------------------------
 
 def _errors(url, **extra):
