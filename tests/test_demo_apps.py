@@ -278,6 +278,25 @@ def test_health_reports_status_instance_version_and_service(built, kind):
     assert json.loads(body) == {"status": "ok", "instance": "inst-a", "version": "1.4.2-rc1", "service": SERVICES[kind]}
 
 
+def test_api_records_a_play_by_post_and_logs_its_id(built):
+    """The unsafe route the failover load uses: 201 naming the instance and the id; the access log
+    line carries the id (how a replayed POST would be found on a second backend); GET is refused."""
+    with Running(built("api", "plain"), instance="inst-b") as running:
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=5)
+        try:
+            connection.request("POST", "/api/v1/plays?id=run-42", body=b'{"track": "t-1"}')
+            response = connection.getresponse()
+            answer = (response.status, json.loads(response.read()))
+        finally:
+            connection.close()
+        status, headers, _ = http_get(running.port, "/api/v1/plays")
+        running.stop()
+        log = running.log()
+    assert answer == (201, {"instance": "inst-b", "id": "run-42"})
+    assert status == 405 and headers["Allow"] == "POST"
+    assert "POST /api/v1/plays?id=run-42 HTTP/1.1" in log
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_instance_falls_back_to_the_host_name(built, kind):
     with Running(built(kind, "plain"), instance=None) as running:
