@@ -14,7 +14,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover bench-lb site-setup lab-inventory bench-scale lock-status lock-release audit inventory-show
+        test-lb-failover bench-failover bench-lb site-setup lab-inventory bench-scale lock-status lock-release audit inventory-show
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -149,6 +149,9 @@ test-unit: venv host-deps ## Unit tests only (no lab)
 
 test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 	$(VENV)/bin/pytest $(ARGS)
+
+bench-failover: venv lab-up ## Backend failover per stop method (incus, unit, freeze, drop) at 20 and 200 req/s: DOWN, failed GETs, POSTs caught, WebSocket
+	$(PYTHON) scripts/bench_failover.py $(INVENTORY)
 
 bench-lb: venv lab-up ## VIP failover figures per advert interval (1, 0.5, 0.3 s) and kill method; needs the pair
 	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)
