@@ -137,6 +137,20 @@ def test_server_names_what_exists_when_missing():
         api.server("nope", "backend-api-1")
 
 
+def test_an_empty_show_stat_is_asked_once_more_then_reported():
+    class FlakyOnce(RecordingTransport):
+        def run(self, command, *, warn=False, timeout=None, stdin=None):
+            self.commands.append(command)
+            return Result(command, 0, "" if len(self.commands) == 1 else SHOW_STAT_SAMPLE, "")
+
+    flaky = FlakyOnce()
+    assert RuntimeAPI(flaky).server("api_pool", "backend-api-2").is_down and len(flaky.commands) == 2
+    silent = RecordingTransport(0, "")
+    with pytest.raises(RuntimeAPIError, match=r"empty reply to 'show stat' .*\(twice\)"):
+        RuntimeAPI(silent).show_stat()
+    assert len(silent.commands) == 2
+
+
 def test_set_state_reports_a_refusal():
     api = RuntimeAPI(RecordingTransport(0, "No such server.\n\n"))
     with pytest.raises(RuntimeAPIError, match="refused: No such server."):
