@@ -186,6 +186,19 @@ def test_counter_deltas_per_server():
     assert deltas({"a/b": {"wretr": 9}}, {"a/b": {"wretr": 2}})["a/b"]["wretr"] == 2  # counters were reset
 
 
+def test_counters_of_a_balancer_pair_are_summed():
+    """With a VIP the traffic went through either balancer: a retry seen by the peer counts too."""
+    from fabfile.balancers import BalancerSet
+
+    first = FakeRuntime([("api_pool", "backend-api-1", {"wretr": "1"})], [("api_pool", "backend-api-1", {"wretr": "1"})])
+    second = FakeRuntime([("api_pool", "backend-api-1", {"wretr": "0"})], [("api_pool", "backend-api-1", {"wretr": "5"})])
+    first.name, second.name, first.address = "haproxy", "haproxy-2", "/run/haproxy/admin.sock"
+    pair = BalancerSet([first, second])
+    before = snapshot(pair)
+    assert before["api_pool/backend-api-1"]["wretr"] == 1
+    assert counters_section(before, snapshot(pair), "")["retries"] == 5
+
+
 def test_unreadable_counters_are_a_note_not_a_failure():
     before, note = read_or_note(FakeRuntime(RuntimeError("socat: connection refused")))
     assert before is None and "socat" in note

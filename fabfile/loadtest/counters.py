@@ -2,7 +2,9 @@
 
 ``runtime`` is anything with ``show_stat(include_aggregates=True)`` returning rows
 that have ``.pool``, ``.server`` and ``.raw`` (every ``show stat`` CSV column):
-``fabfile.haproxy_runtime.RuntimeAPI`` in a real run, a fake in tests. Reading
+``fabfile.haproxy_runtime.RuntimeAPI``, a fake in tests, or a
+``fabfile.balancers.BalancerSet``, whose ``per_balancer`` rows are summed: with a
+keepalived pair the traffic went through whichever balancer held the VIP. Reading
 the counters is best effort: a run without them still has its own numbers, so a
 failure becomes a note in the report, never an aborted run.
 """
@@ -20,9 +22,19 @@ def _as_int(text) -> int:
 
 
 def snapshot(runtime) -> dict:
-    """``{"pool/server": {counter: value}}`` for every row (servers and FRONTEND/BACKEND aggregates)."""
-    rows = runtime.show_stat(include_aggregates=True)
-    return {f"{row.pool}/{row.server}": {name: _as_int(row.raw.get(name)) for name in COUNTERS} for row in rows}
+    """``{"pool/server": {counter: value}}`` for every row (servers and FRONTEND/BACKEND aggregates),
+    summed over the balancers of a BalancerSet."""
+    if hasattr(runtime, "per_balancer"):
+        tables = [rows for _, rows in runtime.per_balancer(include_aggregates=True)]
+    else:
+        tables = [runtime.show_stat(include_aggregates=True)]
+    totals: dict = {}
+    for rows in tables:
+        for row in rows:
+            values = totals.setdefault(f"{row.pool}/{row.server}", dict.fromkeys(COUNTERS, 0))
+            for name in COUNTERS:
+                values[name] += _as_int(row.raw.get(name))
+    return totals
 
 
 def read_or_note(runtime) -> tuple:

@@ -53,7 +53,7 @@ LOAD_HELP = {
 
 
 def _target(c, inventory: str | None, target: str | None) -> tuple:
-    """(base URL, inventory-derived settings, runtime API or None) for the run."""
+    """(base URL, inventory-derived settings, every balancer's runtime API or None) for the run."""
     if target:
         return target.rstrip("/"), {}, None
     from ..roles import haproxy_vars
@@ -69,7 +69,8 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
         # HAProxy's cookie value is the server name, which is the inventory host name.
         "backends": [host.name for host in api_hosts],
     }
-    return f"http://{address}:{int(lb_vars['haproxy_http_port'])}", derived, balancer
+    # With a pair, the traffic goes wherever the VIP is: count on every balancer.
+    return f"http://{address}:{int(lb_vars['haproxy_http_port'])}", derived, cli.balancer_set(loaded)
 
 
 @task(help=LOAD_HELP, iterable=["threshold"], auto_shortflags=False)
@@ -98,7 +99,7 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
             flag_number("ramp-factor", ramp_factor), flag_number("ramp-max", ramp_max), flag_number("ramp-step-seconds", ramp_step_seconds),
             flag_number("ramp-p99-ms", ramp_p99_ms), flag_number("ramp-budget", ramp_budget), start=flag_number("rate", rate),
         ) if ramp else None
-        base_url, derived, balancer = _target(c, inventory, target)
+        base_url, derived, balancers = _target(c, inventory, target)
         settings = LoadSettings(base_url, tuple(s.strip() for s in str(scenario).split(",") if s.strip()),
                                 flag_number("rate", rate), flag_number("duration", duration), flag_number("timeout", timeout),
                                 int(flag_number("max-in-flight", max_in_flight)) or None, bool(keepalive),
@@ -107,7 +108,7 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
         validate(settings, ramp_settings)
     except LoadTestError as exc:
         raise cli.UsageError(str(exc)) from None
-    runtime = cli.runtime_api(balancer) if counters and balancer is not None else None
+    runtime = balancers if counters else None
     what = f"ramp from {settings.rate:g}/s" if ramp_settings else f"{settings.rate:g}/s for {settings.duration:g}s"
     print(f"== test.load: {', '.join(settings.scenarios)} against {base_url}, {what}", flush=True)
     try:
