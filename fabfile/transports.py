@@ -145,11 +145,20 @@ class IncusTransport(Transport):
 
 
 class SshTransport(Transport):
-    """fabric.Connection with strict host keys by default; see ``ssh_connection`` for the policy."""
+    """fabric.Connection with strict host keys by default; see ``ssh_connection`` for the policy.
+
+    With ``become`` (``ansible_become``), every command runs through ``sudo -n -u become_user``
+    (root by default) and uploads are staged in a private temporary file of the login user, then
+    copied into place by the become user. sudo must not ask for a password (NOPASSWD)."""
 
     def __init__(self, host):
         super().__init__(host)
         self._connection = None
+        v = host.vars
+        self.login_user = v.get("ssh_user", "root")
+        self.become_user = v.get("become_user", "root") if v.get("become") is True else None
+        if self.become_user == self.login_user:
+            self.become_user = None  # already that user: nothing to escalate
 
     def _connect(self):
         if self._connection is None:
@@ -159,6 +168,19 @@ class SshTransport(Transport):
         return self._connection
 
     def _run(self, command, *, timeout, stdin):
+        if self.become_user is None:
+            return self._ssh(command, timeout=timeout, stdin=stdin)
+        result = self._ssh(f"sudo -n -H -u {q(self.become_user)} -- sh -c {q(command)}", timeout=timeout, stdin=stdin)
+        if result.exited == 127 and "sudo" in result.stderr and "not found" in result.stderr:
+            raise TransportError(f"{self.name}: become needs sudo, which is not installed; install it or log in as "
+                                 f"{self.become_user}")
+        if result.exited == 1 and "sudo:" in result.stderr and "password is required" in result.stderr:
+            raise TransportError(f"{self.name}: sudo asks {self.login_user} for a password; become passwords are not "
+                                 f"supported: allow NOPASSWD sudo to {self.become_user} for {self.login_user}")
+        return Result(command, result.exited, result.stdout, result.stderr)
+
+    def _ssh(self, command, *, timeout=None, stdin=None) -> Result:
+        """``command`` as the login user."""
         import io
 
         from invoke.exceptions import CommandTimedOut
@@ -174,15 +196,31 @@ class SshTransport(Transport):
         return Result(command, result.exited, result.stdout, result.stderr)
 
     def _put(self, local_path, remote, mode):
-        connection = self._connect()
-        # Born private: created empty under umask 077 (refusing an existing name), then filled over SFTP.
-        self.run(f"umask 077 && set -C && : > {q(remote)}")
-        try:
-            connection.put(local_path, remote=remote)
-        except (OSError, EOFError) as exc:
-            raise TransportError(f"{self.name}: upload to {remote} failed: {exc}") from None
+        if self.become_user is None:
+            self._upload(local_path, remote)
+        else:
+            # The login user cannot write there: stage privately, then the become user copies it in.
+            staging = self._ssh("umask 077 && mktemp /tmp/.veza-put.XXXXXXXX")
+            if not staging.ok:
+                raise TransportError(f"{self.name}: cannot make a temporary file: {staging.tail()}")
+            path = staging.stdout.strip()
+            try:
+                self._upload(local_path, path, created=True)
+                self.run(f"umask 077 && set -C && cat -- {q(path)} > {q(remote)}")
+            finally:
+                self._ssh(f"rm -f -- {q(path)}")
         if int(str(mode), 8) != 0o600:
             self.run(f"chmod {q(mode)} {q(remote)}")
+
+    def _upload(self, local_path, remote, created=False):
+        """SFTP as the login user into a file born private: created empty under umask 077 (refusing an
+        existing name) unless ``created`` already."""
+        if not created:
+            self.run(f"umask 077 && set -C && : > {q(remote)}")
+        try:
+            self._connect().put(local_path, remote=remote)
+        except (OSError, EOFError) as exc:
+            raise TransportError(f"{self.name}: upload to {remote} failed: {exc}") from None
 
     def close(self):
         if self._connection is not None:

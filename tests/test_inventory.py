@@ -78,6 +78,22 @@ def test_ansible_connection_variables_map_onto_ours(tmp_path):
     assert hosts["b"].ansible_vars["ansible_ssh_host"] == "10.0.0.6"  # Ansible's names stay alongside ours
 
 
+def test_become_maps_onto_ours_with_ansible_booleans(tmp_path):
+    path = write(tmp_path, """
+        all:
+          vars: {ansible_user: deploy}
+          hosts:
+            a: {ansible_become: "yes"}
+            b: {ansible_become: true, ansible_become_user: postgres, ansible_become_method: sudo}
+            c: {ansible_become: off}
+            d: {}
+    """)
+    hosts = load_inventory(path).hosts
+    assert (hosts["a"].vars["become"], hosts["a"].vars.get("become_user")) == (True, None)
+    assert (hosts["b"].vars["become"], hosts["b"].vars["become_user"]) == (True, "postgres")
+    assert hosts["c"].vars["become"] is False and "become" not in hosts["d"].vars
+
+
 def test_ssh_is_the_default_and_goes_to_the_inventory_name(tmp_path):
     path = write(tmp_path, "all:\n  hosts:\n    web1.example.com:\n")
     host = load_inventory(path).hosts["web1.example.com"]
@@ -141,6 +157,11 @@ BAD_INVENTORIES = {
     "unknown_transport": ("all:\n  children:\n    lb: {hosts: {h: {connection: telnet}}}\n", "connection 'telnet' is not a connection we implement"),
     "group_not_mapping": ("all:\n  children:\n    lb: [h1, h2]\n", "group 'lb' must be a mapping"),
     "scalar_top": ("just text\n", "the top level must be a mapping"),
+    "become_su": ("all:\n  hosts: {h: {ansible_become: true, ansible_become_method: su}}\n",
+                  "host 'h': ansible_become_method 'su' is not supported; use sudo"),
+    "become_maybe": ("all:\n  hosts: {h: {ansible_become: maybe}}\n", "host 'h': ansible_become 'maybe' is not a boolean"),
+    "become_user": ("all:\n  hosts: {h: {ansible_become: yes, ansible_become_user: 'root; id'}}\n",
+                    "ansible_become_user 'root; id' is not a user name"),
 }
 
 

@@ -78,3 +78,73 @@ def test_a_play_over_ssh_with_check_mode(target, tmp_path):
     assert f"{target.name:<16} : ok=" in first.stdout and "failed=0" in first.stdout
     again = inv("common.setup", "--inventory", str(inventory), "--check")
     assert "changed=0 failed=0" in again.stdout
+
+
+BECOME_USERS = {"veza-deploy": "NOPASSWD: ALL", "veza-askpass": "ALL"}
+
+
+@pytest.fixture(scope="module")
+def sudo_users(target):
+    """Two login users on the target with the lab's key: one with passwordless sudo, one whose sudo
+    asks for a password (it has none, so it can never escalate)."""
+    root = IncusTransport(target)
+    root.run("command -v sudo >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q sudo >/dev/null",
+             timeout=300)
+    for user, rule in BECOME_USERS.items():
+        root.run(f"id {user} >/dev/null 2>&1 || useradd -m -s /bin/sh {user}; "
+                 f"install -d -m 700 -o {user} -g {user} /home/{user}/.ssh && "
+                 f"install -m 600 -o {user} -g {user} /root/.ssh/authorized_keys /home/{user}/.ssh/authorized_keys && "
+                 f"echo {q(f'{user} ALL=(ALL) {rule}')} > /etc/sudoers.d/{user} && chmod 440 /etc/sudoers.d/{user}")
+    yield
+    for user in BECOME_USERS:
+        root.run(f"rm -f /etc/sudoers.d/{user}; userdel -r {user} 2>/dev/null || true")
+
+
+def test_ssh_become_runs_and_puts_as_root_through_sudo(target, sudo_users):
+    plain = SshTransport(ssh_host(target, ssh_user="veza-deploy"))
+    becoming = SshTransport(ssh_host(target, ssh_user="veza-deploy", become=True))
+    try:
+        assert plain.run("id -un").stdout.strip() == "veza-deploy"
+        assert becoming.run("id -un").stdout.strip() == "root"
+        for value in NASTY:
+            assert becoming.run(f"printf '%s' {q(value)}").stdout == value
+        assert becoming.run("cat", stdin=b"through sudo\n").stdout == "through sudo\n"
+        remote = "/etc/veza become test 'x'"
+        becoming.put("secret $x\n".encode(), remote, mode="0640")
+        assert becoming.run(f"cat {q(remote)}").stdout == "secret $x\n"
+        assert becoming.run(f"stat -c '%a %U' {q(remote)}").stdout.strip() == "640 root"
+        assert plain.run("ls -A /tmp | grep -c veza-put || true").stdout.strip() == "0"  # staging file removed
+        assert becoming.run("exit 5", warn=True).exited == 5
+        becoming.run(f"rm -f {q(remote)}")
+    finally:
+        plain.close()
+        becoming.close()
+
+
+def test_ssh_become_without_nopasswd_is_one_clear_error(target, sudo_users):
+    transport = SshTransport(ssh_host(target, ssh_user="veza-askpass", become=True))
+    try:
+        with pytest.raises(TransportError, match="sudo asks veza-askpass for a password; become passwords are not "
+                                                 "supported: allow NOPASSWD"):
+            transport.run("true")
+    finally:
+        transport.close()
+
+
+def test_an_ansible_inventory_with_become_runs_a_play(target, sudo_users, tmp_path):
+    inventory = tmp_path / "become-hosts.yaml"
+    inventory.write_text(textwrap.dedent(f"""
+        all:
+          vars:
+            ansible_connection: ssh
+            ansible_user: veza-deploy
+            ansible_become: yes
+            ansible_become_method: sudo
+            ssh_key_file: {SSH_DIR / 'id_ed25519'}
+            ssh_known_hosts: {SSH_DIR / 'known_hosts'}
+          hosts:
+            {target.name}:
+              ansible_host: {target.address}
+    """))
+    done = inv("common.setup", "--inventory", str(inventory), "--check")
+    assert "changed=0 failed=0" in done.stdout, done.stdout + done.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 
 from .model import CONNECTION_ALIASES, DEFAULT_CONNECTION, InventoryError
@@ -17,7 +18,12 @@ SSH_SETTINGS = {
     "ssh_known_hosts": ("ssh_known_hosts",),
     "ssh_host_key_policy": ("ssh_host_key_policy",),
     "ssh_proxy_jump": ("ssh_proxy_jump",),
+    # Privilege escalation once logged in (Ansible's become): sudo only, without a password.
+    "become": ("become", "ansible_become"),
+    "become_user": ("become_user", "ansible_become_user"),
+    "become_method": ("become_method", "ansible_become_method"),
 }
+BECOME_METHODS = ("sudo",)
 # community.general.incus: ansible_host is the instance name there, not an address.
 INCUS_SETTINGS = {
     "address": ("address",),
@@ -79,7 +85,8 @@ class _Settings:
         for setting, names in SETTINGS[connection].items():
             layer, name, value = self.lookup(names)
             if name is not None:
-                found[layer][setting] = self.checked(setting, name, value)
+                found[layer][setting] = self.boolean(name, value) if setting == "become" \
+                    else self.checked(setting, name, value)
         if connection == "ssh":
             self.ssh_extras(found)
         if connection == "incus":
@@ -105,6 +112,10 @@ class _Settings:
             if not str(value).strip().isdigit() or not 0 < int(value) < 65536:
                 self.fail(f"{name} {value!r} is not a port number (1-65535)")
             return int(value)
+        if setting == "become_method" and value not in BECOME_METHODS:
+            self.fail(f"{name} {value!r} is not supported; use sudo (passwordless, NOPASSWD)")
+        if setting == "become_user" and not re.fullmatch(r"[a-z_][a-z0-9_-]*", str(value)):
+            self.fail(f"{name} {value!r} is not a user name")
         return value
 
     def ssh_extras(self, found: dict) -> None:
