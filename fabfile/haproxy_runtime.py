@@ -97,6 +97,15 @@ def runtime_command(command: str, socket_path: str = DEFAULT_ADMIN_SOCKET) -> Co
     return Command(f"echo {q(command)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}", timeout=COMMAND_TIMEOUT)
 
 
+def _reason(result) -> str:
+    """socat's reason without its timestamp and call: ``... E connect(, AF=1 "...", 25): Connection refused``
+    is "Connection refused"."""
+    tail = result.tail(1)
+    if " socat[" in tail and "): " in tail:
+        return tail.rsplit("): ", 1)[1]
+    return tail or f"exit {result.exited}"
+
+
 class RuntimeAPI:
     """The admin runtime API of one balancer, reached through that balancer's transport."""
 
@@ -114,10 +123,7 @@ class RuntimeAPI:
         if result.exited == 124:
             raise RuntimeAPIError(f"{where}: no reply within {COMMAND_TIMEOUT}s to {command!r}")
         if result.exited != 0:
-            raise RuntimeAPIError(
-                f"{where} does not answer ({result.tail(2) or 'exit ' + str(result.exited)}); "
-                "is haproxy running with that stats socket?"
-            )
+            raise RuntimeAPIError(f"{where} does not answer ({_reason(result)}); is haproxy running with that stats socket?")
         return result.stdout
 
     def show_stat(self, *, include_aggregates: bool = False) -> list:

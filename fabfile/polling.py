@@ -50,13 +50,15 @@ def wait_until(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     what: str = "condition",
+    fatal: tuple = (),
 ) -> Waited:
     """Call ``probe`` every ``interval`` seconds until ``done(value)`` is true.
 
     Returns ``Waited(elapsed, value)``. An exception raised by the probe counts
     as "not yet" (the thing may simply not be up), but the last one is kept and
-    reported. Raises ``WaitTimeout`` once ``timeout`` seconds have passed or the
-    probe budget is spent.
+    reported; one of the ``fatal`` types ends the wait at once (raised as it is).
+    Raises ``WaitTimeout`` once ``timeout`` seconds have passed or the probe budget
+    is spent.
     """
     if timeout < 0:
         raise ValueError(f"timeout must be >= 0, got {timeout}")
@@ -72,6 +74,8 @@ def wait_until(
         attempts += 1
         try:
             value = probe()
+        except fatal:
+            raise
         except Exception as exc:  # noqa: BLE001 - a failing probe means "not yet"
             last_error = exc
         else:

@@ -327,6 +327,40 @@ def test_runtime_api_error_after_the_swap_is_the_rollback_path(binary):
     assert lab.hosts["b1"]["running"] == "sha-v1" and lab.admin["b1"] == "ready"
 
 
+class PairWithOneStopping(FakeRuntime):
+    """Two balancers as one (``BalancerSet``'s contract): the first stops answering once ``b1`` is in MAINT."""
+
+    def __init__(self, lab):
+        super().__init__(lab)
+        self.name, self.stopped = "lb1,lb2", False
+
+    def set_state(self, pool, name, state):
+        if self.stopped:
+            super().set_state(pool, name, state)  # lb2 carries it out, lb1 refuses
+            raise RuntimeError("lb1: HAProxy runtime API does not answer (Connection refused)")
+        super().set_state(pool, name, state)
+        self.stopped = state == "maint"
+
+    def answering(self):
+        answering = FakeRuntime(self.lab)
+        answering.name = "lb2"
+        return answering
+
+
+def test_a_balancer_that_stops_answering_mid_instance_rolls_it_back_through_the_other(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.runtime = PairWithOneStopping(lab)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.admin["b1"] == "ready" and not lab.pool_violations
+    # Out of rotation on the balancer that answers before the old binary is restored, then back.
+    ready = lab.events.index("b1:haproxy:ready")
+    assert ready < lab.events.index("b1:haproxy:maint", ready) < lab.events.index("b1:restore")
+    assert "put back through lb2 only: lb1 does not answer" in rollout.outcomes[0].detail
+    assert any("FAILED" in line and "lb1: HAProxy runtime API does not answer" in line for line in rollout.output.lines)
+
+
 class InterruptingTransport(FakeTransport):
     def __init__(self, lab, name, on, times=1):
         super().__init__(lab, name)

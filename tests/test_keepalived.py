@@ -8,9 +8,9 @@ import yaml
 
 from conftest import REPO
 from fabfile import lb_pair
-from fabfile.balancers import BalancerSet, merge
+from fabfile.balancers import BalancerSet, BalancersFailed, merge
 from fabfile.failover.lb_failover import ownership_checks
-from fabfile.haproxy_runtime import ServerStat
+from fabfile.haproxy_runtime import RuntimeAPIError, ServerStat
 from fabfile.inventory import load_inventory
 from fabfile.values import InvalidValue
 
@@ -156,6 +156,29 @@ def test_balancer_set_applies_to_each_and_waits_for_up_on_each():
     assert not both.server("api_pool", "b1").is_up
     two.rows = [stat("b1", "UP")]
     assert both.server("api_pool", "b1").is_up
+
+
+class StoppedRuntime(FakeRuntime):
+    """A balancer whose HAProxy is stopped: its admin socket refuses everything."""
+
+    def _refuse(self, *args, **kwargs):
+        raise RuntimeAPIError(f"{self.name}: HAProxy runtime API at {self.address} does not answer (Connection refused)")
+
+    show_stat = server = set_state = set_health = _refuse
+
+
+def test_a_stopped_balancer_never_keeps_the_state_from_its_peer():
+    stopped, holder = StoppedRuntime("lb1", []), FakeRuntime("lb2", [stat("b1", "MAINT")])
+    both = BalancerSet([stopped, holder])
+    with pytest.raises(BalancersFailed) as failed:
+        both.set_state("api_pool", "b1", "ready")
+    assert holder.calls == [("state", "b1", "ready")]  # the VIP holder got it although lb1 came first
+    assert failed.value.failed == ["lb1"] and failed.value.answered == ["lb2"]
+    assert str(failed.value).count("\n") == 0 and "lb1" in str(failed.value)
+    answering = both.answering()
+    assert [r.name for r in answering.runtimes] == ["lb2"] and answering.server("api_pool", "b1").status == "MAINT"
+    with pytest.raises(RuntimeAPIError):
+        BalancerSet([stopped, StoppedRuntime("lb2", [])]).answering()
 
 
 def test_single_balancer_set_is_the_runtime_itself():

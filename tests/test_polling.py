@@ -106,3 +106,11 @@ def test_rejects_bad_arguments():
         wait_until(lambda: True, timeout=1, interval=0)
     with pytest.raises(ValueError):
         wait_until(lambda: True, timeout=-1, interval=1)
+
+
+def test_a_fatal_error_ends_the_wait_at_once():
+    clock = FakeClock()
+    with pytest.raises(ConnectionRefusedError):
+        wait_until(sequence(OSError("not yet"), ConnectionRefusedError("balancer gone"), True), timeout=30,
+                   interval=0.5, clock=clock, sleep=clock.sleep, fatal=(ConnectionRefusedError,))
+    assert clock.sleeps == [0.5]  # one "not yet", then the fatal one: no waiting out the 30 s

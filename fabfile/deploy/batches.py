@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..haproxy_runtime import RuntimeAPIError
 from ..values import InvalidValue, count_or_percent, integer
 from .artifact import Artifact, DeployError
 from .instance import InstanceOutcome
@@ -60,12 +61,16 @@ class BatchRunner:
                     self._say(instance.name, "ok", 0, "no previous binary to roll back to")
             failures = 0
             while queue:
-                batch = self._next_batch(queue, force)
-                if not batch:
+                try:
+                    batch = self._next_batch(queue, force)
+                    refusal = None if batch else (f"taking it out would leave fewer than {self.min_up} server(s) UP "
+                                                  f"in {self.pool}")
+                except RuntimeAPIError as exc:  # a balancer stopped answering between batches
+                    refusal = f"HAProxy's view of {self.pool} is unknown ({exc})"
+                if refusal:
                     outcome = InstanceOutcome(queue[0].name, "failed", state="as before")
                     self._give_back(queue[0], outcome, DeployError(
-                        f"{queue[0].name}: taking it out would leave fewer than {self.min_up} server(s) UP in "
-                        f"{self.pool}; stopping before taking it out"), taken_out=False)
+                        f"{queue[0].name}: {refusal}; stopping before taking it out"), taken_out=False)
                     self.outcomes.append(outcome)
                     break
                 del queue[:len(batch)]

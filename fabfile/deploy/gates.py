@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from ..haproxy_runtime import RuntimeAPIError
 from ..polling import WaitTimeout
 from .artifact import DeployError
 from .instance import InstanceOutcome
@@ -27,7 +28,8 @@ class InstanceGates:
 
         started = self.clock()
         try:
-            waited = self._wait(sessions, lambda n: not n, self.timeouts.drain, f"{instance.name} sessions to drain")
+            waited = self._wait(sessions, lambda n: not n, self.timeouts.drain, f"{instance.name} sessions to drain",
+                                fatal=(RuntimeAPIError,))
             note = f"sessions 0 after {waited.elapsed:.2f}s"
         except WaitTimeout as exc:
             note = f"drain timeout, going on: {exc}"
@@ -44,10 +46,12 @@ class InstanceGates:
             version = "?"
         return f"{waited.value[0]} version={version}"
 
-    def _bring_back(self, instance, outcome, expected: str | None, restart: bool = True):
+    def _bring_back(self, instance, outcome, expected: str | None, restart: bool = True, runtime=None):
         """Restart, prove the main process runs ``expected`` (identity), health 200, ready, then the soak:
         health must stay 200 (and the process the same binary) for ``soak`` seconds while HAProxy
-        takes it back. A failure raises; the caller rolls back."""
+        takes it back. A failure raises; the caller rolls back. ``runtime``: the balancers to put it
+        back through (default: every one)."""
+        runtime = runtime or self.runtime
         if restart:
             self._timed(outcome, "restart", instance.restart)
             self._event("restarted", instance.name, to=expected)
@@ -59,9 +63,9 @@ class InstanceGates:
         self._timed(outcome, "health", lambda: self._wait(
             instance.health, lambda v: v[0] == "200", self.timeouts.health,
             f"{instance.name} {instance.settings.health_path} to answer 200"), self._health_detail)
-        self.runtime.set_state(self.pool, instance.name, "ready")
+        runtime.set_state(self.pool, instance.name, "ready")
         # Our gates just proved it healthy: no need to wait for `rise` checks (its checks keep running).
-        self.runtime.set_health(self.pool, instance.name, "up")
+        runtime.set_health(self.pool, instance.name, "up")
         outcome.state = "ready"
         self._event("ready", instance.name, sha256=expected)
         if self.timeouts.soak > 0:
@@ -87,31 +91,40 @@ class InstanceGates:
                 self._nap(min(max(self.timeouts.interval, self.timeouts.soak_interval), remaining))
                 failure = soak_probe()
             outcome.phases["soak"] = round(self.clock() - started, 3)
-            if failure:
+            if failure:  # the rollback path pulls it out of rotation first
                 self._say(instance.name, "soak", outcome.phases["soak"], f"FAILED: {failure}")
-                self._pull(instance, outcome)
                 raise DeployError(f"{instance.name}: crashed inside the {self.timeouts.soak:g}s soak ({failure})")
             self._say(instance.name, "soak", outcome.phases["soak"], "health stayed 200")
         self._timed(outcome, "haproxy", lambda: self._wait(
-            lambda: self.runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,
-            f"HAProxy to report {self.pool}/{instance.name} UP"), lambda w: w.value.status)
+            lambda: runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,
+            f"HAProxy to report {self.pool}/{instance.name} UP", fatal=(RuntimeAPIError,)), lambda w: w.value.status)
         outcome.state = "ready (UP)"
 
-    def _pull(self, instance, outcome):
-        """Out of rotation at once (a crash in the soak): maint, no drain wait."""
-        self.runtime.set_state(self.pool, instance.name, "maint")
-        outcome.state = "MAINT"
+    def _through(self, outcome):
+        """The balancers that answer now; when some do not, the outcome says so (re-run once they do)."""
+        runtime = self._answering()
+        if runtime is not self.runtime:
+            missing = [name for name in self.runtime.name.split(",") if name not in runtime.name.split(",")]
+            outcome.detail += (f"; put back through {runtime.name} only: {', '.join(missing)} does not answer "
+                               "(its state of this server is whatever it had); re-run once it answers")
+        return runtime
 
     def _recover(self, instance, outcome, error, restore, expected):
-        """After a failure on an instance: put the previous binary back through the same gates."""
+        """After a failure on an instance: out of rotation at once (maint, no drain wait: it may be in
+        rotation already), then the previous binary back through the same gates, through the
+        balancers that answer."""
         self._say(instance.name, "FAILED", 0, str(error))
         outcome.detail = str(error)
         try:
+            runtime = self._through(outcome)
+            runtime.set_state(self.pool, instance.name, "maint")
+            outcome.state = "MAINT"
             restore()
-            self._bring_back(instance, outcome, expected)
+            self._bring_back(instance, outcome, expected, runtime=runtime)
             outcome.status = "rolled-back"
-            self._event("rolled-back", instance.name, to=expected, outcome="rolled-back", detail=str(error))
-            self._say(instance.name, "rolled-back", 0, "previous binary is live and UP again")
+            self._event("rolled-back", instance.name, to=expected, outcome="rolled-back", detail=outcome.detail)
+            where = "" if runtime is self.runtime else f" on {runtime.name}"
+            self._say(instance.name, "rolled-back", 0, f"previous binary is live and UP again{where}")
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # report whatever broke the recovery, with the instance's name
@@ -127,7 +140,7 @@ class InstanceGates:
         self._say(instance.name, "FAILED", 0, str(error))
         if taken_out:
             try:
-                self.runtime.set_state(self.pool, instance.name, "ready")
+                self._through(outcome).set_state(self.pool, instance.name, "ready")
                 outcome.state = "ready"
             except Exception as exc:
                 outcome.detail += f"; could not return it to ready: {exc}"

@@ -12,7 +12,10 @@ A batch runs the sequence for its instances at once (one thread each, whole outp
 lines). Before each batch, HAProxy's view decides how many may go out: at least
 ``min_up`` servers of the pool stay UP (the capacity floor; unless --force).
 The runtime is used only through ``show_stat``, ``server``, ``set_state`` and
-``set_health``, so a composite over several balancers fits.
+``set_health`` (and ``answering`` when it has one), so a composite over several balancers
+fits. A balancer whose runtime API stops answering mid-instance is a failure like any other:
+the instance goes back to its previous binary through the balancers that still answer, and
+the rollout stops.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
+from ..haproxy_runtime import RuntimeAPIError
 from ..polling import WaitTimeout, wait_until
 from ..transports import CommandFailed, TransportError
 from .artifact import ELF_MACHINES, Artifact, DeployError
@@ -64,9 +68,14 @@ class Rollout(InstanceGates, BatchRunner):
         self._checkpoint()
         self.sleep(seconds)
 
-    def _wait(self, probe, done, timeout, what):
+    def _wait(self, probe, done, timeout, what, fatal=()):
         return wait_until(probe, timeout=timeout, interval=self.timeouts.interval, done=done, what=what,
-                          clock=self.clock, sleep=self._nap)
+                          clock=self.clock, sleep=self._nap, fatal=fatal)
+
+    def _answering(self):
+        """The balancers that answer now: the ones a recovery can still put the instance back through."""
+        answering = getattr(self.runtime, "answering", None)
+        return answering() if answering else self.runtime
 
     def _timed(self, outcome, phase, action, detail=""):
         self._checkpoint()
@@ -107,8 +116,9 @@ class Rollout(InstanceGates, BatchRunner):
         def settled(stats):
             return not any(self.transitional(s.status) for s in stats if s.pool == self.pool)
 
-        try:
-            return self._wait(probe, settled, self.timeouts.settle, f"{self.pool} states to settle").value
+        try:  # a balancer that does not answer is not a state that settles: no waiting for it
+            return self._wait(probe, settled, self.timeouts.settle, f"{self.pool} states to settle",
+                              fatal=(RuntimeAPIError,)).value
         except WaitTimeout:
             return probe()  # still moving: decide on the latest states (the per-instance check repeats it)
 
