@@ -274,9 +274,12 @@ def test_lock_commands_are_one_atomic_round_trip_and_release_only_our_own():
 def test_audit_lines_are_one_json_object_appended():
     entry = audit.record("pushed", who="ana@ws", run="1-a", task="api.deploy", instance="b1", **{"from": "a", "to": "b"})
     command = audit.append(entry).command
-    assert command.startswith("mkdir -p /var/log/veza-ops && printf '%s\\n' '{")
-    assert command.endswith(">> /var/log/veza-ops/audit.jsonl")
+    assert command.startswith("mkdir -p /var/log/veza-ops && { printf '%s\\n' '{")
+    assert command.endswith(">> /var/log/veza-ops/audit.jsonl; }")
     assert audit.parse(command.split("'")[3] + "\nnot json\n")[0]["event"] == "pushed"
+    # What queued up while the writer was busy goes in one round trip: one append (one write) per line.
+    two = audit.append(entry, audit.record("ready", who="ana@ws", run="1-a", task="api.deploy")).command
+    assert two.count(">> /var/log/veza-ops/audit.jsonl") == 2 and two.index('"pushed"') < two.index('"ready"')
 
 
 class CrashingLab(Lab):
