@@ -50,14 +50,15 @@ def wait_until(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     what: str = "condition",
-    fatal: tuple = (),
+    error_grace: float | None = None,
 ) -> Waited:
     """Call ``probe`` every ``interval`` seconds until ``done(value)`` is true.
 
     Returns ``Waited(elapsed, value)``. An exception raised by the probe counts
     as "not yet" (the thing may simply not be up), but the last one is kept and
-    reported; one of the ``fatal`` types ends the wait at once (raised as it is).
-    Raises ``WaitTimeout`` once ``timeout`` seconds have passed or the probe budget
+    reported. With ``error_grace``, probe errors in a row for that many seconds end the
+    wait at once with the last one (something that went away, not something still coming
+    up). Raises ``WaitTimeout`` once ``timeout`` seconds have passed or the probe budget
     is spent.
     """
     if timeout < 0:
@@ -69,16 +70,19 @@ def wait_until(
     # First probe, one per interval, and one at the deadline: the count bound.
     max_probes = math.ceil(timeout / interval) + 2
     last_value, last_error = _NOTHING, None
+    failing_since = None
     attempts = 0
     while attempts < max_probes:
         attempts += 1
         try:
             value = probe()
-        except fatal:
-            raise
         except Exception as exc:  # noqa: BLE001 - a failing probe means "not yet"
             last_error = exc
+            failing_since = clock() if failing_since is None else failing_since
+            if error_grace is not None and clock() - failing_since >= error_grace:
+                raise
         else:
+            failing_since = None
             last_value = value
             if done(value):
                 return Waited(elapsed=clock() - started, value=value)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-from ..haproxy_runtime import RuntimeAPIError
 from ..polling import WaitTimeout
 from .artifact import DeployError
 from .instance import InstanceOutcome
@@ -29,7 +28,7 @@ class InstanceGates:
         started = self.clock()
         try:
             waited = self._wait(sessions, lambda n: not n, self.timeouts.drain, f"{instance.name} sessions to drain",
-                                fatal=(RuntimeAPIError,))
+                                runtime_probe=True)
             note = f"sessions 0 after {waited.elapsed:.2f}s"
         except WaitTimeout as exc:
             note = f"drain timeout, going on: {exc}"
@@ -97,7 +96,7 @@ class InstanceGates:
             self._say(instance.name, "soak", outcome.phases["soak"], "health stayed 200")
         self._timed(outcome, "haproxy", lambda: self._wait(
             lambda: runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,
-            f"HAProxy to report {self.pool}/{instance.name} UP", fatal=(RuntimeAPIError,)), lambda w: w.value.status)
+            f"HAProxy to report {self.pool}/{instance.name} UP", runtime_probe=True), lambda w: w.value.status)
         outcome.state = "ready (UP)"
 
     def _through(self, outcome):

@@ -18,6 +18,7 @@ class Timeouts:
     # One round trip per soak probe: a batch soaks many instances at once on a small machine.
     soak_interval: float = 0.5
     settle: float = 10.0  # preflight waits this long for transitional pool states (UP 1/3...) to settle
+    runtime_grace: float = 3.0  # a balancer's runtime API failing this long in a row (not a restart) ends a wait
 
 
 @dataclass

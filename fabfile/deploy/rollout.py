@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
-from ..haproxy_runtime import RuntimeAPIError
 from ..polling import WaitTimeout, wait_until
 from ..transports import CommandFailed, TransportError
 from .artifact import ELF_MACHINES, Artifact, DeployError
@@ -68,9 +67,12 @@ class Rollout(InstanceGates, BatchRunner):
         self._checkpoint()
         self.sleep(seconds)
 
-    def _wait(self, probe, done, timeout, what, fatal=()):
+    def _wait(self, probe, done, timeout, what, runtime_probe=False):
+        """``wait_until`` on the rollout's clock. A ``runtime_probe`` (HAProxy's runtime API) failing for
+        ``runtime_grace`` seconds in a row ends the wait: that balancer is gone, not restarting."""
+        grace = self.timeouts.runtime_grace if runtime_probe else None
         return wait_until(probe, timeout=timeout, interval=self.timeouts.interval, done=done, what=what,
-                          clock=self.clock, sleep=self._nap, fatal=fatal)
+                          clock=self.clock, sleep=self._nap, error_grace=grace)
 
     def _answering(self):
         """The balancers that answer now: the ones a recovery can still put the instance back through."""
@@ -116,9 +118,9 @@ class Rollout(InstanceGates, BatchRunner):
         def settled(stats):
             return not any(self.transitional(s.status) for s in stats if s.pool == self.pool)
 
-        try:  # a balancer that does not answer is not a state that settles: no waiting for it
+        try:  # a balancer that keeps failing is not a state that settles: no waiting the whole settle for it
             return self._wait(probe, settled, self.timeouts.settle, f"{self.pool} states to settle",
-                              fatal=(RuntimeAPIError,)).value
+                              runtime_probe=True).value
         except WaitTimeout:
             return probe()  # still moving: decide on the latest states (the per-instance check repeats it)
 
