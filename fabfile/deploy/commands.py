@@ -80,16 +80,24 @@ class ServiceCommands:
         body, _, code = stdout.rpartition("\n")
         return code.strip(), body
 
-    def install_incoming(self, sha256: str) -> Command:
-        """After the upload: verify the bytes, keep the live binary as .prev, rename into place."""
-        incoming, binary = q(self.incoming), q(self.binary)
+    def stage_incoming(self, sha256: str) -> Command:
+        """After the upload, while the instance still serves: verify the bytes and make them the
+        service's (root-owned, 0755), still under this run's temporary name."""
+        incoming = q(self.incoming)
         return Command(
             f"actual=$(sha256sum {incoming} | cut -d' ' -f1); "
             f"if [ \"$actual\" != {q(sha256)} ]; then rm -f {incoming}; "
             f"echo \"sha256 mismatch after upload: $actual\" >&2; exit 3; fi; "
-            f"chown root:{q(self.settings.user)} {incoming} && chmod 0755 {incoming} && "
-            f"if [ -e {binary} ]; then ln -f {binary} {q(self.prev)}; fi && "
-            f"mv -f {incoming} {binary}"
+            f"chown root:{q(self.settings.user)} {incoming} && chmod 0755 {incoming}"
+        )
+
+    def install_incoming(self) -> Command:
+        """Once the instance is out: keep the live binary as .prev, rename the staged one into place
+        (the identity gate later proves the process runs the verified bytes)."""
+        incoming, binary = q(self.incoming), q(self.binary)
+        return Command(
+            f"test -f {incoming} || {{ echo \"staged binary {self.incoming} is gone\" >&2; exit 3; }}; "
+            f"if [ -e {binary} ]; then ln -f {binary} {q(self.prev)}; fi && mv -f {incoming} {binary}"
         )
 
     def discard_leftovers(self) -> Command:

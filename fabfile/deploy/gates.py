@@ -167,18 +167,37 @@ class InstanceGates:
         outcome.detail = "interrupted; back on its previous binary"
 
     def _one(self, instance, artifact, facts, force) -> InstanceOutcome:
-        """The per-instance sequence: take out, push or swap, bring back; every failure rolls back."""
+        """The per-instance sequence: its staged upload, take out, install or swap, bring back; every
+        failure rolls back."""
         self._worker_state().clear()
         started = self.clock()
-        outcome = InstanceOutcome(instance.name, "changed")
-        self.outcomes.append(outcome)
         current = facts[instance.name]
         target = artifact.sha256 if artifact is not None else current["prev_sha256"]
         old = current["sha256"]
         on_disk = artifact is not None and current["sha256"] == artifact.sha256  # an earlier run got this far
         if on_disk:
             old = current["prev_sha256"]
-        outcome.target, outcome.old = target, old
+        staging_error = None
+        if artifact is not None and not on_disk:
+            # Uploaded and verified while it still serves (usually while the instance before it soaked);
+            # an interrupt while waiting for it leaves the instance untouched.
+            try:
+                self._checkpoint()
+                uploaded = self.staging.wait(instance)
+            except Exception as exc:  # noqa: BLE001 - any upload failure stops before taking it out
+                staging_error = exc
+        outcome = InstanceOutcome(instance.name, "changed", target=target, old=old)
+        self.outcomes.append(outcome)
+        if staging_error is not None:
+            self._give_back(instance, outcome, DeployError(f"{instance.name}: upload failed: {staging_error}"),
+                            taken_out=False)
+            outcome.state, outcome.seconds = "as before", round(self.clock() - started, 3)
+            return outcome
+        if artifact is not None and not on_disk:
+            outcome.phases["stage"] = round(self.clock() - started, 3)
+            self._say(instance.name, "stage", outcome.phases["stage"],
+                      f"{artifact.size / 1e6:.1f} MB uploaded, sha256 {artifact.sha256[:12]} verified "
+                      f"({uploaded:.2f}s, while in service)")
         taken_out = swapped = False
         try:
             try:
@@ -187,8 +206,8 @@ class InstanceGates:
                 if on_disk:
                     self._say(instance.name, "converge", 0, "target binary already on disk; restart and gates")
                 elif artifact is not None:
-                    self._timed(outcome, "push", lambda: instance.push(artifact),
-                                f"{artifact.size / 1e6:.1f} MB, sha256 {artifact.sha256[:12]} verified")
+                    self._timed(outcome, "install", instance.install, "staged binary renamed into place")
+                    self.staging.installed.add(instance.name)
                     self._event("pushed", instance.name, **{"from": old, "to": target})
                 else:
                     self._timed(outcome, "swap", instance.swap_with_prev, "previous binary is live")

@@ -56,11 +56,18 @@ class Instance:
     def running_sha256(self) -> str:
         return (self.transport.run(self.commands.running_sha256(), warn=True).stdout.strip() or "none")
 
-    def push(self, artifact: Artifact) -> None:
-        """Upload to this run's temporary name (born 0700 root-only), verify, keep .prev, rename."""
+    def stage(self, artifact: Artifact) -> None:
+        """Upload to this run's temporary name (born 0700 root-only) and verify it; the service is untouched."""
         self.transport.run(self.commands.discard_leftovers())
         self.transport.put(artifact.path, self.commands.incoming, mode="0700")
-        self.transport.run(self.commands.install_incoming(artifact.sha256))
+        self.transport.run(self.commands.stage_incoming(artifact.sha256))
+
+    def install(self) -> None:
+        """The staged binary goes live on disk; the current one is kept as .prev."""
+        self.transport.run(self.commands.install_incoming())
+
+    def discard_staged(self) -> None:
+        self.transport.run(self.commands.discard_incoming(), warn=True)
 
     def swap_with_prev(self) -> None:
         self.transport.run(self.commands.swap_with_prev())
