@@ -37,15 +37,16 @@ class ServiceCommands:
     def _running_sha256_script(self) -> str:
         """sha256 of /proc/<MainPID>/exe. A script's exe is its interpreter: then, when the interpreter's
         script argument is the binary's path and the process started after the binary was renamed into
-        place (its ctime), the binary's own sha256 stands for what runs."""
+        place (its ctime), the binary's own sha256 stands for what runs (hashed only then: one hash of
+        a large binary per probe, not two)."""
         unit, binary = q(self.settings.unit), q(self.binary)
         return (f"pid=$(systemctl show -p MainPID --value {unit} 2>/dev/null); "
                 f"if [ -n \"$pid\" ] && [ \"$pid\" != 0 ]; then "
-                f"sha=$( (sha256sum /proc/$pid/exe 2>/dev/null || echo none) | cut -d' ' -f1); "
-                f"disk=$( (sha256sum {binary} 2>/dev/null || echo none) | cut -d' ' -f1); "
-                f"if [ \"$sha\" != \"$disk\" ] && [ \"$(tr '\\0' '\\n' < /proc/$pid/cmdline 2>/dev/null | sed -n 2p)\" = {binary} ] "
+                f"if [ \"$(tr '\\0' '\\n' < /proc/$pid/cmdline 2>/dev/null | sed -n 2p)\" = {binary} ] "
                 f"&& [ \"$(stat -c %Y /proc/$pid 2>/dev/null || echo 0)\" -ge \"$(stat -c %Z {binary} 2>/dev/null || echo 0)\" ]; "
-                f"then sha=$disk; fi; echo \"$sha\"; else echo none; fi")
+                f"then sha=$( (sha256sum {binary} 2>/dev/null || echo none) | cut -d' ' -f1); "
+                f"else sha=$( (sha256sum /proc/$pid/exe 2>/dev/null || echo none) | cut -d' ' -f1); fi; "
+                f"echo \"$sha\"; else echo none; fi")
 
     @staticmethod
     def parse_facts(stdout: str) -> dict:

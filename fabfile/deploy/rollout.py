@@ -30,6 +30,8 @@ from .batches import Batching, BatchRunner, batching
 from .gates import InstanceGates
 from .instance import Instance, InstanceOutcome, Timeouts
 
+PREFLIGHT_FORKS = 10  # targets whose facts are read at once, as setup's default --forks
+
 __all__ = ["Batching", "Instance", "InstanceOutcome", "Rollout", "Timeouts", "batching"]
 
 
@@ -134,13 +136,19 @@ class Rollout(InstanceGates, BatchRunner):
                     and f["unit"] == "active" and state in ("UP", "no check"))
 
     def preflight(self, artifact: Artifact | None, force: bool) -> dict:
-        """Read every target's facts and the pool; refuse before touching anything."""
-        facts = {}
-        for instance in self.instances:
+        """Read every target's facts (all at once) and the pool; refuse before touching anything."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read(instance):
             try:
-                facts[instance.name] = instance.facts()
+                return instance.facts()
             except (CommandFailed, TransportError) as exc:
                 raise DeployError(f"{instance.name}: not reachable: {exc}") from None
+
+        with ThreadPoolExecutor(max_workers=min(PREFLIGHT_FORKS, len(self.instances) or 1)) as pool:
+            read_all = [pool.submit(read, instance) for instance in self.instances]
+        facts = {instance.name: future.result() for instance, future in zip(self.instances, read_all)}
+        for instance in self.instances:  # the first unreachable or mismatched one, in inventory order
             machine = facts[instance.name]["machine"]
             if artifact and artifact.elf_machine is not None:
                 expected = ELF_MACHINES.get(artifact.elf_machine, ())
