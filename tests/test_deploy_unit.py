@@ -175,6 +175,7 @@ def test_one_instance_at_a_time_in_inventory_order(binary):
     assert not rollout.failed and not lab.pool_violations
     assert set(rollout.outcomes[0].phases) == {"stage", "drain", "install", "restart", "identity", "health", "soak",
                                                "haproxy"}
+    assert rollout.outcomes[0].phases["haproxy"] == 0.0  # UP seen inside the soak: no wait for it after
 
 
 def test_same_binary_again_restarts_nothing(binary):

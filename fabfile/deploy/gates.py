@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from ..haproxy_runtime import RuntimeAPIError
 from ..polling import WaitTimeout
 from .artifact import DeployError
 from .instance import InstanceOutcome
@@ -67,8 +68,10 @@ class InstanceGates:
         runtime.set_health(self.pool, instance.name, "up")
         outcome.state = "ready"
         self._event("ready", instance.name, sha256=expected)
+        up = False  # HAProxy reported it UP inside the soak's last nap: no wait for UP after the soak
         if self.timeouts.soak > 0:
             started = self.clock()
+            step = max(self.timeouts.interval, self.timeouts.soak_interval)
 
             first_pid = []
 
@@ -85,19 +88,34 @@ class InstanceGates:
 
             failure = soak_probe()
             while not failure and self.clock() - started < self.timeouts.soak:
+                # The wait for UP overlaps the soak: HAProxy is asked in the naps, until it says UP and
+                # once more in the last one (UP then still holds within one nap of the soak's end).
+                if not up or self.timeouts.soak - (self.clock() - started) <= step:
+                    up = self._is_up(runtime, instance.name)
                 # The last nap ends at the soak's end, then one last probe: the soak lasts what it says.
                 remaining = self.timeouts.soak - (self.clock() - started)
-                self._nap(min(max(self.timeouts.interval, self.timeouts.soak_interval), remaining))
+                if remaining > 0:
+                    self._nap(min(step, remaining))
                 failure = soak_probe()
             outcome.phases["soak"] = round(self.clock() - started, 3)
             if failure:  # the rollback path pulls it out of rotation first
                 self._say(instance.name, "soak", outcome.phases["soak"], f"FAILED: {failure}")
                 raise DeployError(f"{instance.name}: crashed inside the {self.timeouts.soak:g}s soak ({failure})")
             self._say(instance.name, "soak", outcome.phases["soak"], "health stayed 200")
-        self._timed(outcome, "haproxy", lambda: self._wait(
-            lambda: runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,
-            f"HAProxy to report {self.pool}/{instance.name} UP", runtime_probe=True), lambda w: w.value.status)
+        if up:
+            outcome.phases["haproxy"] = 0.0
+            self._say(instance.name, "haproxy", 0, "UP (seen during the soak's last nap)")
+        else:
+            self._timed(outcome, "haproxy", lambda: self._wait(
+                lambda: runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,
+                f"HAProxy to report {self.pool}/{instance.name} UP", runtime_probe=True), lambda w: w.value.status)
         outcome.state = "ready (UP)"
+
+    def _is_up(self, runtime, name) -> bool:
+        try:
+            return runtime.server(self.pool, name).is_up
+        except RuntimeAPIError:  # not answered now: the wait after the soak decides, with its grace
+            return False
 
     def _through(self, outcome):
         """The balancers that answer now; when some do not, the outcome says so (re-run once they do)."""
