@@ -3,7 +3,7 @@
 ``BalancerSet(runtimes)`` has ``RuntimeAPI``'s interface, so the rollout and the
 failover test drive one balancer or a keepalived pair alike:
 
-- ``set_state`` / ``set_health`` are sent to every balancer at once (one thread each): a
+- ``set_state`` is sent to every balancer at once (one thread each): a
   balancer that does not answer never keeps the others from getting the state (a ``ready``
   must reach the VIP holder even when its peer's HAProxy is down); afterwards one
   ``BalancersFailed`` names those that failed;
@@ -113,11 +113,8 @@ class BalancerSet:
         rows = self._each(lambda r: r.server(pool, name))  # each names what exists when it lacks it
         return merge([[row] for row in rows])[0]
 
-    def set_state(self, pool: str, server: str, state: str) -> None:
-        self._each(lambda r: r.set_state(pool, server, state))
-
-    def set_health(self, pool: str, server: str, health: str) -> None:
-        self._each(lambda r: r.set_health(pool, server, health))
+    def set_state(self, pool: str, server: str, state: str, health: str | None = None) -> None:
+        self._each(lambda r: r.set_state(pool, server, state, health=health))
 
     def answering(self) -> "BalancerSet":
         """The balancers whose runtime API answers now (all of them, normally); RuntimeAPIError when none does."""

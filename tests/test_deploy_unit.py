@@ -118,12 +118,11 @@ class FakeRuntime:
     def server(self, pool, name):
         return Stat(pool, name, self.lab.status(name))
 
-    def set_health(self, pool, name, health):
-        self.lab.events.append(f"{name}:haproxy:health-{health}")
-
-    def set_state(self, pool, name, state):
+    def set_state(self, pool, name, state, health=None):
         self.lab.admin[name] = state
         self.lab.events.append(f"{name}:haproxy:{state}")
+        if health:
+            self.lab.events.append(f"{name}:haproxy:health-{health}")
         self.lab.check_pool()
 
 
@@ -328,17 +327,17 @@ class FailingRuntime(FakeRuntime):
         super().__init__(lab)
         self.fail_on = fail_on
 
-    def set_health(self, pool, name, health):
-        if (name, "health") == self.fail_on:
+    def set_state(self, pool, name, state, health=None):
+        if (name, state) == self.fail_on:
             self.fail_on = None
             raise RuntimeError("runtime API does not answer (haproxy restarting)")
-        super().set_health(pool, name, health)
+        super().set_state(pool, name, state, health)
 
 
 def test_runtime_api_error_after_the_swap_is_the_rollback_path(binary):
     lab = Lab(["b1", "b2"])
     rollout = make_rollout(lab)
-    rollout.runtime = FailingRuntime(lab, ("b1", "health"))
+    rollout.runtime = FailingRuntime(lab, ("b1", "ready"))
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
     assert "haproxy restarting" in rollout.outcomes[0].detail
@@ -352,11 +351,11 @@ class PairWithOneStopping(FakeRuntime):
         super().__init__(lab)
         self.name, self.stopped = "lb1,lb2", False
 
-    def set_state(self, pool, name, state):
+    def set_state(self, pool, name, state, health=None):
         if self.stopped:
-            super().set_state(pool, name, state)  # lb2 carries it out, lb1 refuses
+            super().set_state(pool, name, state, health)  # lb2 carries it out, lb1 refuses
             raise RuntimeError("lb1: HAProxy runtime API does not answer (Connection refused)")
-        super().set_state(pool, name, state)
+        super().set_state(pool, name, state, health)
         self.stopped = state == "maint"
 
     def answering(self):

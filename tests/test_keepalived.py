@@ -140,19 +140,15 @@ class FakeRuntime:
     def server(self, pool, name):
         return next(r for r in self.rows if (r.pool, r.server) == (pool, name))
 
-    def set_state(self, pool, server, state):
-        self.calls.append(("state", server, state))
-
-    def set_health(self, pool, server, health):
-        self.calls.append(("health", server, health))
+    def set_state(self, pool, server, state, health=None):
+        self.calls.append(("state", server, state, health))
 
 
 def test_balancer_set_applies_to_each_and_waits_for_up_on_each():
     one, two = FakeRuntime("lb1", [stat("b1", "UP")]), FakeRuntime("lb2", [stat("b1", "DOWN 1/2")])
     both = BalancerSet([one, two])
-    both.set_state("api_pool", "b1", "ready")
-    both.set_health("api_pool", "b1", "up")
-    assert one.calls == two.calls == [("state", "b1", "ready"), ("health", "b1", "up")]
+    both.set_state("api_pool", "b1", "ready", health="up")
+    assert one.calls == two.calls == [("state", "b1", "ready", "up")]
     assert not both.server("api_pool", "b1").is_up
     two.rows = [stat("b1", "UP")]
     assert both.server("api_pool", "b1").is_up
@@ -164,7 +160,7 @@ class StoppedRuntime(FakeRuntime):
     def _refuse(self, *args, **kwargs):
         raise RuntimeAPIError(f"{self.name}: HAProxy runtime API at {self.address} does not answer (Connection refused)")
 
-    show_stat = server = set_state = set_health = _refuse
+    show_stat = server = set_state = _refuse
 
 
 def test_a_stopped_balancer_never_keeps_the_state_from_its_peer():
@@ -172,7 +168,7 @@ def test_a_stopped_balancer_never_keeps_the_state_from_its_peer():
     both = BalancerSet([stopped, holder])
     with pytest.raises(BalancersFailed) as failed:
         both.set_state("api_pool", "b1", "ready")
-    assert holder.calls == [("state", "b1", "ready")]  # the VIP holder got it although lb1 came first
+    assert holder.calls == [("state", "b1", "ready", None)]  # the VIP holder got it although lb1 came first
     assert failed.value.failed == ["lb1"] and failed.value.answered == ["lb2"]
     assert str(failed.value).count("\n") == 0 and "lb1" in str(failed.value)
     answering = both.answering()

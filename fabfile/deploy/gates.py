@@ -63,9 +63,8 @@ class InstanceGates:
         self._timed(outcome, "health", lambda: self._wait(
             instance.health, lambda v: v[0] == "200", self.timeouts.health,
             f"{instance.name} {instance.settings.health_path} to answer 200"), self._health_detail)
-        runtime.set_state(self.pool, instance.name, "ready")
         # Our gates just proved it healthy: no need to wait for `rise` checks (its checks keep running).
-        runtime.set_health(self.pool, instance.name, "up")
+        runtime.set_state(self.pool, instance.name, "ready", health="up")
         outcome.state = "ready"
         self._event("ready", instance.name, sha256=expected)
         up = False  # HAProxy reported it UP inside the soak's last nap: no wait for UP after the soak

@@ -11,8 +11,8 @@ stopping batch goes back to its previous binary and later instances stay untouch
 A batch runs the sequence for its instances at once (one thread each, whole output
 lines). Before each batch, HAProxy's view decides how many may go out: at least
 ``min_up`` servers of the pool stay UP (the capacity floor; unless --force).
-The runtime is used only through ``show_stat``, ``server``, ``set_state`` and
-``set_health`` (and ``answering`` when it has one), so a composite over several balancers
+The runtime is used only through ``show_stat``, ``server`` and ``set_state`` (and
+``answering`` when it has one), so a composite over several balancers
 fits. A balancer whose runtime API stops answering mid-instance is a failure like any other:
 the instance goes back to its previous binary through the balancers that still answer, and
 the rollout stops.
