@@ -79,8 +79,8 @@ def test_crash_inside_the_soak_rolls_back_under_load(world):
     assert all_up(world)
 
 
-@pytest.mark.parametrize("sig, phase, code", [(signal.SIGINT, " restart ", 130), (signal.SIGTERM, " push ", 143)],
-                         ids=["SIGINT-after-restart", "SIGTERM-after-push"])
+@pytest.mark.parametrize("sig, phase, code", [(signal.SIGINT, " restart ", 130), (signal.SIGTERM, " install ", 143)],
+                         ids=["SIGINT-after-restart", "SIGTERM-after-install"])
 def test_a_signal_mid_rollout_leaves_it_safe_and_a_rerun_converges(world, sig, phase, code):
     """Ctrl-C or a CI timeout's SIGTERM: the instance in flight is made safe, the lock released, 130/143;
     the same deploy again ends with every instance on the target, ready and UP."""
