@@ -90,11 +90,24 @@ def parse_show_stat(csv_text: str, *, include_aggregates: bool = False) -> list:
     return stats
 
 
-def runtime_command(command: str, socket_path: str = DEFAULT_ADMIN_SOCKET) -> Command:
-    """The shell line that sends one runtime API ``command`` to the admin socket; every part quoted."""
-    if any(ch in command for ch in "\n\r;"):
-        raise ValueError(f"runtime API command {command!r} must be one command on one line")
-    return Command(f"echo {q(command)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}", timeout=COMMAND_TIMEOUT)
+def runtime_command(command, socket_path: str = DEFAULT_ADMIN_SOCKET) -> Command:
+    """The shell line that sends one runtime API ``command`` (or a list of them, run in order in one
+    connection: HAProxy's ``;`` separator) to the admin socket; every part quoted."""
+    commands = [command] if isinstance(command, str) else list(command)
+    for one in commands:
+        if any(ch in one for ch in "\n\r;"):
+            raise ValueError(f"runtime API command {one!r} must be one command on one line")
+    line = "; ".join(commands)
+    return Command(f"echo {q(line)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}", timeout=COMMAND_TIMEOUT)
+
+
+def _reason(result) -> str:
+    """socat's reason without its timestamp and call: ``... E connect(, AF=1 "...", 25): Connection refused``
+    is "Connection refused"."""
+    tail = result.tail(1)
+    if " socat[" in tail and "): " in tail:
+        return tail.rsplit("): ", 1)[1]
+    return tail or f"exit {result.exited}"
 
 
 class RuntimeAPI:
@@ -105,8 +118,8 @@ class RuntimeAPI:
         self.address = socket_path
         self.name = transport.name
 
-    def send(self, command: str) -> str:
-        """Send one runtime API command and return its reply text."""
+    def send(self, command) -> str:
+        """Send one runtime API command (or a list, in one round trip) and return its reply text."""
         result = self.transport.run(runtime_command(command, self.address), warn=True)
         where = f"{self.transport.name}: HAProxy runtime API at {self.address}"
         if result.exited == 127:
@@ -114,10 +127,7 @@ class RuntimeAPI:
         if result.exited == 124:
             raise RuntimeAPIError(f"{where}: no reply within {COMMAND_TIMEOUT}s to {command!r}")
         if result.exited != 0:
-            raise RuntimeAPIError(
-                f"{where} does not answer ({result.tail(2) or 'exit ' + str(result.exited)}); "
-                "is haproxy running with that stats socket?"
-            )
+            raise RuntimeAPIError(f"{where} does not answer ({_reason(result)}); is haproxy running with that stats socket?")
         return result.stdout
 
     def show_stat(self, *, include_aggregates: bool = False) -> list:
@@ -144,20 +154,18 @@ class RuntimeAPI:
             known = f"no pool {pool!r}; pools: {', '.join(sorted({stat.pool for stat in stats})) or 'none'}"
         raise RuntimeAPIError(f"{self.transport.name}: no server {pool}/{name} in HAProxy ({known})")
 
-    def set_state(self, pool: str, server: str, state: str) -> None:
-        """Put ``pool/server`` in ``ready``, ``drain`` or ``maint`` state."""
+    def set_state(self, pool: str, server: str, state: str, health: str | None = None) -> None:
+        """Put ``pool/server`` in ``ready``, ``drain`` or ``maint`` state. With ``health`` (``up``), also
+        force its check result in the same round trip: used once our own gates proved it healthy, so
+        HAProxy does not wait ``rise`` checks before sending it traffic (its checks keep running)."""
         if state not in SERVER_STATES:
             raise RuntimeAPIError(f"server state {state!r} is not one of {', '.join(SERVER_STATES)}")
-        reply = self.send(f"set server {pool}/{server} state {state}").strip()
+        if health not in (None, "up", "stopping", "down"):
+            raise RuntimeAPIError(f"server health {health!r} is not one of up, stopping, down")
+        commands = [f"set server {pool}/{server} state {state}"]
+        if health:
+            commands.append(f"set server {pool}/{server} health {health}")
+        reply = self.send(commands).strip()
         # Success is an empty reply; any text is HAProxy explaining a refusal.
         if reply:
-            raise RuntimeAPIError(f"{self.transport.name}: 'set server {pool}/{server} state {state}' refused: {reply}")
-
-    def set_health(self, pool: str, server: str, health: str) -> None:
-        """Force the check result of ``pool/server`` (``up``): used once our own gates proved it healthy,
-        so HAProxy does not wait ``rise`` checks before sending it traffic. Its checks keep running."""
-        if health not in ("up", "stopping", "down"):
-            raise RuntimeAPIError(f"server health {health!r} is not one of up, stopping, down")
-        reply = self.send(f"set server {pool}/{server} health {health}").strip()
-        if reply:
-            raise RuntimeAPIError(f"{self.transport.name}: 'set server {pool}/{server} health {health}' refused: {reply}")
+            raise RuntimeAPIError(f"{self.transport.name}: '{'; '.join(commands)}' refused: {reply}")

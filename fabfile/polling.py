@@ -50,13 +50,16 @@ def wait_until(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     what: str = "condition",
+    error_grace: float | None = None,
 ) -> Waited:
     """Call ``probe`` every ``interval`` seconds until ``done(value)`` is true.
 
     Returns ``Waited(elapsed, value)``. An exception raised by the probe counts
     as "not yet" (the thing may simply not be up), but the last one is kept and
-    reported. Raises ``WaitTimeout`` once ``timeout`` seconds have passed or the
-    probe budget is spent.
+    reported. With ``error_grace``, probe errors in a row for that many seconds end the
+    wait at once with the last one (something that went away, not something still coming
+    up). Raises ``WaitTimeout`` once ``timeout`` seconds have passed or the probe budget
+    is spent.
     """
     if timeout < 0:
         raise ValueError(f"timeout must be >= 0, got {timeout}")
@@ -67,6 +70,7 @@ def wait_until(
     # First probe, one per interval, and one at the deadline: the count bound.
     max_probes = math.ceil(timeout / interval) + 2
     last_value, last_error = _NOTHING, None
+    failing_since = None
     attempts = 0
     while attempts < max_probes:
         attempts += 1
@@ -74,7 +78,11 @@ def wait_until(
             value = probe()
         except Exception as exc:  # noqa: BLE001 - a failing probe means "not yet"
             last_error = exc
+            failing_since = clock() if failing_since is None else failing_since
+            if error_grace is not None and clock() - failing_since >= error_grace:
+                raise
         else:
+            failing_since = None
             last_value = value
             if done(value):
                 return Waited(elapsed=clock() - started, value=value)

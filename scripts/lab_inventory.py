@@ -45,6 +45,8 @@ def grow(base: dict, counts: dict) -> dict:
     children = top.get("children") or {}
     used = {str(h.get("address")) for group in children.values() for h in ((group or {}).get("hosts") or {}).values()
             if isinstance(h, dict)}
+    # The keepalived VIP (a group variable, the .100 of the lab's subnet) is no instance's address.
+    used |= {str(((group or {}).get("vars") or {}).get("lb_vip")) for group in children.values()} | {str(shared.get("lb_vip"))}
     free = (str(a) for a in subnet.hosts() if int(a) - int(subnet.network_address) >= FIRST_GENERATED_OCTET
             and str(a) not in used)
     for group, count in counts.items():

@@ -1,6 +1,6 @@
 """Issue 9 on the real lab: the deploy lock (held, stale, waited for, bad input), a reload while an instance is in
-MAINT, a crash inside the soak, SIGINT or SIGTERM mid-rollout then a re-run that converges; under load where a
-deploy runs."""
+MAINT, a crash inside the soak, SIGINT or SIGTERM mid-rollout then a re-run that converges, HAProxy stopping on a
+balancer mid-instance; under load where a deploy runs."""
 
 import json
 import signal
@@ -12,6 +12,7 @@ import pytest
 from conftest import INV, REPO, build_demo, end_process, inv
 from fabfile.loadtest.facade import BackgroundLoad
 from fabfile.shell import q
+from fabfile.tasks import support
 from fabfile.transports import connect
 from test_deploy_lab import PoolWatcher, world  # noqa: F401  (shared module fixture)
 
@@ -19,9 +20,11 @@ pytestmark = pytest.mark.lab
 FAST = ["--set", "deploy_soak_seconds=1"]
 
 
-def under_load(world, action):
-    load = BackgroundLoad(f"http://{world['lb']}:80", "/api/v1/health", rate=20, timeout=2, max_seconds=120)
-    with PoolWatcher(world["runtime"], "api_pool") as watcher:
+def under_load(world, action, lb=None, runtime=None):
+    """``action()`` while 20 req/s go through ``lb`` (default: the first balancer) and ``runtime`` is watched:
+    no failed request, and some api server UP in every sample."""
+    load = BackgroundLoad(f"http://{lb or world['lb']}:80", "/api/v1/health", rate=20, timeout=2, max_seconds=120)
+    with PoolWatcher(runtime or world["runtime"], "api_pool") as watcher:
         load.start()
         try:
             result = action()
@@ -76,8 +79,8 @@ def test_crash_inside_the_soak_rolls_back_under_load(world):
     assert all_up(world)
 
 
-@pytest.mark.parametrize("sig, phase, code", [(signal.SIGINT, " restart ", 130), (signal.SIGTERM, " push ", 143)],
-                         ids=["SIGINT-after-restart", "SIGTERM-after-push"])
+@pytest.mark.parametrize("sig, phase, code", [(signal.SIGINT, " restart ", 130), (signal.SIGTERM, " install ", 143)],
+                         ids=["SIGINT-after-restart", "SIGTERM-after-install"])
 def test_a_signal_mid_rollout_leaves_it_safe_and_a_rerun_converges(world, sig, phase, code):
     """Ctrl-C or a CI timeout's SIGTERM: the instance in flight is made safe, the lock released, 130/143;
     the same deploy again ends with every instance on the target, ready and UP."""
@@ -107,6 +110,49 @@ def test_a_signal_mid_rollout_leaves_it_safe_and_a_rerun_converges(world, sig, p
     status = inv("api.status").stdout
     assert "MAINT" not in status and "DRAIN" not in status and "fix:" not in status
     assert status.count(target.name.split("veza-api-", 1)[1]) == 2, status
+
+
+def test_haproxy_stopped_on_the_peer_mid_instance_rolls_it_back_and_a_rerun_converges(world, tmp_path):
+    """HAProxy stops on the balancer that does not hold the VIP while backend-api-1 is out (load goes through
+    the VIP): one line names it, the instance goes back through the VIP holder, report written, lock released;
+    once that HAProxy is back the same deploy converges."""
+    loaded = world["inventory"]
+    pair = support.lb_pair(loaded)
+    if pair is None:
+        pytest.skip("needs the balancer pair (lb_vip)")
+    holder = next(h for h in loaded.group("haproxy") if pair.vip in connect(h).run("ip -4 -o addr").stdout)
+    peer = connect(next(h for h in loaded.group("haproxy") if h is not holder))
+    target = build_demo("api", f"peer-{int(time.time())}")
+    report = tmp_path / "deploy.json"
+
+    def stopped_mid_instance_then_rerun():
+        run = subprocess.Popen([*INV, "api.deploy", "--binary", str(target), "--report", str(report), *FAST],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline, seen = time.monotonic() + 60, ""
+            while " drain " not in seen and time.monotonic() < deadline and run.poll() is None:
+                seen += run.stdout.readline()
+            peer.run("systemctl stop haproxy")
+            out, err = run.communicate(timeout=90)
+        finally:
+            peer.run("systemctl start haproxy")
+            if run.poll() is None:
+                end_process(run)
+        return run.returncode, seen + out, err, inv("lock.status").stdout, inv("api.deploy", "--binary", str(target),
+                                                                             *FAST, check=False)
+
+    code, out, err, lock_after, again = under_load(world, stopped_mid_instance_then_rerun, lb=pair.vip,
+                                                   runtime=support.runtime_api(holder))
+    assert code == 1 and "Traceback" not in out + err, out + err
+    failures = [line for line in out.splitlines() if " FAILED " in line]
+    assert len(failures) == 1 and f"{peer.name}: HAProxy runtime API" in failures[0], out
+    outcomes = {o["name"]: o for o in json.loads(report.read_text())["instances"]}
+    assert outcomes["backend-api-1"]["status"] == "rolled-back" and outcomes["backend-api-1"]["state"] == "ready (UP)"
+    assert outcomes["backend-api-2"]["status"] == "untouched"
+    assert lock_after.startswith("free"), lock_after
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert all(s.status == "UP" for s in support.balancer_set(loaded).show_stat() if s.pool == "api_pool")
+    assert inv("api.status").stdout.count(target.name.split("veza-api-", 1)[1]) == 2
 
 
 def test_bad_lock_input_is_one_line_exit_2_and_changes_nothing(world):

@@ -63,12 +63,17 @@ class FakeTransport:
         if command == built.soak_probe():
             pid = self.lab.pids.get(self.name, "100")
             return Result("soak", 0, f'{pid}\n{{"version": "x"}}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
-        kinds = {"install": built.install_incoming(host["pending"] or "-"), "swap-prev": built.swap_with_prev(),
+        kinds = {"stage": built.stage_incoming(host["pending"] or "-"), "install": built.install_incoming(),
+                 "discard-staged": built.discard_incoming(), "swap-prev": built.swap_with_prev(),
                  "restore": built.restore_prev(), "restart": built.restart()}
         kind = next((name for name, expected in kinds.items() if command == expected), None)
         assert kind is not None, f"unexpected command {command!r}"
         self.lab.events.append(f"{self.name}:{kind}")
-        if kind == "install":
+        if kind == "stage":
+            pass
+        elif kind == "discard-staged":
+            host["pending"] = None
+        elif kind == "install":
             host["prev"], host["binary"] = host["binary"], host["pending"]
         elif kind == "swap-prev":
             host["prev"], host["binary"] = host["binary"], host["prev"]
@@ -85,6 +90,13 @@ class FakeTransport:
         with open(source, "rb") as handle:
             self.lab.hosts[self.name]["pending"] = hashlib.sha256(handle.read()).hexdigest()
         self.lab.events.append(f"{self.name}:put")
+
+
+def untouched(lab, *names):
+    """Nothing but reads and this run's staging (upload, verify, then its removal) happened on ``names``."""
+    harmless = (":facts", ":discard-leftovers", ":put", ":stage", ":discard-staged")
+    return all(e.endswith(harmless) for e in lab.events if e.startswith(tuple(f"{n}:" for n in names))) and all(
+        lab.hosts[n]["pending"] is None for n in names)
 
 
 class Stat:
@@ -106,12 +118,11 @@ class FakeRuntime:
     def server(self, pool, name):
         return Stat(pool, name, self.lab.status(name))
 
-    def set_health(self, pool, name, health):
-        self.lab.events.append(f"{name}:haproxy:health-{health}")
-
-    def set_state(self, pool, name, state):
+    def set_state(self, pool, name, state, health=None):
         self.lab.admin[name] = state
         self.lab.events.append(f"{name}:haproxy:{state}")
+        if health:
+            self.lab.events.append(f"{name}:haproxy:health-{health}")
         self.lab.check_pool()
 
 
@@ -153,16 +164,17 @@ def test_one_instance_at_a_time_in_inventory_order(binary):
     rollout = make_rollout(lab)
     rollout.run(binary, rollout.preflight(binary, force=False))
     steps = [e for e in lab.events if not e.endswith(":facts")]
-    assert steps == [
-        "b1:haproxy:drain", "b1:haproxy:maint", "b1:discard-leftovers", "b1:put", "b1:install", "b1:restart",
-        "b1:haproxy:ready", "b1:haproxy:health-up",
-        "b2:haproxy:drain", "b2:haproxy:maint", "b2:discard-leftovers", "b2:put", "b2:install", "b2:restart",
-        "b2:haproxy:ready", "b2:haproxy:health-up",
-    ]
+    for name in ("b1", "b2"):  # each staged (upload, verify) while in service, then out, installed, back
+        assert [e.split(":", 1)[1] for e in steps if e.startswith(name + ":")] == [
+            "discard-leftovers", "put", "stage", "haproxy:drain", "haproxy:maint", "install", "restart",
+            "haproxy:ready", "haproxy:health-up"]
+    assert steps.index("b1:haproxy:health-up") < steps.index("b2:haproxy:drain")  # one at a time
     assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
     assert all(lab.hosts[n]["running"] == binary.sha256 and lab.hosts[n]["prev"] == "sha-v1" for n in lab.hosts)
     assert not rollout.failed and not lab.pool_violations
-    assert set(rollout.outcomes[0].phases) == {"drain", "push", "restart", "identity", "health", "soak", "haproxy"}
+    assert set(rollout.outcomes[0].phases) == {"stage", "drain", "install", "restart", "identity", "health", "soak",
+                                               "haproxy"}
+    assert rollout.outcomes[0].phases["haproxy"] == 0.0  # UP seen inside the soak: no wait for it after
 
 
 def test_same_binary_again_restarts_nothing(binary):
@@ -183,7 +195,7 @@ def test_broken_binary_rolls_back_first_instance_and_stops(binary):
     assert "timed out" in rollout.outcomes[0].detail
     assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP"
     assert lab.hosts["b2"] == {"binary": "sha-v1", "prev": "none", "running": "sha-v1", "pending": None}
-    assert not any(e.startswith("b2:") and not e.endswith(":facts") for e in lab.events)
+    assert untouched(lab, "b2")
     assert "b1:restore" in lab.events
     assert rollout.failed and not lab.pool_violations
 
@@ -238,9 +250,11 @@ def test_service_commands_are_quoted_per_run_and_root_owned():
     commands = ServiceCommands(SETTINGS, run_id="42-abc")
     assert commands.incoming == "/opt/veza/backend-api/veza-api.veza-new-42-abc"
     assert ServiceCommands(SETTINGS, run_id="43-def").incoming != commands.incoming
-    install = commands.install_incoming("f" * 64)
-    assert install.command.startswith("actual=$(sha256sum /opt/veza/backend-api/veza-api.veza-new-42-abc ")
-    assert "chown root:veza-api" in install.command and install.command.endswith(
+    stage = commands.stage_incoming("f" * 64)
+    assert stage.command.startswith("actual=$(sha256sum /opt/veza/backend-api/veza-api.veza-new-42-abc ")
+    assert stage.command.endswith("chown root:veza-api /opt/veza/backend-api/veza-api.veza-new-42-abc && "
+                                  "chmod 0755 /opt/veza/backend-api/veza-api.veza-new-42-abc")
+    assert commands.install_incoming().command.endswith(
         "mv -f /opt/veza/backend-api/veza-api.veza-new-42-abc /opt/veza/backend-api/veza-api")
     assert commands.restart() == Command("systemctl reset-failed veza-backend-api 2>/dev/null; "
                                          "systemctl restart veza-backend-api")
@@ -274,9 +288,12 @@ def test_lock_commands_are_one_atomic_round_trip_and_release_only_our_own():
 def test_audit_lines_are_one_json_object_appended():
     entry = audit.record("pushed", who="ana@ws", run="1-a", task="api.deploy", instance="b1", **{"from": "a", "to": "b"})
     command = audit.append(entry).command
-    assert command.startswith("mkdir -p /var/log/veza-ops && printf '%s\\n' '{")
-    assert command.endswith(">> /var/log/veza-ops/audit.jsonl")
+    assert command.startswith("mkdir -p /var/log/veza-ops && { printf '%s\\n' '{")
+    assert command.endswith(">> /var/log/veza-ops/audit.jsonl; }")
     assert audit.parse(command.split("'")[3] + "\nnot json\n")[0]["event"] == "pushed"
+    # What queued up while the writer was busy goes in one round trip: one append (one write) per line.
+    two = audit.append(entry, audit.record("ready", who="ana@ws", run="1-a", task="api.deploy")).command
+    assert two.count(">> /var/log/veza-ops/audit.jsonl") == 2 and two.index('"pushed"') < two.index('"ready"')
 
 
 class CrashingLab(Lab):
@@ -310,21 +327,55 @@ class FailingRuntime(FakeRuntime):
         super().__init__(lab)
         self.fail_on = fail_on
 
-    def set_health(self, pool, name, health):
-        if (name, "health") == self.fail_on:
+    def set_state(self, pool, name, state, health=None):
+        if (name, state) == self.fail_on:
             self.fail_on = None
             raise RuntimeError("runtime API does not answer (haproxy restarting)")
-        super().set_health(pool, name, health)
+        super().set_state(pool, name, state, health)
 
 
 def test_runtime_api_error_after_the_swap_is_the_rollback_path(binary):
     lab = Lab(["b1", "b2"])
     rollout = make_rollout(lab)
-    rollout.runtime = FailingRuntime(lab, ("b1", "health"))
+    rollout.runtime = FailingRuntime(lab, ("b1", "ready"))
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
     assert "haproxy restarting" in rollout.outcomes[0].detail
     assert lab.hosts["b1"]["running"] == "sha-v1" and lab.admin["b1"] == "ready"
+
+
+class PairWithOneStopping(FakeRuntime):
+    """Two balancers as one (``BalancerSet``'s contract): the first stops answering once ``b1`` is in MAINT."""
+
+    def __init__(self, lab):
+        super().__init__(lab)
+        self.name, self.stopped = "lb1,lb2", False
+
+    def set_state(self, pool, name, state, health=None):
+        if self.stopped:
+            super().set_state(pool, name, state, health)  # lb2 carries it out, lb1 refuses
+            raise RuntimeError("lb1: HAProxy runtime API does not answer (Connection refused)")
+        super().set_state(pool, name, state, health)
+        self.stopped = state == "maint"
+
+    def answering(self):
+        answering = FakeRuntime(self.lab)
+        answering.name = "lb2"
+        return answering
+
+
+def test_a_balancer_that_stops_answering_mid_instance_rolls_it_back_through_the_other(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.runtime = PairWithOneStopping(lab)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.admin["b1"] == "ready" and not lab.pool_violations
+    # Out of rotation on the balancer that answers before the old binary is restored, then back.
+    ready = lab.events.index("b1:haproxy:ready")
+    assert ready < lab.events.index("b1:haproxy:maint", ready) < lab.events.index("b1:restore")
+    assert "put back through lb2 only: lb1 does not answer" in rollout.outcomes[0].detail
+    assert any("FAILED" in line and "lb1: HAProxy runtime API does not answer" in line for line in rollout.output.lines)
 
 
 class InterruptingTransport(FakeTransport):
@@ -438,7 +489,7 @@ def test_a_batch_failure_rolls_back_the_whole_batch_and_stops(binary):
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "rolled-back", "untouched", "untouched"]
     assert all(lab.hosts[n]["running"] == "sha-v1" and lab.status(n) == "UP" for n in lab.hosts)
-    assert not any(e.startswith(("b3:", "b4:")) and not e.endswith(":facts") for e in lab.events)
+    assert untouched(lab, "b3", "b4")
     assert rollout.failed and min(lab.up_samples) >= 1
     assert any(line.startswith("-- stopping: 1 failed instance(s) (max-fail 1); 2 left untouched")
                for line in rollout.output.lines)
@@ -452,7 +503,7 @@ def test_max_fail_goes_on_below_the_limit_and_stops_at_it(binary):
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "changed", "rolled-back", "untouched", "untouched"]
     assert lab.hosts["b2"]["running"] == binary.sha256
     assert lab.hosts["b4"]["running"] == lab.hosts["b5"]["running"] == "sha-v1"
-    assert not any(e.startswith(("b4:", "b5:")) and not e.endswith(":facts") for e in lab.events)
+    assert untouched(lab, "b4", "b5")
 
 
 def test_the_floor_counts_only_servers_that_are_up(binary):
@@ -477,19 +528,22 @@ class SigintTransport(FakeTransport):
     """Ctrl-C as the terminal sends it (SIGINT, which Python handles in the main thread) once every
     instance of the batch is busy installing."""
 
-    def __init__(self, lab, name, both_installing):
+    def __init__(self, lab, name, both_installing, interrupt_taken):
         super().__init__(lab, name)
-        self.both_installing = both_installing
+        self.both_installing, self.interrupt_taken = both_installing, interrupt_taken
 
     def run(self, command, warn=False, timeout=None):
         result = super().run(command, warn=warn, timeout=timeout)
-        if self.lab.events and self.lab.events[-1] == f"{self.name}:install":
+        if command == self.commands.install_incoming():
             import signal
             import threading
 
             if self.both_installing.wait(timeout=5) == 0:
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-            time.sleep(0.3)  # the command is still running when the main thread takes the interrupt
+            for _ in range(500):  # the command is still running when the main thread takes the interrupt
+                if self.interrupt_taken():
+                    break
+                time.sleep(0.01)
         return result
 
 
@@ -500,7 +554,7 @@ def test_ctrl_c_in_a_batch_makes_every_instance_of_the_batch_safe(binary):
     rollout = batched_rollout(lab, batch=2, min_up=1)
     both_installing = threading.Barrier(2)
     for instance in rollout.instances[:2]:
-        instance.transport = SigintTransport(lab, instance.name, both_installing)
+        instance.transport = SigintTransport(lab, instance.name, both_installing, lambda: rollout._interrupt is not None)
     with pytest.raises(KeyboardInterrupt):
         rollout.run(binary, rollout.preflight(binary, force=False))
     statuses = {o.name: o.status for o in rollout.outcomes}
@@ -542,3 +596,19 @@ def test_a_crash_restarted_by_systemd_inside_the_soak_is_a_failure(binary):
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
     assert "main process changed (pid 101 -> 102)" in rollout.outcomes[0].detail
     assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP"
+
+
+class FailingUploadTransport(FakeTransport):
+    def put(self, source, remote, mode=None):
+        raise OSError("no space left on device")
+
+
+def test_a_failed_upload_stops_before_taking_the_instance_out(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = FailingUploadTransport(lab, "b1")
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["failed", "untouched"]
+    assert "upload failed: no space left on device" in rollout.outcomes[0].detail
+    assert not [e for e in lab.events if ":haproxy:" in e] and untouched(lab, "b2")
+    assert all(lab.hosts[n]["binary"] == lab.hosts[n]["running"] == "sha-v1" for n in lab.hosts)

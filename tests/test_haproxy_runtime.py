@@ -112,6 +112,17 @@ def test_commands_are_quoted_for_the_shell():
     assert RuntimeAPI(transport, "/run/other.sock").address == "/run/other.sock"
 
 
+def test_ready_and_health_go_in_one_round_trip():
+    transport = RecordingTransport()
+    RuntimeAPI(transport).set_state("api_pool", "backend-api-1", "ready", health="up")
+    assert transport.commands == [runtime_command(["set server api_pool/backend-api-1 state ready",
+                                                   "set server api_pool/backend-api-1 health up"])]
+    assert transport.commands[0].command.startswith(
+        "echo 'set server api_pool/backend-api-1 state ready; set server api_pool/backend-api-1 health up' | socat")
+    with pytest.raises(ValueError, match="one command on one line"):
+        runtime_command(["show stat", "set server api_pool/b state maint; shutdown sessions server api_pool/b"])
+
+
 def test_a_command_cannot_carry_a_second_one():
     with pytest.raises(ValueError, match="one command on one line"):
         runtime_command("show stat\nset server api_pool/b state maint")
@@ -231,6 +242,9 @@ def test_live_show_stat_and_state_changes(local_haproxy):
     waited = wait_until(lambda: api.server("api_pool", "backend-api-1"), done=lambda s: s.is_up,
                         timeout=10, interval=0.05, what="backend-api-1 UP again")
     assert waited.value.status == "UP"
+    api.set_state("api_pool", "backend-api-1", "maint")
+    api.set_state("api_pool", "backend-api-1", "ready", health="up")  # one round trip; no wait for `rise` checks
+    assert api.server("api_pool", "backend-api-1").status == "UP"
     with pytest.raises(RuntimeAPIError, match="refused"):
         api.set_state("api_pool", "ghost", "drain")
     assert process.poll() is None

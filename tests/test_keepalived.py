@@ -8,9 +8,9 @@ import yaml
 
 from conftest import REPO
 from fabfile import lb_pair
-from fabfile.balancers import BalancerSet, merge
+from fabfile.balancers import BalancerSet, BalancersFailed, merge
 from fabfile.failover.lb_failover import ownership_checks
-from fabfile.haproxy_runtime import ServerStat
+from fabfile.haproxy_runtime import RuntimeAPIError, ServerStat
 from fabfile.inventory import load_inventory
 from fabfile.values import InvalidValue
 
@@ -140,22 +140,41 @@ class FakeRuntime:
     def server(self, pool, name):
         return next(r for r in self.rows if (r.pool, r.server) == (pool, name))
 
-    def set_state(self, pool, server, state):
-        self.calls.append(("state", server, state))
-
-    def set_health(self, pool, server, health):
-        self.calls.append(("health", server, health))
+    def set_state(self, pool, server, state, health=None):
+        self.calls.append(("state", server, state, health))
 
 
 def test_balancer_set_applies_to_each_and_waits_for_up_on_each():
     one, two = FakeRuntime("lb1", [stat("b1", "UP")]), FakeRuntime("lb2", [stat("b1", "DOWN 1/2")])
     both = BalancerSet([one, two])
-    both.set_state("api_pool", "b1", "ready")
-    both.set_health("api_pool", "b1", "up")
-    assert one.calls == two.calls == [("state", "b1", "ready"), ("health", "b1", "up")]
+    both.set_state("api_pool", "b1", "ready", health="up")
+    assert one.calls == two.calls == [("state", "b1", "ready", "up")]
     assert not both.server("api_pool", "b1").is_up
     two.rows = [stat("b1", "UP")]
     assert both.server("api_pool", "b1").is_up
+
+
+class StoppedRuntime(FakeRuntime):
+    """A balancer whose HAProxy is stopped: its admin socket refuses everything."""
+
+    def _refuse(self, *args, **kwargs):
+        raise RuntimeAPIError(f"{self.name}: HAProxy runtime API at {self.address} does not answer (Connection refused)")
+
+    show_stat = server = set_state = _refuse
+
+
+def test_a_stopped_balancer_never_keeps_the_state_from_its_peer():
+    stopped, holder = StoppedRuntime("lb1", []), FakeRuntime("lb2", [stat("b1", "MAINT")])
+    both = BalancerSet([stopped, holder])
+    with pytest.raises(BalancersFailed) as failed:
+        both.set_state("api_pool", "b1", "ready")
+    assert holder.calls == [("state", "b1", "ready", None)]  # the VIP holder got it although lb1 came first
+    assert failed.value.failed == ["lb1"] and failed.value.answered == ["lb2"]
+    assert str(failed.value).count("\n") == 0 and "lb1" in str(failed.value)
+    answering = both.answering()
+    assert [r.name for r in answering.runtimes] == ["lb2"] and answering.server("api_pool", "b1").status == "MAINT"
+    with pytest.raises(RuntimeAPIError):
+        BalancerSet([stopped, StoppedRuntime("lb2", [])]).answering()
 
 
 def test_single_balancer_set_is_the_runtime_itself():
@@ -191,3 +210,18 @@ def test_a_handover_between_two_samples_is_neither_two_holders_nor_none():
     checks = ownership_checks(samples, moved_at=1.0, returned_at=2.0)
     assert checks["two_holder_samples"] == 0 and checks["no_holder_samples_after_move"] == 0
     assert checks["in_transition_samples"] == 4 and [c["to"] for c in checks["moves_after_return"]] == ["a"]
+
+
+def test_generated_pool_never_takes_the_vip_address(tmp_path):
+    """scripts/lab_inventory.py numbers new instances from the subnet's .100, which is also where the lab's VIP sits."""
+    base = tmp_path / "hosts.yaml"
+    base.write_text(yaml.safe_dump({"all": {"vars": {"lab_subnet": "10.9.0.0/24"}, "children": {
+        "haproxy": {"vars": {"lb_vip": "10.9.0.100"}, "hosts": {"haproxy": {"address": "10.9.0.10"},
+                                                               "haproxy-2": {"address": "10.9.0.11"}}},
+        "backend_api_instances": {"hosts": {"backend-api-1": {"address": "10.9.0.21"}}}}}}))
+    out = tmp_path / "hosts-4.yaml"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "lab_inventory.py"), "--from", str(base), "--api-instances", "4",
+                    "-o", str(out)], check=True, capture_output=True)
+    pool = yaml.safe_load(out.read_text())["all"]["children"]["backend_api_instances"]["hosts"]
+    addresses = [host["address"] for host in pool.values()]
+    assert len(pool) == 4 and "10.9.0.100" not in addresses and len(set(addresses)) == 4

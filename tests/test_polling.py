@@ -106,3 +106,12 @@ def test_rejects_bad_arguments():
         wait_until(lambda: True, timeout=1, interval=0)
     with pytest.raises(ValueError):
         wait_until(lambda: True, timeout=-1, interval=1)
+
+
+def test_errors_in_a_row_for_the_grace_end_the_wait():
+    clock = FakeClock()
+    refused = ConnectionRefusedError("balancer gone")
+    with pytest.raises(ConnectionRefusedError):
+        wait_until(sequence(OSError("restarting"), 0, refused, refused, refused, refused, refused, True), timeout=30,
+                   interval=0.5, clock=clock, sleep=clock.sleep, error_grace=1.0)
+    assert clock.now - 100.0 == 2.0  # an answer in between restarts the count; no waiting out the 30 s

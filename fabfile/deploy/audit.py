@@ -27,9 +27,11 @@ def record(event: str, *, who: str, run: str, task: str, instance: str | None = 
     return entry
 
 
-def append(entry: dict) -> Command:
-    line = json.dumps(entry, sort_keys=True, separators=(",", ":"))
-    return Command(f"mkdir -p {q(AUDIT_DIR)} && printf '%s\\n' {q(line)} >> {q(AUDIT_FILE)}", timeout=10)
+def append(*entries: dict) -> Command:
+    """Append ``entries`` in one round trip: one ``printf >>`` (one write) per line, in order."""
+    lines = (json.dumps(entry, sort_keys=True, separators=(",", ":")) for entry in entries)
+    writes = "; ".join(f"printf '%s\\n' {q(line)} >> {q(AUDIT_FILE)}" for line in lines)
+    return Command(f"mkdir -p {q(AUDIT_DIR)} && {{ {writes}; }}", timeout=10)
 
 
 def tail(last: int) -> Command:

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor, wait as wait_all
 from dataclasses import dataclass
 
+from ..haproxy_runtime import RuntimeAPIError
 from ..values import InvalidValue, count_or_percent, integer
 from .artifact import Artifact, DeployError
 from .instance import InstanceOutcome
@@ -34,6 +37,46 @@ def batching(batch, min_up, max_fail, targets: int, pool_size: int) -> Batching:
     return Batching(batch=min(size, pool_size - floor), min_up=floor, max_fail=fails)
 
 
+INTERRUPT_POLL = 0.2  # seconds between wake-ups of the main thread while workers run
+
+
+class Staging:
+    """The artifact uploaded and verified on each instance ahead of its turn, ``workers`` at a time in
+    rollout order (a batch's size: the next batch is staged while the current one goes through its
+    gates). Nothing is taken out of rotation for it; ``close`` removes what did not go live."""
+
+    def __init__(self, instances, artifact, workers: int):
+        self.instances = list(instances)
+        self.installed = set()  # names whose staged binary went live
+        self.pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(self.instances) or 1)),
+                                       thread_name_prefix="stage")
+        self.futures = {i.name: self.pool.submit(self._stage, i, artifact) for i in self.instances}
+
+    @staticmethod
+    def _stage(instance, artifact) -> float:
+        started = time.monotonic()
+        instance.stage(artifact)
+        return time.monotonic() - started
+
+    def wait(self, instance) -> float:
+        """Seconds its upload and check took, once done; raises what they raised."""
+        future = self.futures[instance.name]
+        while not future.done():  # timed, as the batch wait: an interrupt is taken at once
+            wait_all([future], timeout=INTERRUPT_POLL)
+        return future.result()
+
+    def close(self) -> None:
+        """Uploads not started are cancelled; staged files of instances the rollout did not reach go."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for instance in self.instances:
+            future = self.futures[instance.name]
+            if instance.name not in self.installed and not future.cancelled():
+                try:
+                    instance.discard_staged()
+                except Exception:  # noqa: BLE001 - the next run's discard_leftovers removes it
+                    pass
+
+
 class BatchRunner:
     """Mixin of Rollout: batches of instances, each through ``InstanceGates._one``."""
 
@@ -47,8 +90,8 @@ class BatchRunner:
         too, so the pool is left on at most the two versions it had when that batch started.
         """
         self._order = {instance.name: index for index, instance in enumerate(self.instances)}
+        queue = []
         try:
-            queue = []
             for instance in self.instances:
                 if self.needs_work(instance.name, facts, artifact):
                     queue.append(instance)
@@ -58,14 +101,21 @@ class BatchRunner:
                     self._say(instance.name, "ok", 0, f"already runs sha256 {artifact.sha256[:12]}; nothing restarted")
                 else:
                     self._say(instance.name, "ok", 0, "no previous binary to roll back to")
+            if artifact is not None:
+                self.staging = Staging([i for i in queue if facts[i.name]["sha256"] != artifact.sha256], artifact,
+                                       workers=self.batch)
             failures = 0
             while queue:
-                batch = self._next_batch(queue, force)
-                if not batch:
+                try:
+                    batch = self._next_batch(queue, force)
+                    refusal = None if batch else (f"taking it out would leave fewer than {self.min_up} server(s) UP "
+                                                  f"in {self.pool}")
+                except RuntimeAPIError as exc:  # a balancer stopped answering between batches
+                    refusal = f"HAProxy's view of {self.pool} is unknown ({exc})"
+                if refusal:
                     outcome = InstanceOutcome(queue[0].name, "failed", state="as before")
                     self._give_back(queue[0], outcome, DeployError(
-                        f"{queue[0].name}: taking it out would leave fewer than {self.min_up} server(s) UP in "
-                        f"{self.pool}; stopping before taking it out"), taken_out=False)
+                        f"{queue[0].name}: {refusal}; stopping before taking it out"), taken_out=False)
                     self.outcomes.append(outcome)
                     break
                 del queue[:len(batch)]
@@ -79,6 +129,8 @@ class BatchRunner:
                                      f"{len(queue)} left untouched")
                     break
         finally:
+            if self.staging is not None:
+                self.staging.close()
             self._untouched_rest()
         return self.outcomes
 
@@ -109,7 +161,7 @@ class BatchRunner:
         each makes its own instance safe, bounded by the same timeouts; a second one stops them."""
         if len(batch) == 1:
             return [self._one(batch[0], artifact, facts, force)]
-        from concurrent.futures import ThreadPoolExecutor, wait as wait_all
+        from concurrent.futures import wait as wait_all
 
         pool = ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="rollout")
         futures, waiting = [], list(batch)
@@ -119,7 +171,10 @@ class BatchRunner:
                 try:
                     while waiting:
                         futures.append(pool.submit(self._one, waiting.pop(0), artifact, facts, force))
-                    wait_all(futures)
+                    # Timed waits: a SIGINT that lands just as the wait starts is taken at the next wake-up
+                    # (an untimed lock wait can sleep through it until the workers are done).
+                    while wait_all(futures, timeout=INTERRUPT_POLL).not_done:
+                        pass
                     break
                 except KeyboardInterrupt as exc:  # first: the workers make their instances safe; second: stop
                     waiting.clear()  # not started: untouched
@@ -140,6 +195,7 @@ class BatchRunner:
             raise interrupt or self._interrupt
         return results
 
+    staging = None  # the uploads ahead of each instance's turn (a deploy; a rollback swaps .prev)
     _interrupt = None  # the KeyboardInterrupt the main thread received while a batch ran
     _abandon = False  # a second one: stop at once
 

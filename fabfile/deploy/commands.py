@@ -37,15 +37,16 @@ class ServiceCommands:
     def _running_sha256_script(self) -> str:
         """sha256 of /proc/<MainPID>/exe. A script's exe is its interpreter: then, when the interpreter's
         script argument is the binary's path and the process started after the binary was renamed into
-        place (its ctime), the binary's own sha256 stands for what runs."""
+        place (its ctime), the binary's own sha256 stands for what runs (hashed only then: one hash of
+        a large binary per probe, not two)."""
         unit, binary = q(self.settings.unit), q(self.binary)
         return (f"pid=$(systemctl show -p MainPID --value {unit} 2>/dev/null); "
                 f"if [ -n \"$pid\" ] && [ \"$pid\" != 0 ]; then "
-                f"sha=$( (sha256sum /proc/$pid/exe 2>/dev/null || echo none) | cut -d' ' -f1); "
-                f"disk=$( (sha256sum {binary} 2>/dev/null || echo none) | cut -d' ' -f1); "
-                f"if [ \"$sha\" != \"$disk\" ] && [ \"$(tr '\\0' '\\n' < /proc/$pid/cmdline 2>/dev/null | sed -n 2p)\" = {binary} ] "
+                f"if [ \"$(tr '\\0' '\\n' < /proc/$pid/cmdline 2>/dev/null | sed -n 2p)\" = {binary} ] "
                 f"&& [ \"$(stat -c %Y /proc/$pid 2>/dev/null || echo 0)\" -ge \"$(stat -c %Z {binary} 2>/dev/null || echo 0)\" ]; "
-                f"then sha=$disk; fi; echo \"$sha\"; else echo none; fi")
+                f"then sha=$( (sha256sum {binary} 2>/dev/null || echo none) | cut -d' ' -f1); "
+                f"else sha=$( (sha256sum /proc/$pid/exe 2>/dev/null || echo none) | cut -d' ' -f1); fi; "
+                f"echo \"$sha\"; else echo none; fi")
 
     @staticmethod
     def parse_facts(stdout: str) -> dict:
@@ -80,16 +81,24 @@ class ServiceCommands:
         body, _, code = stdout.rpartition("\n")
         return code.strip(), body
 
-    def install_incoming(self, sha256: str) -> Command:
-        """After the upload: verify the bytes, keep the live binary as .prev, rename into place."""
-        incoming, binary = q(self.incoming), q(self.binary)
+    def stage_incoming(self, sha256: str) -> Command:
+        """After the upload, while the instance still serves: verify the bytes and make them the
+        service's (root-owned, 0755), still under this run's temporary name."""
+        incoming = q(self.incoming)
         return Command(
             f"actual=$(sha256sum {incoming} | cut -d' ' -f1); "
             f"if [ \"$actual\" != {q(sha256)} ]; then rm -f {incoming}; "
             f"echo \"sha256 mismatch after upload: $actual\" >&2; exit 3; fi; "
-            f"chown root:{q(self.settings.user)} {incoming} && chmod 0755 {incoming} && "
-            f"if [ -e {binary} ]; then ln -f {binary} {q(self.prev)}; fi && "
-            f"mv -f {incoming} {binary}"
+            f"chown root:{q(self.settings.user)} {incoming} && chmod 0755 {incoming}"
+        )
+
+    def install_incoming(self) -> Command:
+        """Once the instance is out: keep the live binary as .prev, rename the staged one into place
+        (the identity gate later proves the process runs the verified bytes)."""
+        incoming, binary = q(self.incoming), q(self.binary)
+        return Command(
+            f"test -f {incoming} || {{ echo \"staged binary {self.incoming} is gone\" >&2; exit 3; }}; "
+            f"if [ -e {binary} ]; then ln -f {binary} {q(self.prev)}; fi && mv -f {incoming} {binary}"
         )
 
     def discard_leftovers(self) -> Command:

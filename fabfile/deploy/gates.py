@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from ..haproxy_runtime import RuntimeAPIError
 from ..polling import WaitTimeout
 from .artifact import DeployError
 from .instance import InstanceOutcome
@@ -27,7 +28,8 @@ class InstanceGates:
 
         started = self.clock()
         try:
-            waited = self._wait(sessions, lambda n: not n, self.timeouts.drain, f"{instance.name} sessions to drain")
+            waited = self._wait(sessions, lambda n: not n, self.timeouts.drain, f"{instance.name} sessions to drain",
+                                runtime_probe=True)
             note = f"sessions 0 after {waited.elapsed:.2f}s"
         except WaitTimeout as exc:
             note = f"drain timeout, going on: {exc}"
@@ -44,10 +46,12 @@ class InstanceGates:
             version = "?"
         return f"{waited.value[0]} version={version}"
 
-    def _bring_back(self, instance, outcome, expected: str | None, restart: bool = True):
+    def _bring_back(self, instance, outcome, expected: str | None, restart: bool = True, runtime=None):
         """Restart, prove the main process runs ``expected`` (identity), health 200, ready, then the soak:
         health must stay 200 (and the process the same binary) for ``soak`` seconds while HAProxy
-        takes it back. A failure raises; the caller rolls back."""
+        takes it back. A failure raises; the caller rolls back. ``runtime``: the balancers to put it
+        back through (default: every one)."""
+        runtime = runtime or self.runtime
         if restart:
             self._timed(outcome, "restart", instance.restart)
             self._event("restarted", instance.name, to=expected)
@@ -59,13 +63,14 @@ class InstanceGates:
         self._timed(outcome, "health", lambda: self._wait(
             instance.health, lambda v: v[0] == "200", self.timeouts.health,
             f"{instance.name} {instance.settings.health_path} to answer 200"), self._health_detail)
-        self.runtime.set_state(self.pool, instance.name, "ready")
         # Our gates just proved it healthy: no need to wait for `rise` checks (its checks keep running).
-        self.runtime.set_health(self.pool, instance.name, "up")
+        runtime.set_state(self.pool, instance.name, "ready", health="up")
         outcome.state = "ready"
         self._event("ready", instance.name, sha256=expected)
+        up = False  # HAProxy reported it UP inside the soak's last nap: no wait for UP after the soak
         if self.timeouts.soak > 0:
             started = self.clock()
+            step = max(self.timeouts.interval, self.timeouts.soak_interval)
 
             first_pid = []
 
@@ -82,36 +87,60 @@ class InstanceGates:
 
             failure = soak_probe()
             while not failure and self.clock() - started < self.timeouts.soak:
+                # The wait for UP overlaps the soak: HAProxy is asked in the naps, until it says UP and
+                # once more in the last one (UP then still holds within one nap of the soak's end).
+                if not up or self.timeouts.soak - (self.clock() - started) <= step:
+                    up = self._is_up(runtime, instance.name)
                 # The last nap ends at the soak's end, then one last probe: the soak lasts what it says.
                 remaining = self.timeouts.soak - (self.clock() - started)
-                self._nap(min(max(self.timeouts.interval, self.timeouts.soak_interval), remaining))
+                if remaining > 0:
+                    self._nap(min(step, remaining))
                 failure = soak_probe()
             outcome.phases["soak"] = round(self.clock() - started, 3)
-            if failure:
+            if failure:  # the rollback path pulls it out of rotation first
                 self._say(instance.name, "soak", outcome.phases["soak"], f"FAILED: {failure}")
-                self._pull(instance, outcome)
                 raise DeployError(f"{instance.name}: crashed inside the {self.timeouts.soak:g}s soak ({failure})")
             self._say(instance.name, "soak", outcome.phases["soak"], "health stayed 200")
-        self._timed(outcome, "haproxy", lambda: self._wait(
-            lambda: self.runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,
-            f"HAProxy to report {self.pool}/{instance.name} UP"), lambda w: w.value.status)
+        if up:
+            outcome.phases["haproxy"] = 0.0
+            self._say(instance.name, "haproxy", 0, "UP (seen during the soak's last nap)")
+        else:
+            self._timed(outcome, "haproxy", lambda: self._wait(
+                lambda: runtime.server(self.pool, instance.name), lambda s: s.is_up, self.timeouts.haproxy_up,
+                f"HAProxy to report {self.pool}/{instance.name} UP", runtime_probe=True), lambda w: w.value.status)
         outcome.state = "ready (UP)"
 
-    def _pull(self, instance, outcome):
-        """Out of rotation at once (a crash in the soak): maint, no drain wait."""
-        self.runtime.set_state(self.pool, instance.name, "maint")
-        outcome.state = "MAINT"
+    def _is_up(self, runtime, name) -> bool:
+        try:
+            return runtime.server(self.pool, name).is_up
+        except RuntimeAPIError:  # not answered now: the wait after the soak decides, with its grace
+            return False
+
+    def _through(self, outcome):
+        """The balancers that answer now; when some do not, the outcome says so (re-run once they do)."""
+        runtime = self._answering()
+        if runtime is not self.runtime:
+            missing = [name for name in self.runtime.name.split(",") if name not in runtime.name.split(",")]
+            outcome.detail += (f"; put back through {runtime.name} only: {', '.join(missing)} does not answer "
+                               "(its state of this server is whatever it had); re-run once it answers")
+        return runtime
 
     def _recover(self, instance, outcome, error, restore, expected):
-        """After a failure on an instance: put the previous binary back through the same gates."""
+        """After a failure on an instance: out of rotation at once (maint, no drain wait: it may be in
+        rotation already), then the previous binary back through the same gates, through the
+        balancers that answer."""
         self._say(instance.name, "FAILED", 0, str(error))
         outcome.detail = str(error)
         try:
+            runtime = self._through(outcome)
+            runtime.set_state(self.pool, instance.name, "maint")
+            outcome.state = "MAINT"
             restore()
-            self._bring_back(instance, outcome, expected)
+            self._bring_back(instance, outcome, expected, runtime=runtime)
             outcome.status = "rolled-back"
-            self._event("rolled-back", instance.name, to=expected, outcome="rolled-back", detail=str(error))
-            self._say(instance.name, "rolled-back", 0, "previous binary is live and UP again")
+            self._event("rolled-back", instance.name, to=expected, outcome="rolled-back", detail=outcome.detail)
+            where = "" if runtime is self.runtime else f" on {runtime.name}"
+            self._say(instance.name, "rolled-back", 0, f"previous binary is live and UP again{where}")
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # report whatever broke the recovery, with the instance's name
@@ -127,7 +156,7 @@ class InstanceGates:
         self._say(instance.name, "FAILED", 0, str(error))
         if taken_out:
             try:
-                self.runtime.set_state(self.pool, instance.name, "ready")
+                self._through(outcome).set_state(self.pool, instance.name, "ready")
                 outcome.state = "ready"
             except Exception as exc:
                 outcome.detail += f"; could not return it to ready: {exc}"
@@ -155,18 +184,37 @@ class InstanceGates:
         outcome.detail = "interrupted; back on its previous binary"
 
     def _one(self, instance, artifact, facts, force) -> InstanceOutcome:
-        """The per-instance sequence: take out, push or swap, bring back; every failure rolls back."""
+        """The per-instance sequence: its staged upload, take out, install or swap, bring back; every
+        failure rolls back."""
         self._worker_state().clear()
         started = self.clock()
-        outcome = InstanceOutcome(instance.name, "changed")
-        self.outcomes.append(outcome)
         current = facts[instance.name]
         target = artifact.sha256 if artifact is not None else current["prev_sha256"]
         old = current["sha256"]
         on_disk = artifact is not None and current["sha256"] == artifact.sha256  # an earlier run got this far
         if on_disk:
             old = current["prev_sha256"]
-        outcome.target, outcome.old = target, old
+        staging_error = None
+        if artifact is not None and not on_disk:
+            # Uploaded and verified while it still serves (usually while the instance before it soaked);
+            # an interrupt while waiting for it leaves the instance untouched.
+            try:
+                self._checkpoint()
+                uploaded = self.staging.wait(instance)
+            except Exception as exc:  # noqa: BLE001 - any upload failure stops before taking it out
+                staging_error = exc
+        outcome = InstanceOutcome(instance.name, "changed", target=target, old=old)
+        self.outcomes.append(outcome)
+        if staging_error is not None:
+            self._give_back(instance, outcome, DeployError(f"{instance.name}: upload failed: {staging_error}"),
+                            taken_out=False)
+            outcome.state, outcome.seconds = "as before", round(self.clock() - started, 3)
+            return outcome
+        if artifact is not None and not on_disk:
+            outcome.phases["stage"] = round(self.clock() - started, 3)
+            self._say(instance.name, "stage", outcome.phases["stage"],
+                      f"{artifact.size / 1e6:.1f} MB uploaded, sha256 {artifact.sha256[:12]} verified "
+                      f"({uploaded:.2f}s, while in service)")
         taken_out = swapped = False
         try:
             try:
@@ -175,8 +223,8 @@ class InstanceGates:
                 if on_disk:
                     self._say(instance.name, "converge", 0, "target binary already on disk; restart and gates")
                 elif artifact is not None:
-                    self._timed(outcome, "push", lambda: instance.push(artifact),
-                                f"{artifact.size / 1e6:.1f} MB, sha256 {artifact.sha256[:12]} verified")
+                    self._timed(outcome, "install", instance.install, "staged binary renamed into place")
+                    self.staging.installed.add(instance.name)
                     self._event("pushed", instance.name, **{"from": old, "to": target})
                 else:
                     self._timed(outcome, "swap", instance.swap_with_prev, "previous binary is live")

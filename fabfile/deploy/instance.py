@@ -18,6 +18,7 @@ class Timeouts:
     # One round trip per soak probe: a batch soaks many instances at once on a small machine.
     soak_interval: float = 0.5
     settle: float = 10.0  # preflight waits this long for transitional pool states (UP 1/3...) to settle
+    runtime_grace: float = 3.0  # a balancer's runtime API failing this long in a row (not a restart) ends a wait
 
 
 @dataclass
@@ -55,11 +56,18 @@ class Instance:
     def running_sha256(self) -> str:
         return (self.transport.run(self.commands.running_sha256(), warn=True).stdout.strip() or "none")
 
-    def push(self, artifact: Artifact) -> None:
-        """Upload to this run's temporary name (born 0700 root-only), verify, keep .prev, rename."""
+    def stage(self, artifact: Artifact) -> None:
+        """Upload to this run's temporary name (born 0700 root-only) and verify it; the service is untouched."""
         self.transport.run(self.commands.discard_leftovers())
         self.transport.put(artifact.path, self.commands.incoming, mode="0700")
-        self.transport.run(self.commands.install_incoming(artifact.sha256))
+        self.transport.run(self.commands.stage_incoming(artifact.sha256))
+
+    def install(self) -> None:
+        """The staged binary goes live on disk; the current one is kept as .prev."""
+        self.transport.run(self.commands.install_incoming())
+
+    def discard_staged(self) -> None:
+        self.transport.run(self.commands.discard_incoming(), warn=True)
 
     def swap_with_prev(self) -> None:
         self.transport.run(self.commands.swap_with_prev())

@@ -11,8 +11,11 @@ stopping batch goes back to its previous binary and later instances stay untouch
 A batch runs the sequence for its instances at once (one thread each, whole output
 lines). Before each batch, HAProxy's view decides how many may go out: at least
 ``min_up`` servers of the pool stay UP (the capacity floor; unless --force).
-The runtime is used only through ``show_stat``, ``server``, ``set_state`` and
-``set_health``, so a composite over several balancers fits.
+The runtime is used only through ``show_stat``, ``server`` and ``set_state`` (and
+``answering`` when it has one), so a composite over several balancers
+fits. A balancer whose runtime API stops answering mid-instance is a failure like any other:
+the instance goes back to its previous binary through the balancers that still answer, and
+the rollout stops.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from .artifact import ELF_MACHINES, Artifact, DeployError
 from .batches import Batching, BatchRunner, batching
 from .gates import InstanceGates
 from .instance import Instance, InstanceOutcome, Timeouts
+
+PREFLIGHT_FORKS = 10  # targets whose facts are read at once, as setup's default --forks
 
 __all__ = ["Batching", "Instance", "InstanceOutcome", "Rollout", "Timeouts", "batching"]
 
@@ -64,9 +69,17 @@ class Rollout(InstanceGates, BatchRunner):
         self._checkpoint()
         self.sleep(seconds)
 
-    def _wait(self, probe, done, timeout, what):
+    def _wait(self, probe, done, timeout, what, runtime_probe=False):
+        """``wait_until`` on the rollout's clock. A ``runtime_probe`` (HAProxy's runtime API) failing for
+        ``runtime_grace`` seconds in a row ends the wait: that balancer is gone, not restarting."""
+        grace = self.timeouts.runtime_grace if runtime_probe else None
         return wait_until(probe, timeout=timeout, interval=self.timeouts.interval, done=done, what=what,
-                          clock=self.clock, sleep=self._nap)
+                          clock=self.clock, sleep=self._nap, error_grace=grace)
+
+    def _answering(self):
+        """The balancers that answer now: the ones a recovery can still put the instance back through."""
+        answering = getattr(self.runtime, "answering", None)
+        return answering() if answering else self.runtime
 
     def _timed(self, outcome, phase, action, detail=""):
         self._checkpoint()
@@ -107,8 +120,9 @@ class Rollout(InstanceGates, BatchRunner):
         def settled(stats):
             return not any(self.transitional(s.status) for s in stats if s.pool == self.pool)
 
-        try:
-            return self._wait(probe, settled, self.timeouts.settle, f"{self.pool} states to settle").value
+        try:  # a balancer that keeps failing is not a state that settles: no waiting the whole settle for it
+            return self._wait(probe, settled, self.timeouts.settle, f"{self.pool} states to settle",
+                              runtime_probe=True).value
         except WaitTimeout:
             return probe()  # still moving: decide on the latest states (the per-instance check repeats it)
 
@@ -122,13 +136,19 @@ class Rollout(InstanceGates, BatchRunner):
                     and f["unit"] == "active" and state in ("UP", "no check"))
 
     def preflight(self, artifact: Artifact | None, force: bool) -> dict:
-        """Read every target's facts and the pool; refuse before touching anything."""
-        facts = {}
-        for instance in self.instances:
+        """Read every target's facts (all at once) and the pool; refuse before touching anything."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read(instance):
             try:
-                facts[instance.name] = instance.facts()
+                return instance.facts()
             except (CommandFailed, TransportError) as exc:
                 raise DeployError(f"{instance.name}: not reachable: {exc}") from None
+
+        with ThreadPoolExecutor(max_workers=min(PREFLIGHT_FORKS, len(self.instances) or 1)) as pool:
+            read_all = [pool.submit(read, instance) for instance in self.instances]
+        facts = {instance.name: future.result() for instance, future in zip(self.instances, read_all)}
+        for instance in self.instances:  # the first unreachable or mismatched one, in inventory order
             machine = facts[instance.name]["machine"]
             if artifact and artifact.elf_machine is not None:
                 expected = ELF_MACHINES.get(artifact.elf_machine, ())
