@@ -55,7 +55,7 @@ def test_ssh_accept_new_is_an_explicit_opt_in(target, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     transport = SshTransport(ssh_host(target, ssh_known_hosts=str(empty), ssh_host_key_policy="accept-new"))
-    assert transport.run("hostname").stdout.strip() == target.name
+    assert transport.run("hostname").stdout.strip() == target.vars.get("incus_name", target.name)  # the container's own name
     transport.close()
 
 
