@@ -244,12 +244,13 @@ def service(name: str, *, enabled: bool = True, running: bool | None = True) -> 
     + enabled: start at boot
     + running: active now; None leaves it as it is (a deploy starts it)
     """
-    probe = f"systemctl is-enabled {q(name)} 2>/dev/null; systemctl is-active {q(name)} 2>/dev/null; true"
+    # One systemctl call for both states (is-enabled then is-active cost two): KEY=VALUE lines.
+    probe = f"systemctl show -p UnitFileState -p ActiveState {q(name)} 2>/dev/null; true"
 
     def decide(fact):
-        lines = (fact.split("\n") + ["", ""])[:2]
-        is_enabled = lines[0].strip() == "enabled"
-        is_active = lines[1].strip() == "active"
+        states = dict(line.strip().partition("=")[::2] for line in fact.splitlines())
+        is_enabled = states.get("UnitFileState") == "enabled"
+        is_active = states.get("ActiveState") == "active"
         if enabled and not is_enabled:
             yield Command(f"systemctl enable {q(name)} >/dev/null 2>&1")
         if not enabled and is_enabled:

@@ -188,3 +188,16 @@ def test_restart_handlers_stay_within_the_capacity_floor(tmp_path):
         lines = log.read_text().split()
         assert not result.failed and lines.count("start") == 4
         assert most_at_once(lines) == expected
+
+
+def test_service_decides_from_systemctl_show():
+    from fabfile.operations import service
+
+    commands = lambda op, fact: [c.command for c in op.decide(fact)]  # noqa: E731
+    running = service("haproxy")
+    assert commands(running, "ActiveState=active\nUnitFileState=enabled") == []
+    assert commands(running, "ActiveState=inactive\nUnitFileState=") == [
+        "systemctl enable haproxy >/dev/null 2>&1", "systemctl start haproxy"]
+    assert commands(service("veza-api", running=None), "ActiveState=inactive\nUnitFileState=enabled") == []
+    assert commands(service("x", enabled=False, running=False), "ActiveState=active\nUnitFileState=enabled") == [
+        "systemctl disable x >/dev/null 2>&1", "systemctl stop x"]
