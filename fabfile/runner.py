@@ -5,7 +5,8 @@ are built (templates rendered, variables checked) before any host is touched,
 so bad input stops the play with nothing changed anywhere. Running then visits
 the hosts in parallel (at most ``forks`` at once): one batched probe per host,
 the actions of the steps that need them, a fresh batched probe after each
-change (later steps may depend on it), and the notified handlers once at the end.
+change (later steps may depend on it; it rides on the change's last round trip),
+and the notified handlers once at the end.
 
 Handlers that restart a pool member run inside a slot (``handler_slots``: one
 semaphore per pool, sized by its capacity floor), so the hosts of a pool are
@@ -115,14 +116,25 @@ def forget_handlers(names) -> str:
             f"if [ -s {staging} ]; then mv -f {staging} {record}; else rm -f {staging} {record}; fi; fi")
 
 
-def _apply(transport: Transport, actions) -> None:
-    """Run actions in order, joining consecutive commands into one round trip."""
+def _apply(transport: Transport, actions, then_probe: str | None = None) -> str | None:
+    """Run actions in order, joining consecutive commands into one round trip.
+
+    ``then_probe`` (a ``probe_script``) rides on the last round trip, run only once the actions
+    succeeded, and that round trip's output is returned for ``parse_facts``; None when the actions
+    did not end with a command (then the caller probes on its own).
+    """
     pending = []
 
-    def flush():
-        if pending:
-            transport.run(chain(pending))
-            pending.clear()
+    def flush(probe=None):
+        if not pending:
+            return None
+        command = chain(pending)
+        pending.clear()
+        if probe is None:
+            transport.run(command)
+            return None
+        # The probes' own exit codes mean nothing (probe_facts runs them with warn): end on true.
+        return transport.run(f"{command} && {{\n{probe}\ntrue\n}}").stdout
 
     for action in actions:
         if isinstance(action, Command):
@@ -130,7 +142,7 @@ def _apply(transport: Transport, actions) -> None:
         elif isinstance(action, Upload):
             flush()
             transport.put(action)
-    flush()
+    return flush(then_probe)
 
 
 def parse_env(text: str) -> dict:
@@ -197,8 +209,13 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
                 new_handlers = [h for h in operation.notify if h in plan.handlers]
                 if new_handlers:
                     actions.insert(0, Command(remember_handlers(new_handlers)))
-                _apply(transport, actions)
-                facts[index + 1:] = probe_facts(transport, plan.operations[index + 1:])
+                # The later steps' probes again (a change may change their facts), in the actions' last round trip.
+                later = plan.operations[index + 1:]
+                printed = _apply(transport, actions, probe_script([op.probe for op in later]) if later else None)
+                if printed is None or FACT_MARKER not in printed:  # no command last, or one that ended the shell early
+                    facts[index + 1:] = probe_facts(transport, later)
+                else:
+                    facts[index + 1:] = parse_facts(printed, len(later))
             notified.extend(h for h in operation.notify if h not in notified)
             record(operation.name, "changed", started)
         except PreconditionFailed as exc:

@@ -201,3 +201,33 @@ def test_service_decides_from_systemctl_show():
     assert commands(service("veza-api", running=None), "ActiveState=inactive\nUnitFileState=enabled") == []
     assert commands(service("x", enabled=False, running=False), "ActiveState=active\nUnitFileState=enabled") == [
         "systemctl disable x >/dev/null 2>&1", "systemctl stop x"]
+
+
+class CountingTransport(LocalTransport):
+    """The local transport, counting round trips (commands and uploads)."""
+
+    trips = 0
+
+    def _run(self, command, **kwargs):
+        CountingTransport.trips += 1
+        return super()._run(command, **kwargs)
+
+    def _put(self, *args):
+        CountingTransport.trips += 1
+        return super()._put(*args)
+
+
+def test_a_change_is_seen_by_the_later_steps_in_the_same_round_trip(tmp_path):
+    """The later steps' facts are probed again after a change, riding on the change's own command."""
+    target = tmp_path / "f"
+    same = lambda: file(str(target), "x\n", owner=ME, group=ME, mode="0644")  # noqa: E731
+    stream = io.StringIO()
+    plan = HostPlan(host=local_host(), operations=[directory(str(tmp_path / "d"), ME, ME, "0755"), same(), same()],
+                    handlers={})
+    CountingTransport.trips = 0
+    results = run_host(plan, check=False, diff=False, output=Output(Masker(), stream),
+                       transport_factory=CountingTransport)
+    # The second file step sees what the first wrote: ok. Round trips: the first probe, the directory
+    # (with the probe), the upload, the rename (with the probe); none for the second file step.
+    assert statuses(results) == ["changed", "changed", "ok"]
+    assert CountingTransport.trips == 4
