@@ -131,9 +131,9 @@ class IncusTransport(Transport):
 
     def _run(self, command, *, timeout, stdin):
         started = time.monotonic()
-        if self.api is not None and not stdin:  # the API's recorded exec has no stdin: data goes the CLI's way
+        if self.api is not None:
             try:
-                result = self.api.exec(self.instance, command, timeout)
+                result = self.api.exec(self.instance, command, timeout, stdin)
             except incus.IncusError as exc:
                 raise TransportError(f"{self.name}: incus exec failed: {exc}") from None
         else:
