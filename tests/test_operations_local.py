@@ -231,3 +231,32 @@ def test_a_change_is_seen_by_the_later_steps_in_the_same_round_trip(tmp_path):
     # (with the probe), the upload, the rename (with the probe); none for the second file step.
     assert statuses(results) == ["changed", "changed", "ok"]
     assert CountingTransport.trips == 4
+
+
+def test_an_interrupted_play_stops_each_host_before_its_next_step_and_the_next_run_converges(tmp_path):
+    import threading
+
+    log = tmp_path / "handler.log"
+    handlers = {"restart app": f"echo restarted >> {log}"}
+    stopping = threading.Event()
+
+    class CtrlCDuringTheFirstChange(LocalTransport):
+        def _run(self, command, **kwargs):
+            if "mv -f" in command:
+                stopping.set()  # what run_play does when the main thread takes the Ctrl-C
+            return super()._run(command, **kwargs)
+
+    operations = lambda: [file(str(tmp_path / "a"), "1\n", owner=ME, group=ME, notify=["restart app"]),  # noqa: E731
+                          directory(str(tmp_path / "d"), ME, ME, "0755")]
+    plan = HostPlan(host=local_host(), operations=operations(), handlers=handlers)
+    results = run_host(plan, check=False, diff=False, output=Output(Masker(), io.StringIO()),
+                       transport_factory=CtrlCDuringTheFirstChange, stopping=stopping)
+    assert [(r.status, r.detail) for r in results] == [("changed", ""), ("skipped", "interrupted")]
+    assert (tmp_path / "a").read_text() == "1\n" and not (tmp_path / "d").exists() and not log.exists()
+    results, _ = run(operations(), handlers=handlers)  # the next run: the rest, and the handler still owed
+    assert statuses(results) == ["ok", "changed", "changed"] and log.read_text() == "restarted\n"
+    # A host whose turn comes after the interrupt is not touched at all.
+    untouched = HostPlan(host=local_host(), operations=[directory(str(tmp_path / "e"), ME, ME, "0755")], handlers={})
+    results = run_host(untouched, check=False, diff=False, output=Output(Masker(), io.StringIO()),
+                       transport_factory=CtrlCDuringTheFirstChange, stopping=stopping)
+    assert [r.status for r in results] == ["skipped"] and not (tmp_path / "e").exists()
