@@ -77,6 +77,12 @@ def test_the_local_daemon_is_reached_without_an_incus_process(target, monkeypatc
 
 
 @pytest.mark.parametrize("make", ["incus", "incus-cli"])
+def test_a_put_that_cannot_land_is_a_transport_error(target, make):
+    with pytest.raises(TransportError, match="incus file push to /veza-no-such-dir/f failed"):
+        MAKERS[make](target).put(b"x\n", "/veza-no-such-dir/f", mode="0600")
+
+
+@pytest.mark.parametrize("make", ["incus", "incus-cli"])
 def test_a_missing_instance_is_a_transport_error(target, make):
     ghost = Host(name="ghost", inventory_vars={"connection": "incus", "incus_name": "veza-no-such-instance"},
                  groups=["all"])
