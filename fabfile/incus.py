@@ -4,12 +4,13 @@ Used by the incus transport, the lab and the failover stopper. Every instance
 name goes after ``--`` and is validated, so a name such as ``--all`` can never
 become an option (``incus stop --force --all`` would stop every instance).
 
-``LocalAPI`` talks to the local daemon's REST API over its unix socket, with the
-standard library's ``http.client``: an ``incus exec`` costs a Go CLI start (about
-20 ms of CPU) per call, which is most of a no-op play's per-host cost on a small
-machine. pylxd speaks the same API but needs websockets (ws4py) for exec and pulls
-requests and cryptography into every task's start-up; four endpoints do here.
-Remotes keep the CLI, which owns their addresses and certificates.
+``LocalAPI`` talks to the local daemon's REST API over its unix socket (the standard
+library's ``http.client``, and the ``websockets`` library for exec's streams): an
+``incus exec`` costs a Go CLI start (about 20 ms of CPU) per call, a large part of a
+no-op play's per-host cost on a small machine. pylxd speaks the same API but is written
+for LXD (its headers and socket), brings ws4py, requests and cryptography into every
+task's start-up, and we use three of its endpoints. Remotes keep the CLI, which owns
+their addresses and certificates.
 """
 
 from __future__ import annotations
