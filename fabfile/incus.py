@@ -127,6 +127,17 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 REQUEST_TIMEOUT = 60  # seconds for one API request that is not a wait (the daemon answers at once)
 
 
+def _drop(streams) -> None:
+    """Close websockets without the closing handshake: the daemon never answers one on a stream
+    it is still writing, so a polite close would wait out its timeout on each."""
+    for stream in streams:
+        try:
+            stream.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
+        stream.socket.close()
+
+
 class LocalAPI:
     """Exec and file push through the local daemon's REST API over its unix socket.
 
@@ -135,8 +146,8 @@ class LocalAPI:
     dependency for the load tests) and the operation's end for the exit code. (Recording the output
     on the daemon instead costs four more requests, each loading the instance: more daemon CPU
     than the CLI it replaces.) A ``timeout`` bounds both ends: the wait here and the command inside
-    the instance (``remote_argv``). An interrupted exec closes its streams cleanly and leaves the
-    command to finish inside the instance, as with ssh.
+    the instance (``remote_argv``). An interrupted exec drops its streams at once; what the
+    command does then is the daemon's doing, as when an ``incus exec`` client is killed.
     """
 
     def __init__(self, socket_path: str):
@@ -197,27 +208,35 @@ class LocalAPI:
                 pass  # the daemon closes a stream when the command's end of it closed
 
         connection = _UnixHTTPConnection(self.socket_path, REQUEST_TIMEOUT)
+        opened = []
         with contextlib.closing(connection), contextlib.ExitStack() as streams:
             started = self._call(connection, "POST", f"/1.0/instances/{quote(name)}/exec", {
                 "command": remote_argv(command, timeout), "environment": {}, "interactive": False,
                 "wait-for-websocket": True, "record-output": False})
             operation, secrets = started["operation"], started["metadata"]["metadata"]["fds"]
             try:
-                control, to_stdin, from_stdout, from_stderr = (streams.enter_context(unix_connect(
-                    self.socket_path, f"ws://incus{operation}/websocket?secret={quote(secrets[fd])}",
-                    compression=None, ping_interval=None, max_size=None, user_agent_header=None,
-                    open_timeout=REQUEST_TIMEOUT, close_timeout=5)) for fd in ("control", "0", "1", "2"))
+                for fd in ("control", "0", "1", "2"):  # the daemon starts the command once all four are open
+                    opened.append(streams.enter_context(unix_connect(
+                        self.socket_path, f"ws://incus{operation}/websocket?secret={quote(secrets[fd])}",
+                        compression=None, ping_interval=None, max_size=None, user_agent_header=None,
+                        open_timeout=REQUEST_TIMEOUT, close_timeout=5)))
+                _, to_stdin, from_stdout, from_stderr = opened
                 if stdin:
                     to_stdin.send(bytes(stdin))
                 to_stdin.close()  # end of input: the command reads EOF
+                stdout, stderr = [], []
+                reader = threading.Thread(target=collect, args=(from_stderr, stderr), daemon=True)
+                reader.start()
+                collect(from_stdout, stdout)
+                reader.join(remaining())
             except (WebSocketException, OSError, KeyError) as exc:
+                _drop(opened)
                 raise IncusError(f"incus exec streams: {exc}") from None
-            stdout, stderr = [], []
-            reader = threading.Thread(target=collect, args=(from_stderr, stderr), daemon=True)
-            reader.start()
-            collect(from_stdout, stdout)
-            reader.join(remaining())
+            except BaseException:  # Ctrl-C (or SIGTERM raised as one): let go at once
+                _drop(opened)
+                raise
             if timed_out.is_set() or reader.is_alive():
+                _drop(opened)
                 return Result(shown, TIMED_OUT, b"".join(stdout).decode(errors="replace"), f"timed out after {timeout}s")
             wait = -1 if grace is None else max(1, math.ceil(remaining()))
             done = self._call(connection, "GET", f"{operation}/wait?timeout={wait}",

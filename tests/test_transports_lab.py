@@ -65,6 +65,19 @@ def test_a_timeout_ends_the_command_inside_the_instance_too(target, make):
     assert transport.run("pgrep -f '^sleep 61[.]5$' || echo gone").stdout.strip() == "gone"
 
 
+@pytest.mark.parametrize("make", ["incus", "incus-cli"])
+def test_ctrl_c_during_a_command_is_taken_at_once(target, make):
+    import signal
+    import threading
+
+    transport = MAKERS[make](target)
+    threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        transport.run("sleep 20")
+    assert time.monotonic() - started < 3
+
+
 def test_the_local_daemon_is_reached_without_an_incus_process(target, monkeypatch):
     def no_process(argv, **kwargs):
         raise AssertionError(f"a process was started: {argv[:3]}")
