@@ -5,7 +5,8 @@ are built (templates rendered, variables checked) before any host is touched,
 so bad input stops the play with nothing changed anywhere. Running then visits
 the hosts in parallel (at most ``forks`` at once): one batched probe per host,
 the actions of the steps that need them, a fresh batched probe after each
-change (later steps may depend on it), and the notified handlers once at the end.
+change (later steps may depend on it; it rides on the change's last round trip),
+and the notified handlers once at the end.
 
 Handlers that restart a pool member run inside a slot (``handler_slots``: one
 semaphore per pool, sized by its capacity floor), so the hosts of a pool are
@@ -20,6 +21,7 @@ whatever is still recorded.
 from __future__ import annotations
 
 import difflib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -46,8 +48,6 @@ class HostPlan:
 
 def restart_slots(plans, group: str, pool_size: int, min_up: int) -> None:
     """Give every plan of a host in ``group`` the same slot: (pool size - floor) handlers at once."""
-    import threading
-
     slot = threading.BoundedSemaphore(max(1, pool_size - min_up))
     for plan in plans:
         if group in plan.host.groups:
@@ -115,14 +115,25 @@ def forget_handlers(names) -> str:
             f"if [ -s {staging} ]; then mv -f {staging} {record}; else rm -f {staging} {record}; fi; fi")
 
 
-def _apply(transport: Transport, actions) -> None:
-    """Run actions in order, joining consecutive commands into one round trip."""
+def _apply(transport: Transport, actions, then_probe: str | None = None) -> str | None:
+    """Run actions in order, joining consecutive commands into one round trip.
+
+    ``then_probe`` (a ``probe_script``) rides on the last round trip, run only once the actions
+    succeeded, and that round trip's output is returned for ``parse_facts``; None when the actions
+    did not end with a command (then the caller probes on its own).
+    """
     pending = []
 
-    def flush():
-        if pending:
-            transport.run(chain(pending))
-            pending.clear()
+    def flush(probe=None):
+        if not pending:
+            return None
+        command = chain(pending)
+        pending.clear()
+        if probe is None:
+            transport.run(command)
+            return None
+        # The probes' own exit codes mean nothing (probe_facts runs them with warn): end on true.
+        return transport.run(f"{command} && {{\n{probe}\ntrue\n}}").stdout
 
     for action in actions:
         if isinstance(action, Command):
@@ -130,7 +141,7 @@ def _apply(transport: Transport, actions) -> None:
         elif isinstance(action, Upload):
             flush()
             transport.put(action)
-    flush()
+    return flush(then_probe)
 
 
 def parse_env(text: str) -> dict:
@@ -156,10 +167,18 @@ def describe_difference(current: str, operation: Operation, masker: Masker) -> s
     return masker("".join(lines))
 
 
-def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transport_factory=connect) -> list:
-    """Run one host's plan; return its step results. Never raises for host-side trouble."""
+def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transport_factory=connect,
+             stopping=None) -> list:
+    """Run one host's plan; return its step results. Never raises for host-side trouble.
+
+    ``stopping`` (a threading.Event) set means the play was interrupted: the step in flight ends,
+    the later ones are skipped and the handlers wait on the host for the next run.
+    """
     name = plan.host.name
     results = []
+
+    def interrupted():
+        return stopping is not None and stopping.is_set()
 
     def record(step, status, started, detail=""):
         result = StepResult(name, step, status, round(time.monotonic() - started, 3), output.masker(detail))
@@ -167,6 +186,8 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
         output.step(name, status, result.seconds, step + (" (check)" if check and status == "changed" else ""),
                     result.detail)
 
+    if interrupted():  # interrupted before this host's turn: not even probed
+        return [StepResult(name, operation.name, "skipped", 0.0, "interrupted") for operation in plan.operations]
     started = time.monotonic()
     transport = None
     try:
@@ -180,8 +201,8 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
     failed = False
     for index, operation in enumerate(plan.operations):
         started = time.monotonic()
-        if failed:
-            results.append(StepResult(name, operation.name, "skipped", 0.0))
+        if failed or interrupted():
+            results.append(StepResult(name, operation.name, "skipped", 0.0, "interrupted" if not failed else ""))
             continue
         try:
             actions = list(operation.decide(facts[index]))
@@ -197,8 +218,13 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
                 new_handlers = [h for h in operation.notify if h in plan.handlers]
                 if new_handlers:
                     actions.insert(0, Command(remember_handlers(new_handlers)))
-                _apply(transport, actions)
-                facts[index + 1:] = probe_facts(transport, plan.operations[index + 1:])
+                # The later steps' probes again (a change may change their facts), in the actions' last round trip.
+                later = plan.operations[index + 1:]
+                printed = _apply(transport, actions, probe_script([op.probe for op in later]) if later else None)
+                if printed is None or FACT_MARKER not in printed:  # no command last, or one that ended the shell early
+                    facts[index + 1:] = probe_facts(transport, later)
+                else:
+                    facts[index + 1:] = parse_facts(printed, len(later))
             notified.extend(h for h in operation.notify if h not in notified)
             record(operation.name, "changed", started)
         except PreconditionFailed as exc:
@@ -207,10 +233,11 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
         except (CommandFailed, TransportError) as exc:
             record(operation.name, "failed", started, str(exc))
             failed = True
-    if not failed:
+    if not failed and not interrupted():
         if plan.handler_slot is not None and not check and any(h in notified for h in plan.handlers):
             with plan.handler_slot:
-                _run_handlers(plan, notified, transport, check, record)
+                if not interrupted():  # waited for the slot while the play was interrupted
+                    _run_handlers(plan, notified, transport, check, record)
         else:
             _run_handlers(plan, notified, transport, check, record)
     transport.close()
@@ -277,16 +304,22 @@ def run_play(title: str, plans, *, check=False, diff=False, output: Output, fork
              transport_factory=connect) -> PlayResult:
     """Run host plans, at most ``forks`` hosts at once; print the recap; return the results.
 
-    One failed host does not stop the others (Ansible's semantics).
+    One failed host does not stop the others (Ansible's semantics). An interrupt (Ctrl-C, or SIGTERM
+    raised as one) stops every host before its next step, then goes on up once the steps in flight ended.
     """
     started = time.monotonic()
     output.line(f"== {title}{' (check mode: nothing is changed)' if check else ''}")
     for plan in plans:
         for warning in plan.warnings:
             output.line(f"warning: {warning}")
+    stopping = threading.Event()
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(plans) or 1))) as pool:
-        per_host = list(pool.map(lambda p: run_host(p, check=check, diff=diff, output=output,
-                                                     transport_factory=transport_factory), plans))
+        try:
+            per_host = list(pool.map(lambda p: run_host(p, check=check, diff=diff, output=output,
+                                                         transport_factory=transport_factory, stopping=stopping), plans))
+        except KeyboardInterrupt:
+            stopping.set()  # the pool's exit then waits for the steps in flight, each host stopping after its own
+            raise
     result = PlayResult(title=title, check=check, seconds=time.monotonic() - started,
                         steps=[s for steps in per_host for s in steps])
     output.recap(title, result.seconds, result.recap())

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 
 from . import incus
-from .process import ProcessNotFound, Result, run_argv
+from .process import TIMED_OUT, ProcessNotFound, Result, run_argv
 from .shell import Command, Upload, q
 
 CONNECT_TIMEOUT = 10  # seconds to open an SSH connection
@@ -113,22 +114,39 @@ class LocalTransport(Transport):
 
 
 class IncusTransport(Transport):
-    """``incus exec -- [REMOTE:]NAME sh -c CMD`` and ``incus file push --mode``."""
+    """An instance of the local daemon through its REST API (``incus.LocalAPI``: no CLI process per
+    call); on a remote (or without the local socket), ``incus exec -- REMOTE:NAME sh -c CMD`` and
+    ``incus file push --mode``. Either way a timeout also ends the command inside the instance."""
 
     def __init__(self, host):
         super().__init__(host)
+        name, remote = host.vars.get("incus_name", host.name), host.vars.get("incus_remote")
         try:
-            self.instance = incus.instance_ref(host.vars.get("incus_name", host.name), host.vars.get("incus_remote"))
+            self.instance = incus.instance_ref(name, remote)
         except incus.IncusError as exc:
             raise TransportError(f"{host.name}: {exc}") from None
+        local = self.instance == name  # no remote prefix: the local daemon
+        socket_path = incus.local_socket() if local else None
+        self.api = incus.LocalAPI(socket_path) if socket_path else None
 
     def _run(self, command, *, timeout, stdin):
-        result = _local(incus.exec_argv(self.instance, command), command, timeout, stdin)
-        if result.exited != 0 and result.stderr.startswith("Error:") and not result.stdout \
-                and not self._instance_running():
-            # incus itself failed (instance missing or stopped), not the command (nft, for one, also
-            # starts its messages with "Error:", hence the question to the daemon).
-            raise TransportError(f"{self.name}: incus exec failed: {result.stderr.strip()}")
+        started = time.monotonic()
+        if self.api is not None:
+            try:
+                result = self.api.exec(self.instance, command, timeout, stdin)
+            except incus.IncusError as exc:
+                raise TransportError(f"{self.name}: incus exec failed: {exc}") from None
+        else:
+            result = _local(incus.exec_argv(self.instance, command, timeout), command,
+                            None if timeout is None else timeout + incus.KILL_AFTER + 1, stdin)
+            if result.exited != 0 and result.stderr.startswith("Error:") and not result.stdout \
+                    and not self._instance_running():
+                # incus itself failed (instance missing or stopped), not the command (nft, for one, also
+                # starts its messages with "Error:", hence the question to the daemon).
+                raise TransportError(f"{self.name}: incus exec failed: {result.stderr.strip()}")
+        if timeout is not None and result.exited == TIMED_OUT and time.monotonic() - started >= timeout:
+            # Ended by the timeout inside the instance: said as a local timeout says it.
+            result = Result(result.command, TIMED_OUT, result.stdout, result.stderr or f"timed out after {timeout}s")
         return result
 
     def _instance_running(self) -> bool:
@@ -137,8 +155,14 @@ class IncusTransport(Transport):
         return isinstance(state, dict) and state.get("status") == "Running"
 
     def _put(self, local_path, remote, mode):
-        # The file is created with --mode by incus itself, so it is never readable by others first.
-        argv = incus.push_argv(local_path, self.instance, remote if remote.startswith("/") else f"/{remote}", mode)
+        # The file is created with its mode by incus itself, so it is never readable by others first.
+        remote = remote if remote.startswith("/") else f"/{remote}"
+        if self.api is not None:
+            try:
+                return self.api.push(self.instance, local_path, remote, mode)
+            except incus.IncusError as exc:
+                raise TransportError(f"{self.name}: incus file push to {remote} failed: {exc}") from None
+        argv = incus.push_argv(local_path, self.instance, remote, mode)
         result = _local(argv, " ".join(map(q, argv)), PUSH_TIMEOUT, None)
         if not result.ok:
             raise TransportError(f"{self.name}: incus file push to {remote} failed: {result.tail()}")

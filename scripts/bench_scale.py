@@ -5,7 +5,7 @@ On a lab whose API pool has 12 instances (`make bench-scale` generates .lab/host
 scripts/lab_inventory.py and brings it up), prints one table:
   - api.setup over the first 2, 6 and 12 instances: fresh (the api role removed from those
     instances first: unit, env file, directories, user; the common baseline stays) and no-op
-    (median of 3 re-runs);
+    (median of 5 re-runs, with their spread);
   - api.deploy of one instance, then of all 12 at --batch 1, 25 % and 50 %, each with the capacity
     floor deploy_min_up=50 %, while a sampler reads HAProxy's pool every 0.3 s (the minimum number
     UP it saw) and 20 req/s go through HAProxy to the API (failed requests counted).
@@ -34,6 +34,7 @@ from fabfile.shell import q  # noqa: E402
 INV = str(Path(sys.executable).parent / "inv")  # the inv of the venv running this script
 FLOOR = "50%"
 SAMPLE_EVERY = 0.3
+NOOP_RUNS = 5  # no-op re-runs per pool size: the machine is shared, so the median and the spread
 RATE = 20.0
 
 
@@ -122,12 +123,14 @@ def main(argv=None) -> int:
         sys.exit(f"error: {args.inventory} has {len(pool)} API instances; generate 12 with "
                  "scripts/lab_inventory.py --api-instances 12 -o .lab/hosts-12.yaml, then inv lab.up --inventory it")
     base = ["--inventory", args.inventory]
-    rows = []
+    rows, spread = [], {}
     for n in (2, 6, 12):
         limit = ",".join(h.name for h in pool[:n])
         remove_api_role(pool[:n])
         fresh = inv("api.setup", *base, "--limit", limit)
-        noop = statistics.median(inv("api.setup", *base, "--limit", limit) for _ in range(3))
+        runs = [inv("api.setup", *base, "--limit", limit) for _ in range(NOOP_RUNS)]
+        spread[n] = (min(runs), max(runs))
+        noop = statistics.median(runs)
         rows.append((f"api.setup fresh", n, fresh, None))
         rows.append((f"api.setup no-op", n, noop, None))
     build = REPO / ".lab" / "build"
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
         failed = f"{extra['failed']}/{extra['requests']}" if extra else "-"
         print(f"{what:<28} {n:>4} {wall:7.2f} {wall / n:7.2f} {up:>10} {failed:>16}")
     noop = {n: wall for what, n, wall, _ in rows if what == "api.setup no-op"}
-    print(f"\nno-op api.setup: 12 instances / 2 instances = {noop[12] / noop[2]:.2f}x (target <= 1.5x)")
+    print(f"\nno-op api.setup: 12 instances / 2 instances = {noop[12] / noop[2]:.2f}x (target <= 1.5x); median of "
+          f"{NOOP_RUNS}, min-max " + ", ".join(f"{n}: {low:.2f}-{high:.2f} s" for n, (low, high) in spread.items()))
     quarter = next(r for r in rows if r[0] == "api.deploy --batch 25%")
     print(f"deploy of 12 at --batch 25% / one-instance deploy = {quarter[2] / single['wall']:.2f}x (target <= 4x); "
           f"floor deploy_min_up={FLOOR} = {len(pool) // 2} UP, sampled every {SAMPLE_EVERY}s")

@@ -34,6 +34,18 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def addresses_named_in(variable_sets) -> set:
+    """Every value of these vars that is an IP address (``lb_vip``, say): a new host must not take it."""
+    named = set()
+    for variables in variable_sets:
+        for value in variables.values():
+            try:
+                named.add(str(ipaddress.ip_address(str(value))))
+            except ValueError:
+                pass
+    return named
+
+
 def grow(base: dict, counts: dict) -> dict:
     """``base`` (the parsed YAML) with each group of ``counts`` holding exactly that many hosts."""
     top = base.get("all") or {}
@@ -45,8 +57,7 @@ def grow(base: dict, counts: dict) -> dict:
     children = top.get("children") or {}
     used = {str(h.get("address")) for group in children.values() for h in ((group or {}).get("hosts") or {}).values()
             if isinstance(h, dict)}
-    # The keepalived VIP (a group variable, the .100 of the lab's subnet) is no instance's address.
-    used |= {str(((group or {}).get("vars") or {}).get("lb_vip")) for group in children.values()} | {str(shared.get("lb_vip"))}
+    used |= addresses_named_in([shared, *((group or {}).get("vars") or {} for group in children.values())])
     free = (str(a) for a in subnet.hosts() if int(a) - int(subnet.network_address) >= FIRST_GENERATED_OCTET
             and str(a) not in used)
     for group, count in counts.items():

@@ -210,18 +210,3 @@ def test_a_handover_between_two_samples_is_neither_two_holders_nor_none():
     checks = ownership_checks(samples, moved_at=1.0, returned_at=2.0)
     assert checks["two_holder_samples"] == 0 and checks["no_holder_samples_after_move"] == 0
     assert checks["in_transition_samples"] == 4 and [c["to"] for c in checks["moves_after_return"]] == ["a"]
-
-
-def test_generated_pool_never_takes_the_vip_address(tmp_path):
-    """scripts/lab_inventory.py numbers new instances from the subnet's .100, which is also where the lab's VIP sits."""
-    base = tmp_path / "hosts.yaml"
-    base.write_text(yaml.safe_dump({"all": {"vars": {"lab_subnet": "10.9.0.0/24"}, "children": {
-        "haproxy": {"vars": {"lb_vip": "10.9.0.100"}, "hosts": {"haproxy": {"address": "10.9.0.10"},
-                                                               "haproxy-2": {"address": "10.9.0.11"}}},
-        "backend_api_instances": {"hosts": {"backend-api-1": {"address": "10.9.0.21"}}}}}}))
-    out = tmp_path / "hosts-4.yaml"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "lab_inventory.py"), "--from", str(base), "--api-instances", "4",
-                    "-o", str(out)], check=True, capture_output=True)
-    pool = yaml.safe_load(out.read_text())["all"]["children"]["backend_api_instances"]["hosts"]
-    addresses = [host["address"] for host in pool.values()]
-    assert len(pool) == 4 and "10.9.0.100" not in addresses and len(set(addresses)) == 4

@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 from fabfile.lab import base, containers, lifecycle
+from fabfile.lab.settings import instance_name
 from fabfile.inventory import load_inventory
 
 pytestmark = [
@@ -38,13 +39,14 @@ def test_every_container_runs_at_its_inventory_address(lab_hosts):
     instances = containers.list_instances()
     assert len(lab_hosts) == 6  # the balancer pair, two API instances, two stream servers
     for host in lab_hosts:
-        assert instances[host.name]["status"] == "Running", host.name
-        assert lifecycle.running_address(instances[host.name]) == host.address
+        assert instances[instance_name(host)]["status"] == "Running", host.name
+        assert lifecycle.running_address(instances[instance_name(host)]) == host.address
 
 
 def test_systemd_is_up_inside_each_container(lab_hosts):
     for host in lab_hosts:
-        state = base.INCUS.run("exec", "--", host.name, "systemctl", "is-system-running", check=False).stdout.strip()
+        state = base.INCUS.run("exec", "--", instance_name(host), "systemctl", "is-system-running",
+                               check=False).stdout.strip()
         assert state in ("running", "degraded"), f"{host.name}: {state}"
 
 
@@ -59,7 +61,7 @@ def test_ssh_with_lab_key_and_strict_known_hosts(lab_hosts):
             client.connect(host.address, username="root", key_filename=str(base.SSH_KEY), look_for_keys=False,
                            allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10)
             _, stdout, _ = client.exec_command("hostname", timeout=10)
-            assert stdout.read().decode().strip() == host.name
+            assert stdout.read().decode().strip() == instance_name(host)
         finally:
             client.close()
 
@@ -89,16 +91,16 @@ def test_second_lab_up_changes_nothing(first_report):
 
 def test_status_lists_every_container(lab_hosts, capsys):
     rows = lifecycle.lab_status(str(INVENTORY))
-    assert {row.name: row.state for row in rows} == {host.name: "RUNNING" for host in lab_hosts}
+    assert {row.name: row.state for row in rows} == {instance_name(host): "RUNNING" for host in lab_hosts}
     assert all(set(row.services) == set(base.ROLE_SERVICES) for row in rows)
     printed = capsys.readouterr().out
-    assert all(host.name in printed for host in lab_hosts)
+    assert all(instance_name(host) in printed for host in lab_hosts)
 
 
 def test_systemd_sandboxing_works_in_a_container(lab_hosts):
     """The roles' hardened units need namespaces inside the container (security.nesting)."""
     done = base.INCUS.run(
-        "exec", "--", lab_hosts[0].name, "systemd-run", "--quiet", "--wait", "--collect",
+        "exec", "--", instance_name(lab_hosts[0]), "systemd-run", "--quiet", "--wait", "--collect",
         "-p", "ProtectSystem=strict", "-p", "PrivateDevices=yes", "-p", "ProtectKernelTunables=yes",
         "-p", "PrivateUsers=yes", "-p", "RestrictNamespaces=yes", "-p", "PrivateTmp=yes",
         "-p", "SystemCallFilter=@system-service", "-p", "NoNewPrivileges=yes", "true",

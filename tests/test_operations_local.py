@@ -188,3 +188,75 @@ def test_restart_handlers_stay_within_the_capacity_floor(tmp_path):
         lines = log.read_text().split()
         assert not result.failed and lines.count("start") == 4
         assert most_at_once(lines) == expected
+
+
+def test_service_decides_from_systemctl_show():
+    from fabfile.operations import service
+
+    commands = lambda op, fact: [c.command for c in op.decide(fact)]  # noqa: E731
+    running = service("haproxy")
+    assert commands(running, "ActiveState=active\nUnitFileState=enabled") == []
+    assert commands(running, "ActiveState=inactive\nUnitFileState=") == [
+        "systemctl enable haproxy >/dev/null 2>&1", "systemctl start haproxy"]
+    assert commands(service("veza-api", running=None), "ActiveState=inactive\nUnitFileState=enabled") == []
+    assert commands(service("x", enabled=False, running=False), "ActiveState=active\nUnitFileState=enabled") == [
+        "systemctl disable x >/dev/null 2>&1", "systemctl stop x"]
+
+
+class CountingTransport(LocalTransport):
+    """The local transport, counting round trips (commands and uploads)."""
+
+    trips = 0
+
+    def _run(self, command, **kwargs):
+        CountingTransport.trips += 1
+        return super()._run(command, **kwargs)
+
+    def _put(self, *args):
+        CountingTransport.trips += 1
+        return super()._put(*args)
+
+
+def test_a_change_is_seen_by_the_later_steps_in_the_same_round_trip(tmp_path):
+    """The later steps' facts are probed again after a change, riding on the change's own command."""
+    target = tmp_path / "f"
+    same = lambda: file(str(target), "x\n", owner=ME, group=ME, mode="0644")  # noqa: E731
+    stream = io.StringIO()
+    plan = HostPlan(host=local_host(), operations=[directory(str(tmp_path / "d"), ME, ME, "0755"), same(), same()],
+                    handlers={})
+    CountingTransport.trips = 0
+    results = run_host(plan, check=False, diff=False, output=Output(Masker(), stream),
+                       transport_factory=CountingTransport)
+    # The second file step sees what the first wrote: ok. Round trips: the first probe, the directory
+    # (with the probe), the upload, the rename (with the probe); none for the second file step.
+    assert statuses(results) == ["changed", "changed", "ok"]
+    assert CountingTransport.trips == 4
+
+
+def test_an_interrupted_play_stops_each_host_before_its_next_step_and_the_next_run_converges(tmp_path):
+    import threading
+
+    log = tmp_path / "handler.log"
+    handlers = {"restart app": f"echo restarted >> {log}"}
+    stopping = threading.Event()
+
+    class CtrlCDuringTheFirstChange(LocalTransport):
+        def _run(self, command, **kwargs):
+            if "mv -f" in command:
+                stopping.set()  # what run_play does when the main thread takes the Ctrl-C
+            return super()._run(command, **kwargs)
+
+    operations = lambda: [file(str(tmp_path / "a"), "1\n", owner=ME, group=ME, notify=["restart app"]),  # noqa: E731
+                          directory(str(tmp_path / "d"), ME, ME, "0755")]
+    plan = HostPlan(host=local_host(), operations=operations(), handlers=handlers)
+    results = run_host(plan, check=False, diff=False, output=Output(Masker(), io.StringIO()),
+                       transport_factory=CtrlCDuringTheFirstChange, stopping=stopping)
+    assert [(r.status, r.detail) for r in results] == [("changed", ""), ("skipped", "interrupted")]
+    assert (tmp_path / "a").read_text() == "1\n" and not (tmp_path / "d").exists() and not log.exists()
+    results, _ = run(operations(), handlers=handlers)  # the next run: the rest, and the handler still owed
+    assert statuses(results) == ["ok", "changed", "changed"] and log.read_text() == "restarted\n"
+    # A host whose turn comes after the interrupt is not touched at all.
+    untouched = HostPlan(host=local_host(), operations=[directory(str(tmp_path / "e"), ME, ME, "0755")], handlers={})
+    results = run_host(untouched, check=False, diff=False, output=Output(Masker(), io.StringIO()),
+                       transport_factory=CtrlCDuringTheFirstChange, stopping=stopping)
+    assert [r.status for r in results] == ["skipped"] and not (tmp_path / "e").exists()

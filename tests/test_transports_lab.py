@@ -1,9 +1,11 @@
 """The incus and ssh transports for real, against the lab's containers."""
 
 import textwrap
+import time
 
 import pytest
 
+from fabfile import incus, process, transports
 from fabfile.inventory import Host, load_inventory
 from fabfile.shell import q
 from fabfile.transports import IncusTransport, SshTransport, TransportError
@@ -27,9 +29,19 @@ def ssh_host(target, **extra):
     return Host(name=target.name, inventory_vars=values, groups=["all"])
 
 
-@pytest.mark.parametrize("make", ["incus", "ssh"])
+def incus_cli(host):
+    """An incus transport that goes the CLI's way, as it does for a remote's instances."""
+    transport = IncusTransport(host)
+    transport.api = None
+    return transport
+
+
+MAKERS = {"incus": IncusTransport, "incus-cli": incus_cli, "ssh": lambda target: SshTransport(ssh_host(target))}
+
+
+@pytest.mark.parametrize("make", ["incus", "incus-cli", "ssh"])
 def test_run_and_put_survive_nasty_values(target, make, tmp_path):
-    transport = IncusTransport(target) if make == "incus" else SshTransport(ssh_host(target))
+    transport = MAKERS[make](target)
     try:
         for value in NASTY:
             assert transport.run(f"printf '%s' {q(value)}").stdout == value
@@ -41,6 +53,54 @@ def test_run_and_put_survive_nasty_values(target, make, tmp_path):
         transport.run(f"rm -f {q(remote)}")
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("make", ["incus", "incus-cli"])
+def test_a_timeout_ends_the_command_inside_the_instance_too(target, make):
+    transport = MAKERS[make](target)
+    started = time.monotonic()
+    done = transport.run("sleep 61.5", warn=True, timeout=1)
+    assert done.exited == 124 and "timed out after 1" in done.stderr
+    assert time.monotonic() - started < 1 + incus.KILL_AFTER + 3
+    assert transport.run("pgrep -f '^sleep 61[.]5$' || echo gone").stdout.strip() == "gone"
+
+
+@pytest.mark.parametrize("make", ["incus", "incus-cli"])
+def test_ctrl_c_during_a_command_is_taken_at_once(target, make):
+    import signal
+    import threading
+
+    transport = MAKERS[make](target)
+    threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        transport.run("sleep 20")
+    assert time.monotonic() - started < 3
+
+
+def test_the_local_daemon_is_reached_without_an_incus_process(target, monkeypatch):
+    def no_process(argv, **kwargs):
+        raise AssertionError(f"a process was started: {argv[:3]}")
+
+    monkeypatch.setattr(transports, "run_argv", no_process)
+    monkeypatch.setattr(process, "run_argv", no_process)
+    transport = IncusTransport(target)
+    transport.put(b"x\n", "/tmp/veza-api-put", mode="0600")
+    assert transport.run("cat /tmp/veza-api-put && rm /tmp/veza-api-put").stdout == "x\n"
+
+
+@pytest.mark.parametrize("make", ["incus", "incus-cli"])
+def test_a_put_that_cannot_land_is_a_transport_error(target, make):
+    with pytest.raises(TransportError, match="incus file push to /veza-no-such-dir/f failed"):
+        MAKERS[make](target).put(b"x\n", "/veza-no-such-dir/f", mode="0600")
+
+
+@pytest.mark.parametrize("make", ["incus", "incus-cli"])
+def test_a_missing_instance_is_a_transport_error(target, make):
+    ghost = Host(name="ghost", inventory_vars={"connection": "incus", "incus_name": "veza-no-such-instance"},
+                 groups=["all"])
+    with pytest.raises(TransportError, match="ghost: incus exec failed: .*not found"):
+        MAKERS[make](ghost).run("true")
 
 
 def test_ssh_rejects_an_unknown_host_key_by_default(target, tmp_path):
@@ -55,7 +115,7 @@ def test_ssh_accept_new_is_an_explicit_opt_in(target, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     transport = SshTransport(ssh_host(target, ssh_known_hosts=str(empty), ssh_host_key_policy="accept-new"))
-    assert transport.run("hostname").stdout.strip() == target.name
+    assert transport.run("hostname").stdout.strip() == target.vars.get("incus_name", target.name)  # the container's own name
     transport.close()
 
 

@@ -91,7 +91,7 @@ def user_errors(task_body):
             print(f"error: {exc}", file=sys.stderr)
             raise Exit(code=exits.FAILED) from None
         except KeyboardInterrupt as interrupt:
-            print(f"interrupted ({interrupt}); hosts were left as reported above", file=sys.stderr)
+            print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
             raise Exit(code=exit_code_of(interrupt)) from None
         finally:
             for sig, handler in previous.items():
