@@ -1,11 +1,18 @@
 """Shared fixtures. Lab tests (marker `lab`) run against the real local Incus lab that `inv lab.up` builds."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# A shell that starts pytest in the background (`cmd &` without job control) makes it ignore
+# SIGINT, and an ignored signal stays ignored in every child: the Ctrl-C tests would then
+# interrupt nothing. A handler, unlike SIG_IGN, is reset to the default on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 INV = [sys.executable, "-m", "invoke"]  # the inv of whatever environment runs pytest
