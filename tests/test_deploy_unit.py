@@ -612,3 +612,33 @@ def test_a_failed_upload_stops_before_taking_the_instance_out(binary):
     assert "upload failed: no space left on device" in rollout.outcomes[0].detail
     assert not [e for e in lab.events if ":haproxy:" in e] and untouched(lab, "b2")
     assert all(lab.hosts[n]["binary"] == lab.hosts[n]["running"] == "sha-v1" for n in lab.hosts)
+
+
+class FlakyProbeTransport(FakeTransport):
+    """The ``nth`` soak probe answers ``code`` instead of the real status, once."""
+
+    def __init__(self, lab, name, nth, code):
+        super().__init__(lab, name)
+        self.nth, self.code, self.probes = nth, code, 0
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.soak_probe() and self.lab.hosts[self.name]["running"] != "sha-v1":
+            self.probes += 1
+            if self.probes == self.nth:
+                return Result("soak", 0, result.stdout.rsplit("\n", 1)[0] + "\n" + self.code, "")
+        return result
+
+
+def test_one_unanswered_soak_probe_is_asked_again_an_error_answer_fails_at_once(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = FlakyProbeTransport(lab, "b1", nth=3, code="000")
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["changed", "changed"]  # no answer once: asked again, 200
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = FlakyProbeTransport(lab, "b1", nth=3, code="503")
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert "crashed inside the 5s soak (health 503)" in rollout.outcomes[0].detail

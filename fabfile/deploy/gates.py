@@ -78,6 +78,10 @@ class InstanceGates:
                 # The identity gate proved the main process runs the target; a crash that systemd
                 # restarts shows as another main PID.
                 pid, code = instance.soak_probe()
+                if code in ("", "000"):
+                    # No answer at all (curl's 000: refused or timed out) is seen on a loaded machine from
+                    # a healthy instance: asked once more before it is a crash. Any answer but 200 fails at once.
+                    pid, code = instance.soak_probe()
                 first_pid[:] = first_pid or [pid]
                 if code != "200":
                     return f"health {code or 'no answer'}"
