@@ -811,3 +811,57 @@ def test_one_unanswered_soak_probe_is_asked_again_an_error_answer_fails_at_once(
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
     assert "crashed inside the 5s soak (health 503)" in rollout.outcomes[0].detail
+
+
+class SigintOnInstallTransport(FakeTransport):
+    """On its install: ``event`` set, then Ctrl-C to the main thread, held until the main thread took it."""
+
+    def __init__(self, lab, name, event, interrupt_taken):
+        super().__init__(lab, name)
+        self.event, self.interrupt_taken = event, interrupt_taken
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.install_incoming():
+            import signal
+
+            self.event.set()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            for _ in range(500):
+                if self.interrupt_taken():
+                    break
+                time.sleep(0.01)
+        return result
+
+
+class Until:
+    """``wait(timeout)`` until ``predicate()`` holds (polled, bounded), as ``threading.Event.wait``."""
+
+    def __init__(self, predicate):
+        self.predicate = predicate
+
+    def wait(self, timeout):
+        for _ in range(int(timeout / 0.01)):
+            if self.predicate():
+                return True
+            time.sleep(0.01)
+        return False
+
+
+def test_ctrl_c_while_one_batch_soaks_and_the_next_is_out_makes_both_safe(binary):
+    names = [f"b{i}" for i in range(1, 9)]
+    lab = FloorLab(names)
+    rollout = batched_rollout(lab, batch=2, min_up=4)
+    rollout.timeouts.soak = 1000  # fake seconds: the other workers' naps advance the shared fake clock too
+    taken = lambda: rollout._interrupt is not None  # noqa: E731
+    rollout.instances[0].transport = SoakWaitsTransport(lab, "b1", Until(taken))  # b1 soaks past the Ctrl-C
+    rollout.instances[2].transport = SigintOnInstallTransport(lab, "b3", threading.Event(), taken)
+    with pytest.raises(KeyboardInterrupt):
+        rollout.run(binary, rollout.preflight(binary, force=False))
+    statuses = {o.name: o.status for o in rollout.outcomes}
+    assert overlapped_batches(rollout) == ["-- batch of 2: b3, b4 (while b1, b2 soak)"]
+    assert statuses["b1"] == statuses["b3"] == "interrupted"  # soaking / just installed: each finished its gates
+    assert lab.hosts["b1"]["running"] == lab.hosts["b3"]["running"] == binary.sha256
+    assert [statuses[n] for n in names[4:]] == ["untouched"] * 4 and untouched(lab, *names[4:])
+    assert all(lab.admin[n] == "ready" and lab.status(n) == "UP" for n in names)
+    assert not rollout.abandoned and min(lab.up_samples) >= 4
