@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from ..haproxy_runtime import RuntimeAPIError
 from ..values import InvalidValue, count_or_percent, integer
 from .artifact import Artifact, DeployError
+from .gates import Stopped
 from .instance import InstanceOutcome
 
 
@@ -96,10 +97,6 @@ def pick_batch(queue, up_now, batch: int, min_up: int, at_risk=()) -> list:
     if at_risk and len(chosen) < len(queue[:batch]):
         return []
     return chosen
-
-
-class Stopped(DeployError):
-    """Raised in a worker once the rollout stops (max-fail reached): its instance goes back as on a failure."""
 
 
 class Flight:
@@ -274,15 +271,15 @@ class BatchRunner:
     _stop = None  # why the rollout stops (max-fail reached): workers take it at their next checkpoint
     _failures = 0
 
-    def _count_failure(self):
-        """An instance failed (its own gates, or stopped): once ``max_fail`` have, every batch under way stops."""
+    def _count_failure(self, name):
+        """``name`` failed (not merely stopped): once ``max_fail`` instances have, every batch under way stops."""
         import threading
 
         lock = self.__dict__.setdefault("_failures_lock", threading.Lock())
         with lock:
             self._failures += 1
             if self._failures >= self.max_fail and self._stop is None:
-                self._stop = f"{self._failures} failed instance(s) (max-fail {self.max_fail})"
+                self._stop = f"{name} failed ({self._failures} failed instance(s), max-fail {self.max_fail})"
 
     staging = None  # the uploads ahead of each instance's turn (a deploy; a rollback swaps .prev)
     _interrupt = None  # the KeyboardInterrupt the main thread received while a batch ran

@@ -12,6 +12,11 @@ from .artifact import DeployError
 from .instance import InstanceOutcome
 
 
+class Stopped(DeployError):
+    """Raised in a worker once the rollout stops (max-fail reached): its instance goes back as on a failure,
+    and does not count as one more failed instance."""
+
+
 class InstanceGates:
     """Mixin of Rollout: uses its runtime, timeouts, output and audit."""
 
@@ -135,7 +140,8 @@ class InstanceGates:
         rotation already), then the previous binary back through the same gates, through the
         balancers that answer."""
         self._worker_state()["recovering"] = True  # a stop of the rollout does not interrupt this
-        self._count_failure()
+        if not isinstance(error, Stopped):
+            self._count_failure(instance.name)
         self._say(instance.name, "FAILED", 0, str(error))
         outcome.detail = str(error)
         try:
@@ -159,7 +165,8 @@ class InstanceGates:
     def _give_back(self, instance, outcome, error, taken_out):
         """A failure before the binary was touched: put the server back in service, restart nothing."""
         self._worker_state()["recovering"] = True
-        self._count_failure()
+        if not isinstance(error, Stopped):
+            self._count_failure(instance.name)
         outcome.status = "failed"
         outcome.detail = str(error)
         self._say(instance.name, "FAILED", 0, str(error))
