@@ -112,9 +112,41 @@ def measured_deploy(binary, balancer, *args) -> dict:
             "samples": len(sampler.samples), "failed": failed, "requests": len(load.samples)}
 
 
+def build_binaries(tags=("a", "b")) -> dict:
+    """Builds of the Go stand-in with versions no earlier run deployed: every deploy changes every instance."""
+    build = REPO / ".lab" / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    stamp = str(int(time.time()))
+    binaries = {}
+    for tag in tags:
+        binaries[tag] = build / f"veza-api-scale-{tag}"
+        subprocess.run([sys.executable, str(REPO / "scripts" / "build-demo-api"), "--version", f"scale-{stamp}-{tag}",
+                        "-o", str(binaries[tag])], check=True, timeout=300, stdout=subprocess.DEVNULL)
+    return binaries
+
+
+def deploy_rounds(pool, balancer, base, rounds) -> int:
+    """The ratio the target is about, ``rounds`` times: one instance, then all 12 at --batch 25 %, alternating
+    (so both see the same load of the shared machine)."""
+    tags = ("a", "b", "c")  # the pool is on one, the single deploy takes the next, the 12 the third: all 12 change
+    binaries = build_binaries(tags)
+    inv("api.deploy", "--binary", str(binaries["a"]), *base, "--batch", "50%")  # every instance on a binary first
+    print(f"{'round':>5} {'one s':>7} {'12@25% s':>9} {'ratio':>6} {'min UP':>7} {'failed/requests':>16}")
+    for n in range(rounds):
+        single = measured_deploy(binaries[tags[(2 * n + 1) % 3]], balancer, *base, "--limit", pool[0].name)
+        quarter = measured_deploy(binaries[tags[(2 * n + 2) % 3]], balancer, *base, "--batch", "25%")
+        print(f"{n + 1:>5} {single['wall']:7.2f} {quarter['wall']:9.2f} {quarter['wall'] / single['wall']:6.2f} "
+              f"{min(single['min_up'], quarter['min_up'])}/{len(pool):<4} "
+              f"{single['failed'] + quarter['failed']}/{single['requests'] + quarter['requests']:<10}", flush=True)
+    print(f"floor deploy_min_up={FLOOR} = {len(pool) // 2} UP, sampled every {SAMPLE_EVERY}s; {RATE:g} req/s through HAProxy")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="pools of N: setup and deploy cost over 2, 6 and 12 instances")
     parser.add_argument("--inventory", default=".lab/hosts-12.yaml")
+    parser.add_argument("--deploys", type=int, metavar="N", default=0,
+                        help="only the one-instance deploy and the 12 at --batch 25%% deploy, N rounds each (no setup rows)")
     args = parser.parse_args(argv)
     loaded = load_inventory(str(REPO / args.inventory))
     pool = loaded.group(BACKEND_API.group)
@@ -123,6 +155,8 @@ def main(argv=None) -> int:
         sys.exit(f"error: {args.inventory} has {len(pool)} API instances; generate 12 with "
                  "scripts/lab_inventory.py --api-instances 12 -o .lab/hosts-12.yaml, then inv lab.up --inventory it")
     base = ["--inventory", args.inventory]
+    if args.deploys:
+        return deploy_rounds(pool, balancer, base, args.deploys)
     rows, spread = [], {}
     for n in (2, 6, 12):
         limit = ",".join(h.name for h in pool[:n])
@@ -133,14 +167,7 @@ def main(argv=None) -> int:
         noop = statistics.median(runs)
         rows.append((f"api.setup fresh", n, fresh, None))
         rows.append((f"api.setup no-op", n, noop, None))
-    build = REPO / ".lab" / "build"
-    build.mkdir(parents=True, exist_ok=True)
-    stamp = str(int(time.time()))
-    binaries = {}
-    for tag in ("a", "b"):
-        binaries[tag] = build / f"veza-api-scale-{tag}"
-        subprocess.run([sys.executable, str(REPO / "scripts" / "build-demo-api"), "--version", f"scale-{stamp}-{tag}",
-                        "-o", str(binaries[tag])], check=True, timeout=300, stdout=subprocess.DEVNULL)
+    binaries = build_binaries()
     inv("api.deploy", "--binary", str(binaries["a"]), *base, "--batch", "50%")  # every instance on a binary first
     single = measured_deploy(binaries["b"], balancer, *base, "--limit", pool[0].name)
     rows.append(("api.deploy (one instance)", 1, single["wall"], single))

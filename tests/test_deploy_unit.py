@@ -25,6 +25,7 @@ class Lab:
         self.admin = {n: "ready" for n in names}
         self.pids = {}  # main PID per instance: a restart gives a new one
         self.pool_violations = []
+        self.last_soak_probe = {}  # instance -> len(events) at its latest soak probe
 
     def healthy(self, name):
         return self.hosts[name]["running"] not in self.broken and self.hosts[name]["running"] != "none"
@@ -61,6 +62,7 @@ class FakeTransport:
         if command == built.health():
             return Result("health", 0, '{"version": "x"}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
         if command == built.soak_probe():
+            self.lab.last_soak_probe[self.name] = len(self.lab.events)
             pid = self.lab.pids.get(self.name, "100")
             return Result("soak", 0, f'{pid}\n{{"version": "x"}}\n' + ("200" if self.lab.healthy(self.name) else "000"), "")
         kinds = {"stage": built.stage_incoming(host["pending"] or "-"), "install": built.install_incoming(),
@@ -169,6 +171,8 @@ def test_one_instance_at_a_time_in_inventory_order(binary):
             "discard-leftovers", "put", "stage", "haproxy:drain", "haproxy:maint", "install", "restart",
             "haproxy:ready", "haproxy:health-up"]
     assert steps.index("b1:haproxy:health-up") < steps.index("b2:haproxy:drain")  # one at a time
+    # A pool of two never overlaps soaks: b2 goes out once b1's soak is over.
+    assert lab.last_soak_probe["b1"] <= lab.events.index("b2:haproxy:drain")
     assert [o.status for o in rollout.outcomes] == ["changed", "changed"]
     assert all(lab.hosts[n]["running"] == binary.sha256 and lab.hosts[n]["prev"] == "sha-v1" for n in lab.hosts)
     assert not rollout.failed and not lab.pool_violations
@@ -612,3 +616,253 @@ def test_a_failed_upload_stops_before_taking_the_instance_out(binary):
     assert "upload failed: no space left on device" in rollout.outcomes[0].detail
     assert not [e for e in lab.events if ":haproxy:" in e] and untouched(lab, "b2")
     assert all(lab.hosts[n]["binary"] == lab.hosts[n]["running"] == "sha-v1" for n in lab.hosts)
+
+
+# -- pipelined soak: the next batch starts while the previous one soaks, within the floor -------------------
+
+import threading  # noqa: E402
+
+from fabfile.deploy.batches import pick_batch  # noqa: E402
+
+
+def test_overlap_needs_the_floor_to_hold_with_the_soaking_batch_counted_as_down():
+    two = ["b1", "b2"]
+    assert pick_batch(["b2"], set(two), batch=1, min_up=1, at_risk=["b1"]) == []  # pool of 2: never
+    assert pick_batch(["b2"], set(two), batch=1, min_up=1) == ["b2"]  # once b1's soak is over
+    twelve = {f"b{i}" for i in range(1, 13)}
+    soaking, queue = ["b1", "b2", "b3"], [f"b{i}" for i in range(4, 13)]
+    # 12 at 25 % (3), floor 50 % (6): 12 - 3 soaking - 3 out = 6 >= 6, the next batch goes at once.
+    assert pick_batch(queue, twelve, batch=3, min_up=6, at_risk=soaking) == ["b4", "b5", "b6"]
+    # Floor 75 % (9): 12 - 3 soaking - 3 out = 6 < 9, no overlap (and no smaller batch either).
+    assert pick_batch(queue, twelve, batch=3, min_up=9, at_risk=soaking) == []
+    assert pick_batch(queue, twelve, batch=3, min_up=7, at_risk=soaking) == []  # room for 2 of 3: wait
+    assert pick_batch(queue, twelve, batch=3, min_up=9) == ["b4", "b5", "b6"]
+    # A server already not UP costs nothing, soaking or not.
+    assert pick_batch(["b4"], twelve - {"b4"}, batch=1, min_up=8, at_risk=soaking) == ["b4"]
+
+
+def overlapped_batches(rollout):
+    return [line for line in rollout.output.lines if line.startswith("-- batch") and "soak" in line]
+
+
+class SoakWaitsTransport(FakeTransport):
+    """Soak probes wait (bounded, real time) for ``event``: a soak lasts until the next batch got somewhere."""
+
+    def __init__(self, lab, name, event):
+        super().__init__(lab, name)
+        self.event = event
+
+    def run(self, command, warn=False, timeout=None):
+        if command == self.commands.soak_probe():
+            self.event.wait(timeout=5)
+        return super().run(command, warn=warn, timeout=timeout)
+
+
+class DrainSeen(FakeRuntime):
+    def __init__(self, lab, name):
+        super().__init__(lab)
+        self.drain_of, self.drained = name, threading.Event()
+
+    def set_state(self, pool, name, state, health=None):
+        super().set_state(pool, name, state, health)
+        if (name, state) == (self.drain_of, "drain"):
+            self.drained.set()
+
+
+def test_twelve_at_a_quarter_with_floor_half_overlap_one_batch_with_the_soak(binary):
+    names = [f"b{i}" for i in range(1, 13)]
+    lab = FloorLab(names)
+    rollout = batched_rollout(lab, batch=3, min_up=6)
+    rollout.runtime = DrainSeen(lab, "b4")  # b3 soaks until b4 is drained (5 s at most): no race with a fake clock
+    rollout.instances[2].transport = SoakWaitsTransport(lab, "b3", rollout.runtime.drained)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["changed"] * 12
+    assert all(lab.hosts[n]["running"] == binary.sha256 and lab.status(n) == "UP" for n in names)
+    assert overlapped_batches(rollout) == ["-- batch of 3: b4, b5, b6 (while b1, b2, b3 soak)",
+                                           "-- batch of 3: b7, b8, b9 (while b4, b5, b6 soak)",
+                                           "-- batch of 3: b10, b11, b12 (while b7, b8, b9 soak)"]
+    assert lab.events.index("b4:haproxy:drain") < lab.last_soak_probe["b3"]  # it did start inside the soak
+    assert min(lab.up_samples) >= 6 and lab.out_at_once <= 3  # the soaking batch is back in rotation
+
+
+def test_floor_three_quarters_keeps_the_soaks_one_after_the_other(binary):
+    names = [f"b{i}" for i in range(1, 13)]
+    lab = FloorLab(names)
+    rollout = batched_rollout(lab, batch=3, min_up=9)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["changed"] * 12
+    assert not overlapped_batches(rollout)
+    assert lab.last_soak_probe["b3"] <= lab.events.index("b4:haproxy:drain")
+
+
+class SoakCrashLab(FloorLab):
+    """``victim`` on the new binary stops answering once ``reached`` is set (the next batch got to a point)."""
+
+    def __init__(self, names, victim):
+        super().__init__(names)
+        self.victim = victim
+        self.reached = threading.Event()
+
+    def healthy(self, name):
+        if name == self.victim and self.reached.is_set() and self.hosts[name]["running"] != "sha-v1":
+            return False
+        return super().healthy(name)
+
+
+class SoakUntilReachedTransport(FakeTransport):
+    """The victim's soak probes wait (bounded, real time) for the next batch to reach its point."""
+
+    def run(self, command, warn=False, timeout=None):
+        if command == self.commands.soak_probe():
+            self.lab.reached.wait(timeout=5)
+        return super().run(command, warn=warn, timeout=timeout)
+
+
+class HoldAtTransport(FakeTransport):
+    """The next batch's first instance: once its ``at`` event happened, sets ``reached`` and waits (bounded)
+    until the rollout stops."""
+
+    def __init__(self, lab, name, at, stopped):
+        super().__init__(lab, name)
+        self.at, self.stopped = at, stopped
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if not self.lab.reached.is_set() and self.lab.events[-1] == f"{self.name}:{self.at}":
+            self.lab.reached.set()
+            for _ in range(500):
+                if self.stopped():
+                    break
+                time.sleep(0.01)
+        return result
+
+
+class HoldAtRuntime(FakeRuntime):
+    def __init__(self, lab, name, state, stopped):
+        super().__init__(lab)
+        self.name_state, self.stopped = (name, state), stopped
+
+    def set_state(self, pool, name, state, health=None):
+        super().set_state(pool, name, state, health)
+        if (name, state) == self.name_state and not self.lab.reached.is_set():
+            self.lab.reached.set()
+            for _ in range(500):
+                if self.stopped():
+                    break
+                time.sleep(0.01)
+
+
+@pytest.mark.parametrize("point", ["maint", "restart"])
+def test_a_crash_in_the_soak_rolls_back_the_batch_in_flight_and_stops(binary, point):
+    """b1+b2 soak while b3+b4 are out; b1 stops answering when b3 is in MAINT (old binary still on disk) or
+    has restarted on the new one: b1 and b2 go back to their previous binary, b3 back to ready on the old
+    binary (maint) or to .prev (restart), b4 whichever applies, b5..b8 untouched; the floor holds."""
+    names = [f"b{i}" for i in range(1, 9)]
+    lab = SoakCrashLab(names, victim="b1")
+    rollout = batched_rollout(lab, batch=2, min_up=4)
+    stopped = lambda: rollout._stop is not None  # noqa: E731
+    rollout.instances[0].transport = SoakUntilReachedTransport(lab, "b1")
+    if point == "maint":
+        rollout.runtime = HoldAtRuntime(lab, "b3", "maint", stopped)
+    else:
+        rollout.instances[2].transport = HoldAtTransport(lab, "b3", "restart", stopped)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    statuses = {o.name: o.status for o in rollout.outcomes}
+    assert overlapped_batches(rollout) == ["-- batch of 2: b3, b4 (while b1, b2 soak)"]
+    assert statuses["b1"] == "rolled-back" and "crashed inside the 1s soak (health 000)" in rollout.outcomes[0].detail
+    assert statuses["b2"] == "rolled-back"
+    if point == "maint":
+        assert statuses["b3"] == "failed" and "b3:install" not in lab.events
+        assert rollout.outcomes[2].detail.startswith("stopped: b1 failed (1 failed instance(s), max-fail 1)")
+    else:
+        assert statuses["b3"] == "rolled-back" and "b3:restore" in lab.events
+    assert statuses["b4"] in ("rolled-back", "failed", "untouched")  # where the stop found it
+    assert [statuses[n] for n in names[4:]] == ["untouched"] * 4 and untouched(lab, *names[4:])
+    assert all(lab.hosts[n]["running"] == "sha-v1" and lab.status(n) == "UP" for n in names)
+    assert rollout.failed and min(lab.up_samples) >= 4
+    left = sum(status == "untouched" for status in statuses.values())  # b4 may be one of them
+    assert f"-- stopping: 1 failed instance(s) (max-fail 1); {left} left untouched" in rollout.output.lines
+
+
+class FlakyProbeTransport(FakeTransport):
+    """The ``nth`` soak probe answers ``code`` instead of the real status, once."""
+
+    def __init__(self, lab, name, nth, code):
+        super().__init__(lab, name)
+        self.nth, self.code, self.probes = nth, code, 0
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.soak_probe() and self.lab.hosts[self.name]["running"] != "sha-v1":
+            self.probes += 1
+            if self.probes == self.nth:
+                return Result("soak", 0, result.stdout.rsplit("\n", 1)[0] + "\n" + self.code, "")
+        return result
+
+
+def test_one_unanswered_soak_probe_is_asked_again_an_error_answer_fails_at_once(binary):
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = FlakyProbeTransport(lab, "b1", nth=3, code="000")
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["changed", "changed"]  # no answer once: asked again, 200
+    lab = Lab(["b1", "b2"])
+    rollout = make_rollout(lab)
+    rollout.instances[0].transport = FlakyProbeTransport(lab, "b1", nth=3, code="503")
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    assert "crashed inside the 5s soak (health 503)" in rollout.outcomes[0].detail
+
+
+class SigintOnInstallTransport(FakeTransport):
+    """On its install: ``event`` set, then Ctrl-C to the main thread, held until the main thread took it."""
+
+    def __init__(self, lab, name, event, interrupt_taken):
+        super().__init__(lab, name)
+        self.event, self.interrupt_taken = event, interrupt_taken
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.install_incoming():
+            import signal
+
+            self.event.set()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            for _ in range(500):
+                if self.interrupt_taken():
+                    break
+                time.sleep(0.01)
+        return result
+
+
+class Until:
+    """``wait(timeout)`` until ``predicate()`` holds (polled, bounded), as ``threading.Event.wait``."""
+
+    def __init__(self, predicate):
+        self.predicate = predicate
+
+    def wait(self, timeout):
+        for _ in range(int(timeout / 0.01)):
+            if self.predicate():
+                return True
+            time.sleep(0.01)
+        return False
+
+
+def test_ctrl_c_while_one_batch_soaks_and_the_next_is_out_makes_both_safe(binary):
+    names = [f"b{i}" for i in range(1, 9)]
+    lab = FloorLab(names)
+    rollout = batched_rollout(lab, batch=2, min_up=4)
+    rollout.timeouts.soak = 1000  # fake seconds: the other workers' naps advance the shared fake clock too
+    taken = lambda: rollout._interrupt is not None  # noqa: E731
+    rollout.instances[0].transport = SoakWaitsTransport(lab, "b1", Until(taken))  # b1 soaks past the Ctrl-C
+    rollout.instances[2].transport = SigintOnInstallTransport(lab, "b3", threading.Event(), taken)
+    with pytest.raises(KeyboardInterrupt):
+        rollout.run(binary, rollout.preflight(binary, force=False))
+    statuses = {o.name: o.status for o in rollout.outcomes}
+    assert overlapped_batches(rollout) == ["-- batch of 2: b3, b4 (while b1, b2 soak)"]
+    assert statuses["b1"] == statuses["b3"] == "interrupted"  # soaking / just installed: each finished its gates
+    assert lab.hosts["b1"]["running"] == lab.hosts["b3"]["running"] == binary.sha256
+    assert [statuses[n] for n in names[4:]] == ["untouched"] * 4 and untouched(lab, *names[4:])
+    assert all(lab.admin[n] == "ready" and lab.status(n) == "UP" for n in names)
+    assert not rollout.abandoned and min(lab.up_samples) >= 4

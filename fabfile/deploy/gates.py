@@ -12,13 +12,17 @@ from .artifact import DeployError
 from .instance import InstanceOutcome
 
 
+class Stopped(DeployError):
+    """Raised in a worker once the rollout stops (max-fail reached): its instance goes back as on a failure,
+    and does not count as one more failed instance."""
+
+
 class InstanceGates:
     """Mixin of Rollout: uses its runtime, timeouts, output and audit."""
 
     # -- per instance ----------------------------------------------------
     def _take_out(self, instance, outcome, force):
         """Drain then maint; the batch it belongs to was chosen within the floor (``_next_batch``)."""
-        self._checkpoint()
         outcome.state = "DRAIN"
         self.runtime.set_state(self.pool, instance.name, "drain")
         self._event("drained", instance.name)
@@ -46,11 +50,11 @@ class InstanceGates:
             version = "?"
         return f"{waited.value[0]} version={version}"
 
-    def _bring_back(self, instance, outcome, expected: str | None, restart: bool = True, runtime=None):
+    def _bring_back(self, instance, outcome, expected: str | None, restart: bool = True, runtime=None, soaking=None):
         """Restart, prove the main process runs ``expected`` (identity), health 200, ready, then the soak:
         health must stay 200 (and the process the same binary) for ``soak`` seconds while HAProxy
         takes it back. A failure raises; the caller rolls back. ``runtime``: the balancers to put it
-        back through (default: every one)."""
+        back through (default: every one); ``soaking()`` is called as the soak starts."""
         runtime = runtime or self.runtime
         if restart:
             self._timed(outcome, "restart", instance.restart)
@@ -68,6 +72,8 @@ class InstanceGates:
         outcome.state = "ready"
         self._event("ready", instance.name, sha256=expected)
         up = False  # HAProxy reported it UP inside the soak's last nap: no wait for UP after the soak
+        if soaking is not None:
+            soaking()
         if self.timeouts.soak > 0:
             started = self.clock()
             step = max(self.timeouts.interval, self.timeouts.soak_interval)
@@ -78,6 +84,10 @@ class InstanceGates:
                 # The identity gate proved the main process runs the target; a crash that systemd
                 # restarts shows as another main PID.
                 pid, code = instance.soak_probe()
+                if code in ("", "000"):
+                    # No answer at all (curl's 000: refused or timed out) is seen on a loaded machine from
+                    # a healthy instance: asked once more before it is a crash. Any answer but 200 fails at once.
+                    pid, code = instance.soak_probe()
                 first_pid[:] = first_pid or [pid]
                 if code != "200":
                     return f"health {code or 'no answer'}"
@@ -129,6 +139,9 @@ class InstanceGates:
         """After a failure on an instance: out of rotation at once (maint, no drain wait: it may be in
         rotation already), then the previous binary back through the same gates, through the
         balancers that answer."""
+        self._worker_state()["recovering"] = True  # a stop of the rollout does not interrupt this
+        if not isinstance(error, Stopped):
+            self._count_failure(instance.name)
         self._say(instance.name, "FAILED", 0, str(error))
         outcome.detail = str(error)
         try:
@@ -151,6 +164,9 @@ class InstanceGates:
 
     def _give_back(self, instance, outcome, error, taken_out):
         """A failure before the binary was touched: put the server back in service, restart nothing."""
+        self._worker_state()["recovering"] = True
+        if not isinstance(error, Stopped):
+            self._count_failure(instance.name)
         outcome.status = "failed"
         outcome.detail = str(error)
         self._say(instance.name, "FAILED", 0, str(error))
@@ -183,9 +199,10 @@ class InstanceGates:
         self._bring_back(instance, outcome, facts["sha256"], restart=restart)
         outcome.detail = "interrupted; back on its previous binary"
 
-    def _one(self, instance, artifact, facts, force) -> InstanceOutcome:
+    def _one(self, instance, artifact, facts, force, soaking=None) -> InstanceOutcome:
         """The per-instance sequence: its staged upload, take out, install or swap, bring back; every
-        failure rolls back."""
+        failure rolls back. An interrupt or a stop of the rollout before it is taken out leaves it
+        untouched (raised, no outcome); ``soaking()`` is called as its soak starts."""
         self._worker_state().clear()
         started = self.clock()
         current = facts[instance.name]
@@ -195,14 +212,15 @@ class InstanceGates:
         if on_disk:
             old = current["prev_sha256"]
         staging_error = None
+        self._checkpoint()
         if artifact is not None and not on_disk:
             # Uploaded and verified while it still serves (usually while the instance before it soaked);
-            # an interrupt while waiting for it leaves the instance untouched.
+            # an interrupt or a stop while waiting for it leaves the instance untouched.
             try:
-                self._checkpoint()
                 uploaded = self.staging.wait(instance)
             except Exception as exc:  # noqa: BLE001 - any upload failure stops before taking it out
                 staging_error = exc
+            self._checkpoint()
         outcome = InstanceOutcome(instance.name, "changed", target=target, old=old)
         self.outcomes.append(outcome)
         if staging_error is not None:
@@ -230,7 +248,7 @@ class InstanceGates:
                     self._timed(outcome, "swap", instance.swap_with_prev, "previous binary is live")
                     self._event("swapped", instance.name, **{"from": old, "to": target})
                 swapped = True
-                self._bring_back(instance, outcome, target)
+                self._bring_back(instance, outcome, target, soaking=soaking)
                 self._event("done", instance.name, **{"from": old, "to": target}, outcome="changed",
                             seconds=round(self.clock() - started, 3))
             except KeyboardInterrupt as interrupt:
@@ -245,8 +263,8 @@ class InstanceGates:
                     else:
                         restore = instance.restore_prev
                     self._recover(instance, outcome, exc, restore, None if old == "none" else old)
-                else:
-                    self._give_back(instance, outcome, exc, taken_out)
+                else:  # a failure (or a stop) inside the drain wait leaves it DRAIN: back to ready too
+                    self._give_back(instance, outcome, exc, taken_out or outcome.state in ("DRAIN", "MAINT"))
         finally:
             outcome.seconds = round(self.clock() - started, 3)
         return outcome
@@ -254,6 +272,7 @@ class InstanceGates:
     def _interrupted(self, instance, outcome, target, old, interrupt):
         """Make the current instance safe (bounded); a second interrupt stops at once."""
         outcome.status = "interrupted"
+        self._worker_state()["recovering"] = True
         self._say(instance.name, "INTERRUPTED", 0, f"{interrupt or 'SIGINT'}: making it safe (interrupt again to stop at once)")
         try:
             self._make_safe(instance, outcome, target, old)

@@ -10,7 +10,11 @@ stopping batch goes back to its previous binary and later instances stay untouch
 
 A batch runs the sequence for its instances at once (one thread each, whole output
 lines). Before each batch, HAProxy's view decides how many may go out: at least
-``min_up`` servers of the pool stay UP (the capacity floor; unless --force).
+``min_up`` servers of the pool stay UP (the capacity floor; unless --force). Pipelined soak: once
+every instance of a batch soaks, the next batch may go out if the floor still holds with the soaking
+instances counted as down too (a pool of two never overlaps); a crash in the soak that reaches
+``max_fail`` stops both batches (each instance back to its previous binary, or to ready if it was
+not swapped yet).
 The runtime is used only through ``show_stat``, ``server`` and ``set_state`` (and
 ``answering`` when it has one), so a composite over several balancers
 fits. A balancer whose runtime API stops answering mid-instance is a failure like any other:
@@ -112,13 +116,14 @@ class Rollout(InstanceGates, BatchRunner):
         return status.startswith(("UP ", "DOWN ", "NOLB ")) or status == "NOLB"
 
     # -- preflight -------------------------------------------------------
-    def _settled_stats(self):
-        """``show stat`` once no server of the pool is in a transitional state (bounded by ``settle``)."""
+    def _settled_stats(self, ignore=()):
+        """``show stat`` once no server of the pool (but the ``ignore``d: a soaking batch, counted as down
+        anyway) is in a transitional state (bounded by ``settle``)."""
         def probe():
             return [s for s in self.runtime.show_stat()]
 
         def settled(stats):
-            return not any(self.transitional(s.status) for s in stats if s.pool == self.pool)
+            return not any(self.transitional(s.status) for s in stats if s.pool == self.pool and s.server not in ignore)
 
         try:  # a balancer that keeps failing is not a state that settles: no waiting the whole settle for it
             return self._wait(probe, settled, self.timeouts.settle, f"{self.pool} states to settle",
