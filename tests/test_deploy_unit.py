@@ -1,11 +1,14 @@
 """The rollout's order and decisions against a recording fake transport and a fake runtime API."""
 
 import hashlib
+import threading
 import time
 
 import pytest
 
+from fabfile.deploy import audit, lock
 from fabfile.deploy.artifact import DeployError, read_artifact
+from fabfile.deploy.batches import pick_batch
 from fabfile.deploy.rollout import Instance, Rollout, Timeouts
 from fabfile.deploy.commands import ServiceCommands
 from fabfile.process import Result
@@ -270,7 +273,6 @@ def test_service_commands_are_quoted_per_run_and_root_owned():
 
 # -- issue 9: lock, soak, interruption, failures after the first runtime-API change, convergence ------------
 
-from fabfile.deploy import audit, lock  # noqa: E402
 
 
 def test_lock_commands_are_one_atomic_round_trip_and_release_only_our_own():
@@ -620,9 +622,7 @@ def test_a_failed_upload_stops_before_taking_the_instance_out(binary):
 
 # -- pipelined soak: the next batch starts while the previous one soaks, within the floor -------------------
 
-import threading  # noqa: E402
 
-from fabfile.deploy.batches import pick_batch  # noqa: E402
 
 
 def test_overlap_needs_the_floor_to_hold_with_the_soaking_batch_counted_as_down():
