@@ -26,19 +26,20 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parent.parent
-INV = str(REPO / ".venv" / "bin" / "inv")
+INV = str(Path(sys.executable).parent / "inv")  # the inv of the venv running this script
 PHASES = ("stage", "drain", "install", "restart", "identity", "health", "soak", "haproxy")
 WAITS = ("stage", "identity", "health", "soak", "haproxy")
 TARGET = 7.0  # issue 9: a two-instance deploy with every gate on
 
 
 def inv(*args) -> float:
-    """Run an inv task; return its wall time. Fails loudly with the task's output."""
+    """Run an inv task; return its wall time. Stops the bench with the task's output when it fails
+    (also used by bench_scale.py)."""
     started = time.monotonic()
     done = subprocess.run([INV, *args], cwd=REPO, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     seconds = time.monotonic() - started
     if done.returncode != 0:
-        sys.exit(f"inv {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        sys.exit(f"inv {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
     return seconds
 
 

@@ -30,22 +30,12 @@ sys.path.insert(0, str(REPO))
 from fabfile.inventory import load_inventory  # noqa: E402
 from fabfile.services import BACKEND_API, BALANCER_GROUP  # noqa: E402
 from fabfile.shell import q  # noqa: E402
+from bench import inv  # noqa: E402  (scripts/ is on the path: this script's own directory)
 
-INV = str(Path(sys.executable).parent / "inv")  # the inv of the venv running this script
 FLOOR = "50%"
 SAMPLE_EVERY = 0.3
 NOOP_RUNS = 5  # no-op re-runs per pool size: the machine is shared, so the median and the spread
 RATE = 20.0
-
-
-def inv(*args) -> float:
-    """Run an inv task; return its wall time. Stops the bench with the task's output when it fails."""
-    started = time.monotonic()
-    done = subprocess.run([INV, *args], cwd=REPO, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    seconds = time.monotonic() - started
-    if done.returncode != 0:
-        sys.exit(f"inv {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
-    return seconds
 
 
 def remove_api_role(hosts) -> None:
@@ -165,8 +155,8 @@ def main(argv=None) -> int:
         runs = [inv("api.setup", *base, "--limit", limit) for _ in range(NOOP_RUNS)]
         spread[n] = (min(runs), max(runs))
         noop = statistics.median(runs)
-        rows.append((f"api.setup fresh", n, fresh, None))
-        rows.append((f"api.setup no-op", n, noop, None))
+        rows.append(("api.setup fresh", n, fresh, None))
+        rows.append(("api.setup no-op", n, noop, None))
     binaries = build_binaries()
     inv("api.deploy", "--binary", str(binaries["a"]), *base, "--batch", "50%")  # every instance on a binary first
     single = measured_deploy(binaries["b"], balancer, *base, "--limit", pool[0].name)
