@@ -1,6 +1,7 @@
 """The rollout's order and decisions against a recording fake transport and a fake runtime API."""
 
 import hashlib
+import signal
 import threading
 import time
 
@@ -531,20 +532,17 @@ def test_preflight_refuses_when_the_floor_leaves_nothing_to_take_out(binary):
 
 
 class SigintTransport(FakeTransport):
-    """Ctrl-C as the terminal sends it (SIGINT, which Python handles in the main thread) once every
-    instance of the batch is busy installing."""
+    """On its install, Ctrl-C as the terminal sends it (SIGINT, which Python handles in the main thread)
+    when ``send_now()`` says so; the install is held until the main thread took it (``interrupt_taken()``)."""
 
-    def __init__(self, lab, name, both_installing, interrupt_taken):
+    def __init__(self, lab, name, interrupt_taken, send_now=lambda: True):
         super().__init__(lab, name)
-        self.both_installing, self.interrupt_taken = both_installing, interrupt_taken
+        self.interrupt_taken, self.send_now = interrupt_taken, send_now
 
     def run(self, command, warn=False, timeout=None):
         result = super().run(command, warn=warn, timeout=timeout)
         if command == self.commands.install_incoming():
-            import signal
-            import threading
-
-            if self.both_installing.wait(timeout=5) == 0:
+            if self.send_now():
                 signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             for _ in range(500):  # the command is still running when the main thread takes the interrupt
                 if self.interrupt_taken():
@@ -554,13 +552,12 @@ class SigintTransport(FakeTransport):
 
 
 def test_ctrl_c_in_a_batch_makes_every_instance_of_the_batch_safe(binary):
-    import threading
-
     lab = FloorLab(["b1", "b2", "b3", "b4"])
     rollout = batched_rollout(lab, batch=2, min_up=1)
-    both_installing = threading.Barrier(2)
+    both_installing = threading.Barrier(2)  # once every instance of the batch is busy installing, one sends
     for instance in rollout.instances[:2]:
-        instance.transport = SigintTransport(lab, instance.name, both_installing, lambda: rollout._interrupt is not None)
+        instance.transport = SigintTransport(lab, instance.name, lambda: rollout._interrupt is not None,
+                                             send_now=lambda: both_installing.wait(timeout=5) == 0)
     with pytest.raises(KeyboardInterrupt):
         rollout.run(binary, rollout.preflight(binary, force=False))
     statuses = {o.name: o.status for o in rollout.outcomes}
@@ -814,27 +811,6 @@ def test_one_unanswered_soak_probe_is_asked_again_an_error_answer_fails_at_once(
     assert "crashed inside the 5s soak (health 503)" in rollout.outcomes[0].detail
 
 
-class SigintOnInstallTransport(FakeTransport):
-    """On its install: ``event`` set, then Ctrl-C to the main thread, held until the main thread took it."""
-
-    def __init__(self, lab, name, event, interrupt_taken):
-        super().__init__(lab, name)
-        self.event, self.interrupt_taken = event, interrupt_taken
-
-    def run(self, command, warn=False, timeout=None):
-        result = super().run(command, warn=warn, timeout=timeout)
-        if command == self.commands.install_incoming():
-            import signal
-
-            self.event.set()
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-            for _ in range(500):
-                if self.interrupt_taken():
-                    break
-                time.sleep(0.01)
-        return result
-
-
 class Until:
     """``wait(timeout)`` until ``predicate()`` holds (polled, bounded), as ``threading.Event.wait``."""
 
@@ -856,7 +832,7 @@ def test_ctrl_c_while_one_batch_soaks_and_the_next_is_out_makes_both_safe(binary
     rollout.timeouts.soak = 1000  # fake seconds: the other workers' naps advance the shared fake clock too
     taken = lambda: rollout._interrupt is not None  # noqa: E731
     rollout.instances[0].transport = SoakWaitsTransport(lab, "b1", Until(taken))  # b1 soaks past the Ctrl-C
-    rollout.instances[2].transport = SigintOnInstallTransport(lab, "b3", threading.Event(), taken)
+    rollout.instances[2].transport = SigintTransport(lab, "b3", taken)
     with pytest.raises(KeyboardInterrupt):
         rollout.run(binary, rollout.preflight(binary, force=False))
     statuses = {o.name: o.status for o in rollout.outcomes}
