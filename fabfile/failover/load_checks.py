@@ -92,15 +92,18 @@ class LoadChecks:
             return False
         return stop - self.settings.request_timeout <= sample.t <= (down if down is not None else float("inf"))
 
+    def _caught(self, sample) -> bool:
+        """A failed unsafe request caught in the failure window: counted apart, never replayed."""
+        return sample.failed and sample.method not in SAFE_METHODS and self._in_failure_window(sample)
+
     def unsafe_caught(self, samples) -> list:
-        """Failed unsafe requests caught in the failure window: counted apart, never replayed."""
-        return [s for s in samples if s.failed and s.method not in SAFE_METHODS and self._in_failure_window(s)]
+        return [s for s in samples if self._caught(s)]
 
     def _load_total(self):
         samples = list(self.load.samples)
         phases = phase_counts(samples, self._phase_starts())
         caught = self.unsafe_caught(samples)
-        failed = [s for s in samples if s.failed and s not in caught]
+        failed = [s for s in samples if s.failed and not self._caught(s)]
         by_method = Counter((s.method, "failed" if s.failed else "ok") for s in samples)
         methods = ", ".join(f"{method} {by_method[(method, 'ok')]} ok/{by_method[(method, 'failed')]} failed"
                             for method in sorted({m for m, _ in by_method}))

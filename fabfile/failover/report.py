@@ -36,6 +36,7 @@ class Reporting:
         samples = sorted(self.load.samples, key=lambda sample: sample.t) if self.load is not None else []
         phases = phase_counts(samples, self._phase_starts()) if samples else {}
         from_issue = self._seconds_between("stop_issued", "down")
+        caught = self.unsafe_caught(samples)
         return {
             "passed": self.passed,
             "interrupted": self.interrupted,
@@ -57,7 +58,7 @@ class Reporting:
                 "enabled": self.load is not None,
                 "rate_per_second": getattr(self.load, "rate", None),
                 "total": len(samples),
-                "failed": sum(sample.failed for sample in samples) - len(self.unsafe_caught(samples)),
+                "failed": sum(sample.failed for sample in samples) - len(caught),
                 "timeouts": sum(sample.outcome == "timeout" for sample in samples),
                 "non_200": sum(sample.outcome == "status" for sample in samples),
                 "by_phase": phases,
@@ -67,7 +68,7 @@ class Reporting:
                 "post_id_prefix": getattr(self.load, "id_prefix", None),
                 "unsafe_caught_in_failure_window": [
                     {"t": self._rel(s.t), "id": s.key, "outcome": s.outcome, "error": s.error}
-                    for s in self.unsafe_caught(samples)],
+                    for s in caught],
                 "samples": [self._sample_report(sample) for sample in samples],
             },
             "websocket": self._websocket_report(),

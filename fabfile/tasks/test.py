@@ -11,7 +11,6 @@ from .. import exits
 from ..output import Masker, Output, write_report
 from ..services import BACKEND_API as API
 from .. import values
-from ..values import flag_number
 from . import support
 from .load import load
 from .support import task
@@ -89,9 +88,9 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     from ..roles import haproxy_vars
     from ..transports import connect
 
-    down_seconds = flag_number("down-timeout", down_timeout, MAX_WAIT_SECONDS)
-    up_seconds = flag_number("up-timeout", up_timeout, MAX_WAIT_SECONDS)
-    rate = flag_number("load-rate", load_rate, MAX_RATE) if load else None
+    down_seconds = values.flag_number("down-timeout", down_timeout, MAX_WAIT_SECONDS)
+    up_seconds = values.flag_number("up-timeout", up_timeout, MAX_WAIT_SECONDS)
+    rate = values.flag_number("load-rate", load_rate, MAX_RATE) if load else None
     posts = values.integer("--post-every", post_every, 0, 1000)
     values.url_path("--post-path", post_path)
     if stop_method is not None and stop_method not in STOP_METHODS:
@@ -193,9 +192,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
 
     if method not in LB_METHODS:
         raise support.UsageError(f"--method {method}: use one of {', '.join(LB_METHODS)}")
-    from ..values import seconds
-
-    rate = seconds("--load-rate", load_rate, 0.5, 200)
+    rate = values.seconds("--load-rate", load_rate, 0.5, 200)
     loaded, _ = support.select(c, inventory, support.BALANCER_GROUP, None, set)
     pair = support.lb_pair(loaded)
     if pair is None:
