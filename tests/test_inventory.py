@@ -170,7 +170,7 @@ def test_bad_inventory_is_one_line_naming_the_file(tmp_path, case):
     text, expected = BAD_INVENTORIES[case]
     path = write(tmp_path, text)
     with pytest.raises(InventoryError, match=expected) as caught:
-        load_inventory(path)
+        load_inventory(path).select("all")  # a host's own problem stops a task that targets it
     message = str(caught.value)
     assert message.startswith(str(path))
     assert "\n" not in message
@@ -179,8 +179,8 @@ def test_bad_inventory_is_one_line_naming_the_file(tmp_path, case):
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(InventoryError, match="inventory file not found"):
         load_inventory(tmp_path / "nope.yaml")
-    with pytest.raises(InventoryError, match="cannot read inventory"):
-        load_inventory(tmp_path)  # a directory is not readable as a file
+    with pytest.raises(InventoryError, match="no inventory file in this folder"):
+        load_inventory(tmp_path)  # a folder source without inventory files
 
 
 def test_limit_matching_nothing():

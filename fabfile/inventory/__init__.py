@@ -1,4 +1,7 @@
-"""Inventory: an Ansible YAML inventory, read the way ``ansible-inventory`` (ansible-core 2.19) reads it.
+"""Inventory: Ansible inventory sources, read the way ``ansible-inventory`` (ansible-core 2.19) reads them.
+
+Sources are YAML or INI files or folders of them, several merged in order, each with its
+``group_vars/`` and ``host_vars/`` (``sources``, ``ini_reader``, ``vars_files``). The YAML shape:
 
 Hosts, groups (with ``all`` and ``ungrouped``) and each host's merged variables agree with
 ``ansible-inventory --list``; the README's Inventory section lists what is refused instead. Shape::
@@ -14,15 +17,18 @@ Hosts, groups (with ``all`` and ``ungrouped``) and each host's merged variables 
           children: {<group defined here or elsewhere>: }
 
 Variable precedence, lowest first: role defaults < ``all`` vars < parent groups < child groups
-(same depth: by ``ansible_group_priority``, then by name) < host vars < ``--set`` values.
+(same depth: by ``ansible_group_priority``, then by name) < ``group_vars/`` files (``all`` first, then
+the groups in that order) < host vars < ``host_vars/`` files < ``--set`` values.
 
 Each host keeps two views of its inventory variables: ``ansible_vars``, exactly what Ansible
 merges, and ``inventory_vars``, the same plus our normalised connection settings (``connection``,
 ``address``, ``ssh_user``... see ``SETTINGS``) that the transports read.
-Every problem is one ``InventoryError`` line naming the file.
+Every problem is one ``InventoryError`` line naming the file; a problem of one host is kept on
+that host (``Host.problem``) and stops only the tasks that target it (``Inventory.select``).
 
 Modules: ``model`` (Host, Inventory, errors), ``yaml_reader``, ``patterns``, ``groups``
-(Ansible's group tree and precedence), ``connection`` (connection variables), ``loader``.
+(Ansible's group tree and precedence), ``connection`` (connection variables), ``sources``,
+``ini_reader``, ``vars_files``, ``loader``.
 """
 
 from .loader import load_inventory

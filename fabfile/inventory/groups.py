@@ -22,6 +22,7 @@ class _Group:
 @dataclass
 class _HostEntry:
     name: str
+    source: str = ""  # the file where the host first appears (error lines name it)
     vars: dict = field(default_factory=dict)
     set_in: dict = field(default_factory=dict)  # var -> (group, pattern) that set it
     groups: list = field(default_factory=list)  # groups listing the host directly
@@ -71,7 +72,7 @@ class _Builder:
             raise InventoryError(
                 f"{self.path}: group '{name}' must be a mapping with vars/hosts/children, got {type(node).__name__}"
             )
-        group = self.groups.setdefault(name, _Group(name))
+        group = self.ensure_group(name)
         sections = self.sections(name, node or {})
         for key, section in sections.items():
             for entry, value in section.items():
@@ -82,6 +83,13 @@ class _Builder:
                 else:
                     self.read_hosts(name, entry, value)
         return name
+
+    def ensure_group(self, name: str) -> _Group:
+        """The group of that name, created on first mention (in any source)."""
+        group = self.groups.get(name)
+        if group is None:
+            group = self.groups[name] = _Group(name)
+        return group
 
     def sections(self, name: str, node: dict) -> dict:
         """vars/children/hosts of a group node, in file order; a plain string is a one-entry mapping."""
@@ -143,24 +151,30 @@ class _Builder:
                 todo.extend(self.groups[current].parents)
         return seen
 
-    def read_hosts(self, group: str, pattern, values) -> None:
-        """One ``hosts:`` entry: a host pattern and its vars."""
+    def read_hosts(self, group: str, pattern, values, ini: bool = False) -> None:
+        """One ``hosts:`` entry (or INI host line): a host pattern and its vars."""
         names, port = parse_host_pattern(self.path, pattern)
+        if ini and port is None and pattern.strip().endswith(":"):
+            raise InventoryError(f"{self.path}: host pattern '{pattern}' ends in ':'; that is reserved for a port")
         values = values or {}
         if not isinstance(values, dict):
             raise InventoryError(
                 f"{self.path}: host '{pattern}' in group '{group}' must be a mapping of vars, got {type(values).__name__}"
             )
         for name in names:
-            self.add_host(name, group, (group, pattern), port, values)
+            self.add_host(name, group, (group, pattern, self.path), port, values)
 
     def add_host(self, name: str, group: str, where: tuple, port, values: dict) -> None:
-        """Ansible keeps the first appearance's port and lets later vars overwrite: we refuse real conflicts."""
+        """Ansible keeps the first appearance's port and lets later vars overwrite: we refuse real conflicts.
+
+        A host named like an existing group hands its vars to that group, as Ansible's
+        ``InventoryData.set_variable`` does (it looks the name up among groups first); its port stays its own.
+        """
         entry = self.hosts.get(name)
         if entry is None:
             if len(self.hosts) >= MAX_HOSTS:
                 raise InventoryError(f"{self.path}: more than {MAX_HOSTS} hosts; split the inventory")
-            entry = self.hosts[name] = _HostEntry(name)
+            entry = self.hosts[name] = _HostEntry(name, self.path)
             if port:  # Ansible ignores port 0
                 self.set_host_var(entry, "ansible_port", port, where)
         elif port and not _same_value(entry.vars.get("ansible_port"), port):
@@ -170,7 +184,10 @@ class _Builder:
             )
         for key, value in values.items():
             self.check_var_name(key, f"host '{name}'")
-            self.set_host_var(entry, key, value, where)
+            if name in self.groups:
+                self.set_group_var(self.groups[name], key, value)
+            else:
+                self.set_host_var(entry, key, value, where)
         if group not in entry.groups:
             entry.groups.append(group)
             self.groups[group].hosts.append(name)
@@ -179,8 +196,10 @@ class _Builder:
         """A host variable; a different value from another appearance of the host is refused."""
         earlier = entry.set_in.get(key)
         if earlier is not None and earlier != where and not _same_value(entry.vars[key], value):
+            places = f"'{earlier[0]}' and '{where[0]}'" if earlier[2] == where[2] else \
+                f"'{earlier[0]}' ({earlier[2]}) and '{where[0]}' ({where[2]})"
             raise InventoryError(
-                f"{self.path}: host '{entry.name}' is defined in groups '{earlier[0]}' and '{where[0]}' "
+                f"{self.path}: host '{entry.name}' is defined in groups {places} "
                 f"with different values for '{key}'; keep its vars in one place"
             )
         entry.vars[key] = value
@@ -222,14 +241,27 @@ class _Builder:
                 if waiting[child_name] == 0:
                     ready.append(child_name)
 
-    def merged_vars(self, entry: _HostEntry) -> tuple:
-        """(groups in precedence order, merged vars): group vars by depth, priority, name; host vars last."""
-        ordered = sorted(
+    def ordered_groups(self, entry: _HostEntry) -> list:
+        """The host's groups (``all`` first) by depth, ``ansible_group_priority``, name: Ansible's sort_groups."""
+        return sorted(
             (self.groups[name] for name in self.closure(entry.groups)),
             key=lambda g: (g.depth, g.priority, g.name),
         )
+
+    def merged_vars(self, entry: _HostEntry, vars_files) -> tuple:
+        """(group names in precedence order, merged vars), in ansible-core 2.19's order (VariableManager):
+
+        ``all`` then the other groups as written in the inventory < ``group_vars/all`` <
+        ``group_vars/<group>`` in the same group order (source by source) < the host's inventory
+        vars < ``host_vars/<host>``. ``vars_files(kind, name)`` gives the files' vars, source by source.
+        """
+        ordered = self.ordered_groups(entry)
         merged: dict = {}
         for group in ordered:
             merged.update(group.vars)
+        for layer in vars_files.groups([g.name for g in ordered]):
+            merged.update(layer)
         merged.update(entry.vars)
+        for layer in vars_files.host(entry.name):
+            merged.update(layer)
         return [g.name for g in ordered], merged

@@ -1,4 +1,9 @@
-"""``load_inventory``: read, build groups, resolve each host's variables and connection."""
+"""``load_inventory``: read every source, build groups, resolve each host's variables and connection.
+
+A problem that belongs to one host (a connection we do not implement, a template that fails,
+a vault it needs and cannot open) is attached to that host instead of refusing the inventory:
+``Inventory.select`` refuses it when a task targets the host, ``inventory.show`` marks it.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,39 @@ import os
 
 from .connection import _Settings
 from .groups import _Builder, _HostEntry
+from .ini_reader import IniReader
 from .model import Host, Inventory, InventoryError
-from .yaml_reader import _read_yaml
+from .sources import inventory_files, split_sources, vars_base
+from .vars_files import VarsFiles
+from .yaml_reader import parse_yaml, read_text
 
-def load_inventory(path, cli_vars: dict | None = None) -> Inventory:
-    """Read and check an inventory file; raise InventoryError on any problem."""
-    path = os.fspath(path)
-    _refuse_vars_folders(path)
-    builder = _Builder(path)
-    builder.read_top(_read_yaml(path))
+YAML_EXTENSIONS = (".yaml", ".yml", ".json")  # the yaml plugin's yaml_extensions
+
+
+def load_inventory(sources, cli_vars: dict | None = None) -> Inventory:
+    """Read and check the inventory sources (a path, or a list of paths/comma-separated paths).
+
+    Raises InventoryError for a problem of the whole inventory; a host's own problem is kept on the host.
+    """
+    paths = split_sources(sources)
+    if not paths:
+        raise InventoryError("no inventory given; pass --inventory PATH (a file or a folder)")
+    builder = _Builder(paths[0])
+    for source in paths:
+        files = inventory_files(source)
+        read = [path for path in files if _read_source(builder, path, single=len(files) == 1 and path == source)]
+        if not read:
+            raise InventoryError(f"{source}: no inventory file in this folder; add a YAML or INI inventory")
     builder.reconcile()
+    vars_files = VarsFiles([vars_base(source) for source in paths])
     cli_vars = dict(cli_vars or {})
-    hosts = {name: _host(path, builder, entry, cli_vars) for name, entry in builder.hosts.items()}
+    hosts = {name: _host(builder, entry, cli_vars, vars_files) for name, entry in builder.hosts.items()}
     groups = {
         name: [host for host in hosts if name in hosts[host].groups]
         for name in builder.groups
     }
     return Inventory(
-        path=path,
+        path=",".join(paths),
         hosts=hosts,
         groups=groups,
         children={name: list(group.children) for name, group in builder.groups.items()},
@@ -31,18 +51,54 @@ def load_inventory(path, cli_vars: dict | None = None) -> Inventory:
     )
 
 
-def _refuse_vars_folders(path: str) -> None:
-    """ansible-inventory would merge group_vars/ and host_vars/ beside the file; we read only the file."""
-    for folder in ("group_vars", "host_vars"):
-        if os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(path)), folder)):
-            raise InventoryError(f"{path}: {folder}/ next to the inventory is not read; move those variables into the file")
+def _read_source(builder: _Builder, path: str, single: bool) -> bool:
+    """One inventory file into the builder, as the yaml plugin or else the ini plugin reads it.
+
+    Returns False for an empty file inside a folder (nothing to read); a single empty file is refused.
+    """
+    text = read_text(path)
+    builder.path = path
+    if text.startswith("#!"):
+        raise InventoryError(f"{path}: an inventory script (#!) is not supported; write a static YAML or INI inventory")
+    extension = os.path.splitext(path)[1]
+    if extension == ".toml":
+        raise InventoryError(f"{path}: TOML inventories are not supported; write it as YAML or INI")
+    yaml_error, data = None, None
+    if extension in YAML_EXTENSIONS or not extension:
+        try:
+            data = parse_yaml(path, text)
+        except InventoryError as exc:
+            yaml_error = exc  # maybe an INI file without extension
+        else:
+            if isinstance(data, dict) and data:
+                builder.read_top(data)
+                return True
+            if data is None or data == {}:
+                if single:
+                    builder.read_top(data)  # refuses it: the inventory is empty
+                return False
+    try:
+        IniReader(builder, path).read(text)
+    except InventoryError:
+        if extension in YAML_EXTENSIONS:  # a YAML file first: say what is wrong with it as YAML
+            if yaml_error is not None:
+                raise yaml_error from None
+            builder.read_top(data)  # refuses the shape (a list, a string...)
+        raise
+    return True
 
 
-def _host(path: str, builder: _Builder, entry: _HostEntry, cli_vars: dict) -> Host:
+def _host(builder: _Builder, entry: _HostEntry, cli_vars: dict, vars_files: VarsFiles) -> Host:
     """One resolved Host: merged Ansible vars, normalised settings, groups in precedence order."""
-    ordered_groups, merged = builder.merged_vars(entry)
-    from_inventory, _ = _Settings(path, entry.name, merged, {}).resolve()
-    _, from_cli = _Settings(path, entry.name, merged, cli_vars).resolve() if cli_vars else ({}, {})
+    ordered_groups = [g.name for g in builder.ordered_groups(entry)]
+    merged = dict(entry.vars)
+    try:
+        ordered_groups, merged = builder.merged_vars(entry, vars_files)
+        from_inventory, _ = _Settings(entry.source, entry.name, merged, {}).resolve()
+        _, from_cli = _Settings(entry.source, entry.name, merged, cli_vars).resolve() if cli_vars else ({}, {})
+    except InventoryError as exc:
+        return Host(name=entry.name, inventory_vars=merged, groups=ordered_groups, cli_vars=dict(cli_vars),
+                    ansible_vars=merged, problem=str(exc))
     return Host(
         name=entry.name,
         inventory_vars={**merged, **from_inventory},

@@ -35,6 +35,9 @@ class Host:
     groups: list  # "all", then every group of the host in precedence order
     cli_vars: dict = field(default_factory=dict)
     ansible_vars: dict = field(default_factory=dict)  # exactly what ansible-inventory --list shows
+    # Why no task may target this host (a connection we do not implement, a template or vault
+    # that fails...): one error line. Other hosts stay usable; inventory.show marks this one.
+    problem: str | None = None
 
     @property
     def vars(self) -> dict:
@@ -98,7 +101,7 @@ class Inventory:
                 f"{self.path}: no group '{pattern}' in the inventory; add it under all.children"
             )
         if not limit:
-            return chosen
+            return self.usable(chosen)
         wanted = set()
         for item in (part.strip() for part in limit.split(",")):
             if not item:
@@ -118,7 +121,15 @@ class Inventory:
                 f"{self.path}: --limit '{limit}' matches no host of '{pattern}' "
                 f"({', '.join(h.name for h in chosen) or 'empty'})"
             )
-        return narrowed
+        return self.usable(narrowed)
+
+    @staticmethod
+    def usable(hosts: list) -> list:
+        """``hosts`` unchanged, or the first one's problem as the one error line (``--limit`` can leave it out)."""
+        for host in hosts:
+            if host.problem:
+                raise InventoryError(f"{host.problem} (--limit can leave '{host.name}' out)")
+        return hosts
 
 
 def masked(values, secret_vars=()):

@@ -41,17 +41,31 @@ _InventoryLoader.add_constructor("!unsafe", _construct_unsafe)
 _InventoryLoader.add_constructor("!vault", _refuse_vault)
 
 
-def _read_yaml(path: str):
-    """The file's YAML data, or one InventoryError line (missing, unreadable, bad syntax, hostile)."""
+def read_text(path: str) -> str:
+    """An inventory file's text, or one InventoryError line (missing, unreadable, not UTF-8)."""
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            return handle.read()
     except FileNotFoundError:
         raise InventoryError(f"{path}: inventory file not found; pass --inventory PATH") from None
     except UnicodeDecodeError:
         raise InventoryError(f"{path}: inventory is not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read inventory ({exc.strerror}); check its permissions") from None
+
+
+def _read_yaml(path: str):
+    """The file's YAML data, or one InventoryError line (missing, unreadable, bad syntax, hostile)."""
+    return parse_yaml(path, read_text(path))
+
+
+def read_vars_text(path: str, text: str):
+    """A group_vars/host_vars file's YAML data, with the inventory's tags and bounds."""
+    return parse_yaml(path, text)
+
+
+def parse_yaml(path: str, text: str):
+    """YAML text -> data, or one InventoryError line naming ``path``."""
     try:
         data = yaml.load(text, Loader=_InventoryLoader)
     except _Refused as exc:

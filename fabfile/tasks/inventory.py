@@ -35,10 +35,25 @@ def host_vars_text(loaded, name: str) -> str:
     """One host's inventory variables (Ansible's and our normalised names) as sorted JSON, secrets masked."""
     if name not in loaded.hosts:
         raise InventoryError(f"{loaded.path}: no host '{name}'; known hosts: {', '.join(loaded.hosts) or 'none'}")
-    values = loaded.hosts[name].inventory_vars
+    host = loaded.hosts[name]
+    values = host.inventory_vars
     secret_vars = values.get("secret_vars") or ()
-    shown = masked({str(k): v for k, v in values.items()}, secret_vars if isinstance(secret_vars, list) else ())
-    return json.dumps(shown, indent=4, sort_keys=True, default=_json_scalar)
+    shown = masked(_text_keys(values), secret_vars if isinstance(secret_vars, list) else ())
+    text = json.dumps(shown, indent=4, sort_keys=True, default=_json_scalar)
+    return f"{text}\n# refused for tasks: {host.problem}" if host.problem else text
+
+
+def _text_keys(value):
+    """Mapping keys as JSON writes them (``{10: a, default: b}`` -> "10", "default"), so mixed keys sort."""
+    if isinstance(value, dict):
+        return {_json_key(key): _text_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_text_keys(item) for item in value]
+    return value
+
+
+def _json_key(key) -> str:
+    return json.dumps(key, default=_json_scalar).strip('"') if not isinstance(key, str) else key
 
 
 def _json_scalar(value):
@@ -70,12 +85,18 @@ def _graph_line(text: str, depth: int) -> str:
 def summary_text(loaded) -> str:
     """One line per host: name, transport, where it connects, groups (without all)."""
     rows = [("host", "connection", "target", "groups")]
+    refused = []
     for host in loaded.hosts.values():
-        rows.append((host.name, host.connection, _target(host), ",".join(g for g in host.groups if g != "all")))
+        groups = ",".join(g for g in host.groups if g != "all")
+        if host.problem:
+            rows.append((f"{host.name} (!)", "-", "refused for tasks", groups))
+            refused.append(f"(!) {host.name}: {host.problem}")
+        else:
+            rows.append((host.name, host.connection, _target(host), groups))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(
+    return "\n".join([
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows
-    )
+    ] + refused)
 
 
 def _target(host) -> str:

@@ -116,7 +116,8 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         except DeployError as exc:
             raise support.UsageError(str(exc)) from None
         again = ["inv", title] + (["--binary", binary] if binary is not None else []) + (
-            ["--inventory", inventory] if inventory else []) + (["--limit", limit] if limit else []) + (
+            [f"--inventory={support.inventory_path(c, inventory)}"] if inventory else []) + (
+            ["--limit", limit] if limit else []) + (
             ["--batch", str(batch)] if str(batch) != "1" else [])
         hint = argv_line(again)
         # Validates every override and the batching first.

@@ -9,6 +9,7 @@ hosts safe (see ``exits``).
 from __future__ import annotations
 
 import functools
+import inspect
 import signal
 import sys
 
@@ -28,7 +29,8 @@ from ..transports import TransportError
 from ..values import InvalidValue
 
 COMMON_HELP = {
-    "inventory": "inventory file in Ansible's YAML shape (default: invoke.yaml's veza.inventory, hosts.yaml)",
+    "inventory": "inventory source: a YAML or INI file or a folder of them, with group_vars/ and host_vars/ beside; "
+                 "repeatable or comma-separated, merged in order (default: invoke.yaml's veza.inventory, hosts.yaml)",
     "limit": "only these hosts or groups, comma-separated (NAME[,NAME])",
     "check": "probe only: say what would change, change nothing",
     "diff": "show what would change in files (keys only for files holding secrets)",
@@ -49,6 +51,12 @@ class Task(invoke.Task):
     configurations of one function, so ``inv api.setup stream.setup`` would silently
     skip the second. Identity equality makes every named task run.
     """
+
+    def __init__(self, body, *args, iterable=None, **kwargs):
+        # --inventory is repeatable on every task that reads the inventory (several sources, as in Ansible).
+        if "inventory" in inspect.signature(body).parameters:
+            iterable = [*(iterable or ()), "inventory"]
+        super().__init__(body, *args, iterable=iterable, **kwargs)
 
     def __eq__(self, other):
         return self is other
@@ -116,10 +124,14 @@ def parse_set(values) -> dict:
     return parsed
 
 
-def inventory_path(c, inventory: str | None) -> str:
-    """``--inventory``, else invoke.yaml's ``veza.inventory``; relative paths from the repo root."""
+def inventory_path(c, inventory) -> str:
+    """``--inventory`` (one value or the list of repeated ones, each maybe comma-separated), else
+    invoke.yaml's ``veza.inventory``; relative paths from the repo root; several come back comma-separated."""
+    from ..inventory.sources import split_sources
+
     default = c.config.get("veza", {}).get("inventory", "hosts.yaml") if c is not None else "hosts.yaml"
-    return str(resolve(inventory, default))
+    given = split_sources(inventory) or split_sources(default)
+    return ",".join(str(resolve(path)) for path in given)
 
 
 def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
