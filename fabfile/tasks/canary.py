@@ -39,7 +39,10 @@ def plan_and_mode(config, loaded, hosts, flags: dict):
     hash_type = balancer_vars[hash_var] if hash_var else None
     mode = weight_mode(balance, hash_type)
     if mode == "static":
-        how = f"balance {balance}" + (f", hash-type {hash_type}" if hash_type else " (hash-type map-based)")
+        from ..canary.plan import HASH_ALGORITHMS
+
+        hashed = str(balance).split("(")[0].split()[0] in HASH_ALGORITHMS if str(balance).split() else False
+        how = f"balance {balance}" + (f" with hash-type {hash_type or 'map-based'}" if hashed else "")
         raise support.UsageError(
             f"--canary: {config.pool} uses {how}, a static algorithm: HAProxy fixes its weights at start, so no "
             f"share can go to a canary; set {balance_var} to roundrobin, leastconn or random"
