@@ -17,22 +17,43 @@ from dataclasses import dataclass
 
 MASK = "********"
 MIN_SECRET_LENGTH = 3  # shorter values would mask ordinary words
+# Secrets known to the whole process (decrypted vault values, see register_secret): every Masker masks them.
+_REGISTERED: set = set()
+
+
+def _pieces(secrets) -> set:
+    pieces = set()
+    for secret in secrets:
+        if secret is None or isinstance(secret, bool):
+            continue
+        text = str(secret)
+        # A multi-line value is also masked line by line: a diff or a log shows one line at a time.
+        for piece in [text, *text.splitlines(), json.dumps(text)[1:-1]]:
+            if len(piece.strip()) >= MIN_SECRET_LENGTH:
+                pieces.add(piece)
+    return pieces
+
+
+def register_secret(value) -> None:
+    """A value no output may show, wherever it came from (a vault-decrypted variable...): every Masker,
+    including ones made before, masks it from now on (error lines, step lines, diffs, reports)."""
+    _REGISTERED.update(_pieces([value]))
 
 
 class Masker:
     """Replaces secret values with asterisks in text and in structured data."""
 
     def __init__(self, secrets=()):
-        pieces = set()
-        for secret in secrets:
-            if secret is None or isinstance(secret, bool):
-                continue
-            text = str(secret)
-            # A multi-line value is also masked line by line: a diff or a log shows one line at a time.
-            for piece in [text, *text.splitlines(), json.dumps(text)[1:-1]]:
-                if len(piece.strip()) >= MIN_SECRET_LENGTH:
-                    pieces.add(piece)
-        self.secrets = sorted(pieces, key=len, reverse=True)
+        self.own = _pieces(secrets)
+        self._merged, self._registered_seen = [], -1
+
+    @property
+    def secrets(self) -> list:
+        """This masker's values plus the registered ones, longest first."""
+        if self._registered_seen != len(_REGISTERED):
+            self._merged = sorted(self.own | _REGISTERED, key=len, reverse=True)
+            self._registered_seen = len(_REGISTERED)
+        return self._merged
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fabfile.inventory import InventoryError, load_inventory
+from fabfile.inventory.vault import Vault, VaultText
 
 CORPUS = Path(__file__).resolve().parent / "inventories"
 # A <case>.yaml is one inventory file; a <case>/ folder an Ansible-shaped repo (sources.txt lists its --inventory values).
@@ -42,8 +43,20 @@ def sources(case: str) -> list:
     return [",".join(str(folder / part) for part in line.split(",")) for line in lines]
 
 
+def vault_of(case: str) -> Vault:
+    """The vault options a folder case gives ansible-inventory: vault-ids.txt (LABEL@FILE lines), vault-password.txt."""
+    folder = CORPUS / case
+    ids = []
+    if (folder / "vault-ids.txt").exists():
+        for line in (folder / "vault-ids.txt").read_text().split():
+            label, _, source = line.partition("@")
+            ids.append(f"{label}@{folder / source}")
+    files = [str(folder / "vault-password.txt")] if (folder / "vault-password.txt").exists() else []
+    return Vault.from_options(vault_ids=ids, password_files=files, environ={})
+
+
 def load_case(case: str):
-    return load_inventory(sources(case))
+    return load_inventory(sources(case), vault=vault_of(case) if (CORPUS / case).is_dir() else Vault())
 
 
 def refusal(case: str):
@@ -59,6 +72,8 @@ def as_json(value):
     def encode(item):
         if isinstance(item, (datetime.date, datetime.datetime)):
             return item.isoformat()
+        if isinstance(item, VaultText):  # an inline !vault value, kept encrypted as ansible-inventory keeps it
+            return {"__ansible_vault": item.ciphertext}
         raise TypeError(type(item).__name__)
 
     def decode(mapping):

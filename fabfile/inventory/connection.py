@@ -44,6 +44,11 @@ HARMLESS_SSH_OPTIONS = {
     "kbdinteractiveauthentication", "visualhostkey",
 }
 HARMLESS_SSH_FLAGS = set("46ACqTtvxY")
+# Every variable the settings above read: their templates must resolve before a task targets the host.
+CONNECTION_VARIABLES = frozenset(
+    {"connection", "ansible_connection", "ansible_incus_project", *HOST_KEY_CHECKING, *SSH_ARG_VARS}
+    | {name for settings in SETTINGS.values() for names in settings.values() for name in names}
+)
 TRUE_WORDS = {"yes", "on", "1", "true", "y", "t"}
 FALSE_WORDS = {"no", "off", "0", "false", "n", "f"}
 

@@ -9,39 +9,48 @@ from __future__ import annotations
 
 import os
 
-from .connection import _Settings
+from .connection import CONNECTION_VARIABLES, _Settings
 from .groups import _Builder, _HostEntry
 from .ini_reader import IniReader
+from .jinja import Templar, Unresolved
 from .model import Host, Inventory, InventoryError
 from .sources import inventory_files, split_sources, vars_base
 from .vars_files import VarsFiles
+from .vault import Vault, holds_vault, is_vault_text, opened
+from .vault import current as current_vault
 from .yaml_reader import parse_yaml, read_text
 
 YAML_EXTENSIONS = (".yaml", ".yml", ".json")  # the yaml plugin's yaml_extensions
 
 
-def load_inventory(sources, cli_vars: dict | None = None) -> Inventory:
+def load_inventory(sources, cli_vars: dict | None = None, vault: Vault | None = None) -> Inventory:
     """Read and check the inventory sources (a path, or a list of paths/comma-separated paths).
 
+    ``vault`` opens vault-encrypted files and ``!vault`` values (default: the command line's vault options).
     Raises InventoryError for a problem of the whole inventory; a host's own problem is kept on the host.
     """
     paths = split_sources(sources)
     if not paths:
         raise InventoryError("no inventory given; pass --inventory PATH (a file or a folder)")
+    vault = vault if vault is not None else current_vault()
     builder = _Builder(paths[0])
     for source in paths:
         files = inventory_files(source)
-        read = [path for path in files if _read_source(builder, path, single=len(files) == 1 and path == source)]
+        single = len(files) == 1 and files[0] == source
+        read = [path for path in files if _read_source(builder, path, single, vault)]
         if not read:
             raise InventoryError(f"{source}: no inventory file in this folder; add a YAML or INI inventory")
     builder.reconcile()
-    vars_files = VarsFiles([vars_base(source) for source in paths])
+    vars_files = VarsFiles([vars_base(source) for source in paths], decrypt=vault.decrypt)
     cli_vars = dict(cli_vars or {})
-    hosts = {name: _host(builder, entry, cli_vars, vars_files) for name, entry in builder.hosts.items()}
-    groups = {
-        name: [host for host in hosts if name in hosts[host].groups]
-        for name in builder.groups
-    }
+    layers = {name: _layers(builder, entry, vars_files, vault) for name, entry in builder.hosts.items()}
+    groups = {name: [host for host in layers if name in layers[host][0]] for name in builder.groups}
+    templar = Templar(
+        raw={name: layer[2] for name, layer in layers.items()}, groups=groups,
+        sources={name: entry.source for name, entry in builder.hosts.items()},
+        secret_vars={name: _secret_vars(layer[2]) for name, layer in layers.items()},
+    )
+    hosts = {name: _host(entry, layers[name], cli_vars, templar) for name, entry in builder.hosts.items()}
     return Inventory(
         path=",".join(paths),
         hosts=hosts,
@@ -51,12 +60,15 @@ def load_inventory(sources, cli_vars: dict | None = None) -> Inventory:
     )
 
 
-def _read_source(builder: _Builder, path: str, single: bool) -> bool:
+def _read_source(builder: _Builder, path: str, single: bool, vault: Vault) -> bool:
     """One inventory file into the builder, as the yaml plugin or else the ini plugin reads it.
 
     Returns False for an empty file inside a folder (nothing to read); a single empty file is refused.
+    A vault-encrypted inventory file is decrypted first (its hosts and groups are needed by every task).
     """
     text = read_text(path)
+    if is_vault_text(text):
+        text = vault.decrypt(text, path)
     builder.path = path
     if text.startswith("#!"):
         raise InventoryError(f"{path}: an inventory script (#!) is not supported; write a static YAML or INI inventory")
@@ -88,20 +100,43 @@ def _read_source(builder: _Builder, path: str, single: bool) -> bool:
     return True
 
 
-def _host(builder: _Builder, entry: _HostEntry, cli_vars: dict, vars_files: VarsFiles) -> Host:
-    """One resolved Host: merged Ansible vars, normalised settings, groups in precedence order."""
+def _layers(builder: _Builder, entry: _HostEntry, vars_files: VarsFiles, vault: Vault) -> tuple:
+    """(groups in precedence order, merged vars as ansible-inventory shows them, the same with inline
+    vaults opened, or the host's problem)."""
     ordered_groups = [g.name for g in builder.ordered_groups(entry)]
     merged = dict(entry.vars)
     try:
         ordered_groups, merged = builder.merged_vars(entry, vars_files)
-        from_inventory, _ = _Settings(entry.source, entry.name, merged, {}).resolve()
-        _, from_cli = _Settings(entry.source, entry.name, merged, cli_vars).resolve() if cli_vars else ({}, {})
+        opened_vars = {key: opened(value, vault) if holds_vault(value) else value for key, value in merged.items()}
     except InventoryError as exc:
-        return Host(name=entry.name, inventory_vars=merged, groups=ordered_groups, cli_vars=dict(cli_vars),
-                    ansible_vars=merged, problem=str(exc))
+        return ordered_groups, merged, {}, str(exc)
+    return ordered_groups, merged, opened_vars, None
+
+
+def _secret_vars(values: dict) -> tuple:
+    names = values.get("secret_vars")
+    return tuple(name for name in names if isinstance(name, str)) if isinstance(names, list) else ()
+
+
+def _host(entry: _HostEntry, layers: tuple, cli_vars: dict, templar: Templar) -> Host:
+    """One resolved Host: templated vars, normalised settings, groups in precedence order; or its problem."""
+    ordered_groups, merged, resolved, problem = layers
+    if problem is None:
+        resolved = templar.variables(entry.name)
+        try:
+            for name in CONNECTION_VARIABLES:
+                if isinstance(resolved.get(name), Unresolved):
+                    raise resolved[name].error  # where and as whom to connect must be known up front
+            from_inventory, _ = _Settings(entry.source, entry.name, resolved, {}).resolve()
+            _, from_cli = _Settings(entry.source, entry.name, resolved, cli_vars).resolve() if cli_vars else ({}, {})
+        except InventoryError as exc:
+            problem = str(exc)
+    if problem is not None:
+        return Host(name=entry.name, inventory_vars=resolved or merged, groups=ordered_groups,
+                    cli_vars=dict(cli_vars), ansible_vars=merged, problem=problem)
     return Host(
         name=entry.name,
-        inventory_vars={**merged, **from_inventory},
+        inventory_vars={**resolved, **from_inventory},
         groups=ordered_groups,
         cli_vars={**cli_vars, **from_cli},
         ansible_vars=merged,

@@ -28,6 +28,10 @@ class InventoryError(Exception):
     """A bad inventory or selection; the message is the one line shown to the user."""
 
 
+class UnsafeText(str):
+    """A string tagged ``!unsafe``: Ansible never templates it, neither do we."""
+
+
 @dataclass
 class Host:
     name: str

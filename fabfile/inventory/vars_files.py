@@ -12,6 +12,7 @@ import json
 import os
 
 from .model import InventoryError
+from .vault import is_vault_text, secret_values
 from .yaml_reader import read_vars_text
 
 EXTENSIONS = (".yml", ".yaml", ".json")
@@ -100,10 +101,9 @@ def _read_vars_file(path: str, decrypt) -> dict:
         raise InventoryError(f"{path}: not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read vars file ({exc.strerror}); check its permissions") from None
-    if text.lstrip().startswith("$ANSIBLE_VAULT;"):
-        if decrypt is None:
-            raise InventoryError(f"{path}: is encrypted with Ansible Vault; pass --vault-password-file or --ask-vault-pass")
-        text = decrypt(path, text)
+    encrypted = is_vault_text(text)
+    if encrypted:
+        text = decrypt(text, path)
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
@@ -115,4 +115,4 @@ def _read_vars_file(path: str, decrypt) -> dict:
     for key in data:
         if not isinstance(key, str):
             raise InventoryError(f"{path}: variable name {key!r} is not a string; quote it")
-    return data
+    return secret_values(data) if encrypted else data

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from .model import InventoryError
+from .model import InventoryError, UnsafeText
+from .vault import VaultText
 
 # Bounds that keep hostile input to one error line instead of a hang or a traceback.
 MAX_NESTING = 64  # nested YAML mappings/lists
@@ -17,28 +18,40 @@ class _Refused(Exception):
 
 
 class _InventoryLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """Safe YAML plus Ansible's inventory tags: ``!unsafe`` is a plain value, ``!vault`` is refused."""
+    """Safe YAML plus Ansible's tags: ``!unsafe`` (never templated), ``!vault`` (kept encrypted until used)."""
+
+    source_path = ""
+
+
+def _unsafe(value):
+    """Every string inside an ``!unsafe`` value becomes UnsafeText, as Ansible marks them."""
+    if isinstance(value, str):
+        return UnsafeText(value)
+    if isinstance(value, list):
+        return [_unsafe(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _unsafe(item) for key, item in value.items()}
+    return value
 
 
 def _construct_unsafe(loader, node):
-    """``!unsafe`` only stops Ansible from templating; we never template inventory values."""
+    """``!unsafe``: a value Ansible never templates (``{{`` stays literal)."""
     if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
+        return UnsafeText(loader.construct_scalar(node))
     if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node, deep=True)
-    return loader.construct_mapping(node, deep=True)
+        return _unsafe(loader.construct_sequence(node, deep=True))
+    return _unsafe(loader.construct_mapping(node, deep=True))
 
 
-def _refuse_vault(loader, node):
-    """Vault text needs Ansible's vault password; we keep secrets in the secrets file instead."""
-    raise _Refused(
-        f"line {node.start_mark.line + 1}: !vault values cannot be decrypted here; "
-        "move the secret to the secrets file (secrets_file)"
-    )
+def _construct_vault(loader, node):
+    """``!vault |`` text: decrypted only when a host that uses it is resolved (see vault)."""
+    if not isinstance(node, yaml.ScalarNode):
+        raise _Refused(f"line {node.start_mark.line + 1}: !vault must tag the text ansible-vault encrypt_string prints")
+    return VaultText(loader.construct_scalar(node), loader.source_path, node.start_mark.line + 1)
 
 
 _InventoryLoader.add_constructor("!unsafe", _construct_unsafe)
-_InventoryLoader.add_constructor("!vault", _refuse_vault)
+_InventoryLoader.add_constructor("!vault", _construct_vault)
 
 
 def read_text(path: str) -> str:
@@ -66,8 +79,10 @@ def read_vars_text(path: str, text: str):
 
 def parse_yaml(path: str, text: str):
     """YAML text -> data, or one InventoryError line naming ``path``."""
+    loader = _InventoryLoader(text)
+    loader.source_path = path
     try:
-        data = yaml.load(text, Loader=_InventoryLoader)
+        data = loader.get_single_data()
     except _Refused as exc:
         raise InventoryError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -77,6 +92,8 @@ def parse_yaml(path: str, text: str):
         raise InventoryError(f"{path}:{where}: YAML syntax error: {problem}; fix the file") from None
     except RecursionError:
         raise InventoryError(f"{path}: YAML nested too deeply (over {MAX_NESTING} levels); flatten it") from None
+    finally:
+        loader.dispose()
     _check_shape(path, data)
     return data
 

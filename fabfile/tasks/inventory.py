@@ -8,6 +8,8 @@ import json
 from invoke import Collection
 
 from ..inventory import InventoryError, load_inventory, masked
+from ..inventory.vault import VaultText
+from ..output import Masker
 from . import support
 from .support import task
 
@@ -24,11 +26,12 @@ def show(c, inventory=None, host=None, graph=False):
     """Hosts, groups and variables as the loader resolved them; bad input is one error line, exit 2."""
     loaded = load_inventory(support.inventory_path(c, inventory))
     if host is not None:
-        print(host_vars_text(loaded, host))
+        text = host_vars_text(loaded, host)
     elif graph:
-        print(graph_text(loaded))
+        text = graph_text(loaded)
     else:
-        print(summary_text(loaded))
+        text = summary_text(loaded)
+    print(Masker()(text))  # vault-decrypted values, whatever their names
 
 
 def host_vars_text(loaded, name: str) -> str:
@@ -60,21 +63,24 @@ def _json_scalar(value):
     """Dates as ISO text (as ansible-inventory prints them); anything else YAML can hold as its repr."""
     if isinstance(value, (datetime.date, datetime.datetime)):
         return value.isoformat()
+    if isinstance(value, VaultText):  # still encrypted (no host needed it opened): as ansible-inventory shows it
+        return {"__ansible_vault": value.ciphertext}
     return repr(value)
 
 
 def graph_text(loaded) -> str:
     """``@all:`` and its tree of groups and direct hosts, in ansible-inventory --graph's layout."""
     lines: list = []
-
-    def walk(group: str, depth: int):
-        lines.append(_graph_line(f"@{group}:", depth))
-        for child in loaded.children.get(group, []):
-            walk(child, depth + 1)
-        if group != "all":
-            lines.extend(_graph_line(host, depth + 1) for host in loaded.members.get(group, []))
-
-    walk("all", 0)
+    pending = [(True, "all", 0)]  # a stack, not recursion: a group chain may be thousands deep
+    while pending:
+        is_group, name, depth = pending.pop()
+        if not is_group:
+            lines.append(_graph_line(name, depth))
+            continue
+        lines.append(_graph_line(f"@{name}:", depth))
+        hosts = loaded.members.get(name, []) if name != "all" else []
+        pending.extend(reversed([(True, child, depth + 1) for child in loaded.children.get(name, [])]
+                                + [(False, host, depth + 1) for host in hosts]))
     return "\n".join(lines)
 
 

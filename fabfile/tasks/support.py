@@ -52,11 +52,14 @@ class Task(invoke.Task):
     skip the second. Identity equality makes every named task run.
     """
 
-    def __init__(self, body, *args, iterable=None, **kwargs):
-        # --inventory is repeatable on every task that reads the inventory (several sources, as in Ansible).
+    def __init__(self, body, *args, iterable=None, help=None, **kwargs):
+        # Every task that reads the inventory takes several sources (--inventory is repeatable) and
+        # Ansible's vault options, as ansible-playbook does.
         if "inventory" in inspect.signature(body).parameters:
-            iterable = [*(iterable or ()), "inventory"]
-        super().__init__(body, *args, iterable=iterable, **kwargs)
+            body = _with_vault_options(body)
+            iterable = [*(iterable or ()), "inventory", *VAULT_ITERABLE]
+            help = {**(help or {}), **VAULT_HELP}
+        super().__init__(body, *args, iterable=iterable, help=help, **kwargs)
 
     def __eq__(self, other):
         return self is other
@@ -66,6 +69,29 @@ class Task(invoke.Task):
 
 
 task = functools.partial(invoke.task, klass=Task)
+
+VAULT_HELP = {
+    "vault_password_file": "Ansible Vault password file (an executable one is run and prints the password); repeatable",
+    "vault_id": "Ansible Vault secret LABEL@SOURCE (SOURCE: a password file, a script or 'prompt'); repeatable",
+    "ask_vault_pass": "ask for the Ansible Vault password (not echoed)",
+}
+VAULT_ITERABLE = ("vault_password_file", "vault_id")
+
+
+def _with_vault_options(body):
+    """``body`` taking --vault-password-file/--vault-id/--ask-vault-pass too; they go to the inventory's vault."""
+    from ..inventory import vault
+
+    @functools.wraps(body)
+    def wrapper(*args, vault_password_file=None, vault_id=None, ask_vault_pass=False, **kwargs):
+        vault.use_options(vault_ids=vault_id, password_files=vault_password_file, ask=ask_vault_pass)
+        return body(*args, **kwargs)
+
+    signature = inspect.signature(body)
+    extra = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+             for name, default in (("vault_password_file", None), ("vault_id", None), ("ask_vault_pass", False))]
+    wrapper.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    return wrapper
 
 
 class Interrupted(KeyboardInterrupt):
@@ -93,10 +119,10 @@ def user_errors(task_body):
         try:
             return task_body(*args, **kwargs)
         except BAD_INPUT as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {Masker()(str(exc))}", file=sys.stderr)
             raise Exit(code=exits.BAD_INPUT) from None
         except FAILED_STEP as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {Masker()(str(exc))}", file=sys.stderr)
             raise Exit(code=exits.FAILED) from None
         except KeyboardInterrupt as interrupt:
             print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)

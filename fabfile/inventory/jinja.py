@@ -1,0 +1,353 @@
+"""Jinja2-templated inventory variables, resolved per host as ansible-core 2.19 resolves them.
+
+A variable whose string holds ``{{``, ``{%`` or ``{#`` is rendered with the host's own
+variables (each rendered on first use, so ``a: "{{ b }}"`` follows ``b``), the magic variables
+(``inventory_hostname``, ``inventory_hostname_short``, ``group_names``, ``groups``, ``hostvars``,
+``inventory_dir``, ``inventory_file``), Jinja2's filters and tests and Ansible's common ones
+(``bool``, ``ternary``, ``regex_replace``, ``to_json``, ``b64encode``, ``combine``...). As in 2.19 a
+template that is one expression keeps its type (``"{{ 8000 + 80 }}"`` is an int); ``!unsafe``
+values and vault-decrypted values are never rendered. A value computed from a secret (a vault
+value) is itself a secret. Errors are one line naming the host and the variable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from collections.abc import Mapping
+from itertools import chain, islice
+
+from .model import InventoryError, UnsafeText, is_secret_name
+from .vault import SecretText, VaultPlain
+
+TEMPLATE_MARKERS = ("{{", "{%", "{#")
+MAX_DEPTH = 100  # nested variable lookups before we call it a loop
+
+
+class TemplateFailed(Exception):
+    """Raised inside rendering; becomes one line naming host and variable."""
+
+
+def is_template(value) -> bool:
+    return isinstance(value, str) and not isinstance(value, (UnsafeText, VaultPlain)) and any(
+        marker in value for marker in TEMPLATE_MARKERS)
+
+
+def needs_templating(value) -> bool:
+    if isinstance(value, dict):
+        return any(needs_templating(item) for item in value.values())
+    if isinstance(value, list):
+        return any(needs_templating(item) for item in value)
+    return is_template(value)
+
+
+def _native_concat(values):
+    """A one-node template keeps its value's type; several nodes join as text (no literal_eval, as in 2.19)."""
+    head = list(islice(values, 2))
+    if not head:
+        return ""
+    if len(head) == 1:
+        return head[0]
+    return "".join(str(value) for value in chain(head, values))
+
+
+def _bool(value):
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    return str(value).strip().lower() in ("yes", "on", "1", "true", "y", "t")
+
+
+def _ternary(value, true_value, false_value, none_value=None):
+    if value is None and none_value is not None:
+        return none_value
+    return true_value if value else false_value
+
+
+def _combine(*dicts, recursive=False):
+    result: dict = {}
+    for item in dicts:
+        for mapping in item if isinstance(item, list) else [item]:
+            for key, value in mapping.items():
+                if recursive and isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+                    result[key] = _combine(result[key], value, recursive=True)
+                else:
+                    result[key] = value
+    return result
+
+
+def _regex_search(value, pattern, *groups, ignorecase=False, multiline=False):
+    flags = (re.I if ignorecase else 0) | (re.M if multiline else 0)
+    match = re.search(pattern, str(value), flags)
+    if not match:
+        return None
+    if not groups:
+        return match.group(0)
+    return [match.group(int(g[1:]) if str(g).startswith("\\") else g) for g in groups]
+
+
+def _mandatory(value, message=None):
+    from jinja2 import Undefined
+
+    if isinstance(value, Undefined):
+        raise TemplateFailed(message or f"mandatory variable {value._undefined_name!r} is not defined")
+    return value
+
+
+FILTERS = {
+    "bool": _bool,
+    "ternary": _ternary,
+    "to_json": lambda value, **kw: json.dumps(value, **kw),
+    "to_nice_json": lambda value, indent=4, **kw: json.dumps(value, indent=indent, sort_keys=True, **kw),
+    "from_json": lambda value: json.loads(value),
+    "to_yaml": lambda value, **kw: __import__("yaml").safe_dump(value, **kw),
+    "to_nice_yaml": lambda value, indent=4, **kw: __import__("yaml").safe_dump(value, indent=indent, **kw),
+    "from_yaml": lambda value: __import__("yaml").safe_load(value),
+    "b64encode": lambda value, encoding="utf-8": base64.b64encode(str(value).encode(encoding)).decode(),
+    "b64decode": lambda value, encoding="utf-8": base64.b64decode(str(value)).decode(encoding),
+    "regex_replace": lambda value, pattern="", replacement="", ignorecase=False, multiline=False, count=0: re.sub(
+        pattern, replacement, str(value), count=count, flags=(re.I if ignorecase else 0) | (re.M if multiline else 0)),
+    "regex_search": _regex_search,
+    "regex_findall": lambda value, pattern, ignorecase=False, multiline=False: re.findall(
+        pattern, str(value), (re.I if ignorecase else 0) | (re.M if multiline else 0)),
+    "regex_escape": lambda value: re.escape(str(value)),
+    "quote": lambda value: shlex.quote(str(value)),
+    "basename": lambda value: str(value).rstrip("/").rsplit("/", 1)[-1] if "/" in str(value) else str(value),
+    "dirname": lambda value: str(value).rsplit("/", 1)[0] if "/" in str(value) else "",
+    "combine": _combine,
+    "dict2items": lambda value, key_name="key", value_name="value": [
+        {key_name: k, value_name: v} for k, v in value.items()],
+    "items2dict": lambda value, key_name="key", value_name="value": {
+        item[key_name]: item[value_name] for item in value},
+    "flatten": lambda value, levels=None: _flatten(value, levels),
+    "mandatory": _mandatory,
+    "split": lambda value, separator=None, maxsplit=-1: str(value).split(separator, maxsplit),
+    "type_debug": lambda value: type(value).__name__,
+}
+
+
+def _flatten(value, levels):
+    result = []
+    for item in value:
+        if isinstance(item, list) and (levels is None or levels > 0):
+            result.extend(_flatten(item, None if levels is None else levels - 1))
+        else:
+            result.append(item)
+    return result
+
+
+def _regex_test(flavour):
+    def test(value, pattern="", ignorecase=False, multiline=False):
+        flags = (re.I if ignorecase else 0) | (re.M if multiline else 0)
+        return bool(getattr(re, flavour)(pattern, str(value), flags))
+    return test
+
+
+TESTS = {"match": _regex_test("match"), "search": _regex_test("search"), "regex": _regex_test("search"),
+         "truthy": lambda value: bool(value), "falsy": lambda value: not value}
+
+
+def _environment():
+    from jinja2 import StrictUndefined
+    from jinja2.nativetypes import NativeCodeGenerator, NativeEnvironment
+
+    class CodeGenerator(NativeCodeGenerator):
+        def _output_const_repr(self, group):
+            """A constant-folded ``{{ 8000 + 80 }}`` keeps its type too; several pieces join as text."""
+            return repr(group[0]) if len(group) == 1 else repr("".join(str(value) for value in group))
+
+    class Environment(NativeEnvironment):
+        code_generator_class = CodeGenerator
+        concat = staticmethod(_native_concat)
+
+    environment = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
+    environment.filters.update(FILTERS)
+    environment.tests.update(TESTS)
+    return environment
+
+
+class Templar:
+    """Every host's templated variables, computed on first use and cached, across hosts (``hostvars``)."""
+
+    def __init__(self, raw: dict, groups: dict, sources: dict, secret_vars: dict):
+        self.raw = raw  # host -> {name: value, inline vaults opened, not templated}
+        self.groups = groups  # group -> [host names], for ``groups`` and ``group_names``
+        self.sources = sources  # host -> the inventory file it first appears in
+        self.secret_vars = secret_vars  # host -> names listed in its secret_vars
+        self.done: dict = {}  # (host, name) -> value
+        self.secret: set = set()  # (host, name) whose value came from a secret
+        self.stack: list = []  # (host, name) being rendered, for loops and taint
+        self.compiled: dict = {}
+        self.environment = None
+        self.host_groups = {host: sorted(g for g, members in groups.items() if host in members and g != "all")
+                            for host in raw}
+
+    def variables(self, host: str) -> dict:
+        """The host's variables, every template rendered (raises InventoryError naming host and variable)."""
+        return {name: self.value(host, name) for name in self.raw[host]}
+
+    def value(self, host: str, name: str):
+        """One variable of one host, rendered once; a caller rendering from a secret becomes secret too."""
+        key = (host, name)
+        if key not in self.done:
+            raw = self.raw[host][name]
+            if _holds_plain(raw) or is_secret_name(name, self.secret_vars.get(host, ())):
+                self.secret.add(key)
+            if not needs_templating(raw):
+                self.done[key] = raw
+            else:
+                try:
+                    self.done[key] = self.rendered(key, raw)
+                except TemplateFailed as exc:
+                    self.done[key] = Unresolved(self.sources.get(host, ""), host, name, str(exc))
+        if self.stack and key in self.secret:
+            self.secret.add(self.stack[-1])
+        found = self.done[key]
+        if self.stack and isinstance(found, Unresolved):
+            raise TemplateFailed(found.reason)  # the root cause, named once
+        return found
+
+    def rendered(self, key: tuple, raw):
+        if key in self.stack:
+            loop = " -> ".join(name for _, name in self.stack[self.stack.index(key):] + [key])
+            raise TemplateFailed(f"variables refer to each other in a loop ({loop})")
+        if len(self.stack) >= MAX_DEPTH:
+            raise TemplateFailed(f"over {MAX_DEPTH} nested variable lookups")
+        self.stack.append(key)
+        try:
+            result = self.render(key[0], raw)
+        finally:
+            self.stack.pop()
+        if key in self.secret:
+            _register(result)
+            if isinstance(result, str):
+                result = SecretText(result)  # made from a vault value: a secret like it
+        return result
+
+    def render(self, host: str, value):
+        if isinstance(value, dict):
+            return {key: self.render(host, item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.render(host, item) for item in value]
+        if not is_template(value):
+            return value
+        from jinja2 import TemplateError, Undefined, UndefinedError
+
+        try:
+            template = self.compiled.get(value)
+            if template is None:
+                if self.environment is None:
+                    self.environment = _environment()
+                template = self.compiled[value] = self.environment.from_string(value)
+            context = template.new_context(_HostScope(self, host), shared=True)
+            result = self.environment.concat(template.root_render_func(context))
+            if isinstance(result, Undefined):
+                result._fail_with_undefined_error()
+            return result
+        except TemplateFailed:
+            raise
+        except UndefinedError as exc:
+            raise TemplateFailed(f"{exc.message}; define it or use | default(...)") from None
+        except TemplateError as exc:
+            raise TemplateFailed(f"{type(exc).__name__}: {exc.message or exc}") from None
+        except RecursionError:
+            raise TemplateFailed("the template nests too deeply") from None
+        except Exception as exc:  # a filter given the wrong type, a division by zero...: still one line
+            raise TemplateFailed(f"{type(exc).__name__}: {exc}") from None
+
+
+    def magic(self, host: str) -> dict:
+        source = self.sources.get(host) or ""
+        return {
+            "inventory_hostname": host,
+            "inventory_hostname_short": host.split(".")[0],
+            "group_names": self.host_groups.get(host, []),
+            "groups": self.groups,
+            "hostvars": _HostVars(self),
+            "inventory_file": source,
+            "inventory_dir": source.rsplit("/", 1)[0] if "/" in source else "",
+        }
+
+
+class Unresolved:
+    """A variable whose template fails, as Ansible would fail when a task uses it: ignored while nothing
+    reads it; reading it as text, a number or a collection (a role's template, a setting) raises the one
+    line naming host and variable. ``inventory.show`` prints the reason."""
+
+    def __init__(self, source: str, host: str, name: str, reason: str):
+        self.source, self.host, self.name, self.reason = source, host, name, reason
+
+    @property
+    def error(self) -> InventoryError:
+        return InventoryError(f"{self.source}: host '{self.host}': cannot template variable '{self.name}': {self.reason}")
+
+    def _fail(self, *args, **kwargs):
+        raise self.error
+
+    __str__ = __format__ = __int__ = __float__ = __index__ = __bool__ = __iter__ = __len__ = _fail
+    __getitem__ = __contains__ = __add__ = __radd__ = __mod__ = _fail
+
+    def __repr__(self):
+        return f"<cannot template: {self.reason}>"
+
+
+class _HostScope(Mapping):
+    """What a template of one host sees: its variables (templated on use) over the magic variables."""
+
+    def __init__(self, templar: Templar, host: str):
+        self.templar, self.host = templar, host
+        self.magic = templar.magic(host)
+
+    def __getitem__(self, name):
+        if name in self.templar.raw[self.host]:
+            return self.templar.value(self.host, name)
+        return self.magic[name]
+
+    def __contains__(self, name):
+        return name in self.templar.raw[self.host] or name in self.magic
+
+    def __iter__(self):
+        return iter({**self.magic, **self.templar.raw[self.host]})
+
+    def __len__(self):
+        return len(set(self.magic) | set(self.templar.raw[self.host]))
+
+
+class _HostVars(Mapping):
+    """``hostvars``: every host's variables, templated on use."""
+
+    def __init__(self, templar: Templar):
+        self.templar = templar
+
+    def __getitem__(self, host):
+        if host not in self.templar.raw:
+            raise KeyError(host)
+        return _HostScope(self.templar, host)
+
+    def __iter__(self):
+        return iter(self.templar.raw)
+
+    def __len__(self):
+        return len(self.templar.raw)
+
+
+def _holds_plain(value) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_plain(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_plain(item) for item in value)
+    return isinstance(value, SecretText)
+
+
+def _register(value) -> None:
+    from ..output import register_secret
+
+    if isinstance(value, dict):
+        for item in value.values():
+            _register(item)
+    elif isinstance(value, list):
+        for item in value:
+            _register(item)
+    elif value is not None and not isinstance(value, bool):
+        register_secret(value)
