@@ -26,8 +26,12 @@ class Secrets(dict):
         if name.startswith("__"):
             raise AttributeError(name)
         if name not in self:
+            if self.path is None:
+                raise TemplateError(f"secret '{name}' is not set: define {name} in an Ansible Vault file of the "
+                                    "inventory, or pass --secrets PATH / set secrets_file")
             raise TemplateError(f"{self.path}: secret '{name}' is missing; add it to the secrets file")
         return self[name]
+
 
     def __repr__(self):
         return f"Secrets({self.path}: {len(self)} values)"
@@ -54,3 +58,12 @@ def load_secrets(path: str) -> Secrets:
             continue  # reported as missing by name if a template needs it
         values[str(name)] = value
     return Secrets(values, path)
+
+
+def with_vault(secrets, host_vars: dict) -> Secrets:
+    """``secrets`` (a Secrets or a plain mapping of them) under the host's variables that come from
+    Ansible Vault: an env template's ``secrets.NAME`` is the inventory's vaulted NAME first."""
+    from .inventory.vault import SecretText
+
+    vaulted = {name: value for name, value in host_vars.items() if isinstance(value, SecretText)}
+    return Secrets({**secrets, **vaulted}, getattr(secrets, "path", None))

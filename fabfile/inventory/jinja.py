@@ -170,7 +170,7 @@ def _environment():
 class Templar:
     """Every host's templated variables, computed on first use and cached, across hosts (``hostvars``)."""
 
-    def __init__(self, raw: dict, groups: dict, sources: dict, secret_vars: dict):
+    def __init__(self, raw: dict, groups: dict, sources: dict, secret_vars: dict, host_groups: dict):
         self.raw = raw  # host -> {name: value, inline vaults opened, not templated}
         self.groups = groups  # group -> [host names], for ``groups`` and ``group_names``
         self.sources = sources  # host -> the inventory file it first appears in
@@ -180,8 +180,8 @@ class Templar:
         self.stack: list = []  # (host, name) being rendered, for loops and taint
         self.compiled: dict = {}
         self.environment = None
-        self.host_groups = {host: sorted(g for g, members in groups.items() if host in members and g != "all")
-                            for host in raw}
+        self.host_groups = {host: sorted(g for g in names if g != "all") for host, names in host_groups.items()}
+        self.scopes: dict = {}  # host -> its _HostScope (made once)
 
     def variables(self, host: str) -> dict:
         """The host's variables, every template rendered (raises InventoryError naming host and variable)."""
@@ -194,7 +194,7 @@ class Templar:
             raw = self.raw[host][name]
             if _holds_plain(raw) or is_secret_name(name, self.secret_vars.get(host, ())):
                 self.secret.add(key)
-            if not needs_templating(raw):
+            if type(raw) is not str and not isinstance(raw, (dict, list)) or not needs_templating(raw):
                 self.done[key] = raw
             else:
                 try:
@@ -240,7 +240,7 @@ class Templar:
                 if self.environment is None:
                     self.environment = _environment()
                 template = self.compiled[value] = self.environment.from_string(value)
-            context = template.new_context(_HostScope(self, host), shared=True)
+            context = template.new_context(self.scope(host), shared=True)
             result = self.environment.concat(template.root_render_func(context))
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
@@ -256,6 +256,11 @@ class Templar:
         except Exception as exc:  # a filter given the wrong type, a division by zero...: still one line
             raise TemplateFailed(f"{type(exc).__name__}: {exc}") from None
 
+
+    def scope(self, host: str) -> "_HostScope":
+        if host not in self.scopes:
+            self.scopes[host] = _HostScope(self, host)
+        return self.scopes[host]
 
     def magic(self, host: str) -> dict:
         source = self.sources.get(host) or ""
@@ -323,7 +328,7 @@ class _HostVars(Mapping):
     def __getitem__(self, host):
         if host not in self.templar.raw:
             raise KeyError(host)
-        return _HostScope(self.templar, host)
+        return self.templar.scope(host)
 
     def __iter__(self):
         return iter(self.templar.raw)
@@ -333,6 +338,8 @@ class _HostVars(Mapping):
 
 
 def _holds_plain(value) -> bool:
+    if type(value) is str:
+        return False
     if isinstance(value, dict):
         return any(_holds_plain(item) for item in value.values())
     if isinstance(value, list):

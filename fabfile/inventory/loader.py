@@ -49,6 +49,7 @@ def load_inventory(sources, cli_vars: dict | None = None, vault: Vault | None = 
         raw={name: layer[2] for name, layer in layers.items()}, groups=groups,
         sources={name: entry.source for name, entry in builder.hosts.items()},
         secret_vars={name: _secret_vars(layer[2]) for name, layer in layers.items()},
+        host_groups={name: layer[0] for name, layer in layers.items()},
     )
     hosts = {name: _host(entry, layers[name], cli_vars, templar) for name, entry in builder.hosts.items()}
     return Inventory(

@@ -29,6 +29,8 @@ class VarsFiles:
         self.decrypt = decrypt  # turns a vault-encrypted file's text into its plain text (see vault)
         self.read: dict = {}  # path -> its vars
         self.found: dict = {}  # (folder, name) -> [paths]
+        self.listed: dict = {}  # folder -> the names in it (one listdir per folder, not four stats per host)
+        self.merged: dict = {}  # (base, kind, name) -> merged vars
 
     def groups(self, names: list) -> list:
         """Vars of ``all`` from every base, then of the other groups (base by base, in ``names`` order)."""
@@ -44,15 +46,22 @@ class VarsFiles:
         """One entity's vars from one base folder (names starting with '/' are skipped, as in Ansible)."""
         if not name or name.startswith(os.sep):
             return {}
-        merged: dict = {}
-        for path in self.files(os.path.join(base, kind), name):
-            merged.update(self.file_vars(path))
-        return merged
+        key = (base, kind, name)
+        if key not in self.merged:
+            merged: dict = {}
+            for path in self.files(os.path.join(base, kind), name):
+                merged.update(self.file_vars(path))
+            self.merged[key] = merged
+        return self.merged[key]
 
     def files(self, folder: str, name: str) -> list:
         key = (folder, name)
         if key not in self.found:
-            self.found[key] = _find(folder, name) if os.path.isdir(folder) else []
+            if folder not in self.listed:
+                self.listed[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+            names = self.listed[folder]
+            candidates = [name] + [name + ext for ext in EXTENSIONS]
+            self.found[key] = _find(folder, name) if ("/" in name or any(c in names for c in candidates)) else []
         return self.found[key]
 
     def file_vars(self, path: str) -> dict:

@@ -21,6 +21,7 @@ instance serves again, so with the capacity floor's slots a pool never restarts 
 from __future__ import annotations
 
 from ..operations import directory, file, group, service, system_user, systemd_unit
+from ..secrets_file import with_vault
 from .. import values
 from ..services import ServiceConfig
 from ..shell import q
@@ -37,7 +38,7 @@ def role_for(config: ServiceConfig, secrets: dict) -> Role:
     """The setup role of one configuration, with the secrets its env file needs."""
 
     def steps(context):
-        v = {**context.vars, "secrets": secrets}
+        v = {**context.vars, "secrets": with_vault(secrets, context.vars)}  # vault values beat the secrets file
         settings = config.settings(v)
         if f"{config.prefix}_db_host" in v:  # rendered raw into DATABASE_URL: a host[:port], nothing else
             values.hostname(f"{config.prefix}_db_host", v[f"{config.prefix}_db_host"])

@@ -258,12 +258,15 @@ def runtime_api(host):
 
 
 def secrets_for(hosts, path: str | None):
-    """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
+    """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root);
+    none when neither is given."""
     from ..secrets_file import load_secrets
 
+    from ..secrets_file import Secrets
+
     chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
-    if not chosen:
-        raise UsageError("no secrets file: pass --secrets PATH or set secrets_file in the inventory")
+    if not chosen:  # every secret may come from the inventory's Ansible Vault (Secrets.with_vault)
+        return Secrets({}, None)
     return load_secrets(str(resolve(chosen)))
 
 
