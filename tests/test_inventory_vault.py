@@ -164,7 +164,7 @@ def test_template_errors_name_host_and_variable_and_only_stop_what_uses_them(tmp
               hosts:
                 web1: {ansible_host: "{{ inventory_hostname }}.{{ domain }}"}
                 web2: {ansible_host: "{{ inventory_hostname | upper }}", n: "{{ [1, 2] | map('int') | sum }}",
-                       mine: "{{ hostvars['web2'].n + 1 }}", g: "{{ group_names }}"}
+                       mine: "{{ hostvars['web2'].n + 1 }}", g: "{{ group_names }}", home: "{{ lookup('env', 'HOME') }}"}
     """))
     inventory = load_inventory(path)
     with pytest.raises(InventoryError) as caught:
@@ -178,4 +178,5 @@ def test_template_errors_name_host_and_variable_and_only_stop_what_uses_them(tmp
                                              "'ansible_default_ipv4' is undefined"):
         str(web2["listen"])  # what a role rendering it would do
     assert "refer to each other in a loop (a -> b -> a)" in web2["a"].reason
+    assert "lookup('env', ...) is not supported here" in web2["home"].reason
     assert "<cannot template: " in host_vars_text(inventory, "web2") and "web1 (!)" in summary_text(inventory)

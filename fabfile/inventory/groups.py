@@ -193,13 +193,12 @@ class _Builder:
             self.groups[group].hosts.append(name)
 
     def set_host_var(self, entry: _HostEntry, key: str, value, where: tuple) -> None:
-        """A host variable; a different value from another appearance of the host is refused."""
+        """A host variable. Within one file a different value from another appearance of the host is
+        refused (one of them is a mistake); a later source overriding an earlier one wins, as in Ansible."""
         earlier = entry.set_in.get(key)
-        if earlier is not None and earlier != where and not _same_value(entry.vars[key], value):
-            places = f"'{earlier[0]}' and '{where[0]}'" if earlier[2] == where[2] else \
-                f"'{earlier[0]}' ({earlier[2]}) and '{where[0]}' ({where[2]})"
+        if earlier is not None and earlier != where and earlier[2] == where[2] and not _same_value(entry.vars[key], value):
             raise InventoryError(
-                f"{self.path}: host '{entry.name}' is defined in groups {places} "
+                f"{self.path}: host '{entry.name}' is defined in groups '{earlier[0]}' and '{where[0]}' "
                 f"with different values for '{key}'; keep its vars in one place"
             )
         entry.vars[key] = value

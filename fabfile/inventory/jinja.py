@@ -164,7 +164,13 @@ def _environment():
     environment = Environment(undefined=StrictUndefined, keep_trailing_newline=True)
     environment.filters.update(FILTERS)
     environment.tests.update(TESTS)
+    environment.globals.update(lookup=_no_lookup, query=_no_lookup, q=_no_lookup)
     return environment
+
+
+def _no_lookup(plugin="", *args, **kwargs):
+    raise TemplateFailed(f"lookup('{plugin}', ...) is not supported here (Ansible runs lookup plugins on its "
+                         "controller); write the value, or keep the variable out of what our tasks read")
 
 
 class Templar:
@@ -307,10 +313,12 @@ class _HostScope(Mapping):
     def __getitem__(self, name):
         if name in self.templar.raw[self.host]:
             return self.templar.value(self.host, name)
-        return self.magic[name]
+        if name in self.magic:
+            return self.magic[name]
+        return self.templar.environment.globals[name]  # range, dict, lookup (refused)...
 
     def __contains__(self, name):
-        return name in self.templar.raw[self.host] or name in self.magic
+        return name in self.templar.raw[self.host] or name in self.magic or name in self.templar.environment.globals
 
     def __iter__(self):
         return iter({**self.magic, **self.templar.raw[self.host]})

@@ -148,9 +148,9 @@ def _slug(item: str) -> tuple:
     label, sep, source = str(item).partition("@")
     if not sep:
         return DEFAULT_LABEL, label
-    if not label or not source:
+    if not source:
         raise InventoryError(f"--vault-id '{item}': expected LABEL@SOURCE (a file, a script or 'prompt')")
-    return label, source
+    return label or DEFAULT_LABEL, source
 
 
 def _password(label: str, source: str) -> bytes:
