@@ -8,8 +8,8 @@ The repo, generated in a temporary folder (default 2,000 hosts in 50 groups):
     inventory/group_vars/gNN/    10-main.yml (templated, an inline !vault value) + 20-more.yml
     inventory/host_vars/HOST.yml for every 10th host
 The vault texts are the ones ansible-vault wrote for tests/inventories/vault_repo (password files
-beside them), so both tools decrypt real Ansible vaults. Each tool runs ROUNDS times (wall clock,
-a fresh process each time, the first run not counted separately); the figure is the median.
+beside them), so both tools decrypt real Ansible vaults. Each tool runs ROUNDS times, taking turns
+(wall clock, a fresh process each time); the figure is the median.
 
 Usage: .venv/bin/python scripts/bench_inventory.py [--hosts 2000] [--groups 50] [--rounds 5]
 ansible-inventory comes from PATH or $ANSIBLE_INVENTORY; without it only our figures print.
@@ -88,17 +88,26 @@ def vault_arguments() -> list:
             "--vault-id", f"prod@{VAULT_CASE / 'prod-password.txt'}"]
 
 
-def timed(argv: list, rounds: int, env: dict) -> tuple:
-    """(median seconds, every run's seconds, the last stdout); any failure stops the benchmark."""
-    runs, out = [], ""
+def timed_once(argv: list, env: dict) -> tuple:
+    """(seconds, stdout) of one run; any failure stops the benchmark."""
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv[:3])} ... exited {done.returncode}: {done.stderr.strip()[-500:]}")
+    return seconds, done.stdout
+
+
+def alternated(commands: dict, rounds: int, env: dict) -> dict:
+    """Each command ROUNDS times, taking turns, so a busy machine weighs on all of them alike:
+    {name: (median, [seconds...], last stdout)}."""
+    runs: dict = {name: [] for name in commands}
+    outputs: dict = {}
     for _ in range(rounds):
-        start = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
-        runs.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            sys.exit(f"{' '.join(argv[:3])} ... exited {done.returncode}: {done.stderr.strip()[-500:]}")
-        out = done.stdout
-    return statistics.median(runs), runs, out
+        for name, argv in commands.items():
+            seconds, outputs[name] = timed_once(argv, env)
+            runs[name].append(seconds)
+    return {name: (statistics.median(runs[name]), runs[name], outputs[name]) for name in commands}
 
 
 def main() -> None:
@@ -115,8 +124,11 @@ def main() -> None:
         files = sum(1 for _ in inventory.rglob("*") if _.is_file())
         print(f"repo: {args.hosts} hosts, {args.groups} groups (+10 parents, 2 INI groups), {files} files, "
               f"a vault file + {args.groups} inline !vault values, templated variables; median of {args.rounds}")
-        ours, our_runs, summary = timed([INV, "inventory.show", "-i", str(inventory), *vault_arguments()],
-                                        args.rounds, env)
+        commands = {"ours": [INV, "inventory.show", "-i", str(inventory), *vault_arguments()]}
+        if ansible:
+            commands["ansible"] = [ansible, "-i", str(inventory), "--list", *vault_arguments()]
+        results = alternated(commands, args.rounds, env)
+        ours, our_runs, summary = results["ours"]
         listed = len(summary.splitlines()) - 1
         print(f"inv inventory.show           {ours:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in our_runs)}; "
               f"{listed} hosts listed)")
@@ -137,13 +149,13 @@ def main() -> None:
         if not ansible:
             print("ansible-inventory not found (PATH or $ANSIBLE_INVENTORY): no comparison")
             return
-        theirs, their_runs, listing = timed([ansible, "-i", str(inventory), "--list", *vault_arguments()],
-                                            args.rounds, env)
+        theirs, their_runs, listing = results["ansible"]
         their_hosts = set(json.loads(listing)["_meta"]["hostvars"])
         if their_hosts != set(loaded.hosts):
             sys.exit(f"the two tools list different hosts ({len(their_hosts)} vs {len(loaded.hosts)})")
         print(f"ansible-inventory --list     {theirs:6.2f} s  (runs: {', '.join(f'{r:.2f}' for r in their_runs)})")
         print(f"ratio inv / ansible-inventory: {ours / theirs:.2f}x (target: at most 0.2x)")
+        print(f"load average during the runs: {os.getloadavg()[0]:.1f} (2 cores here; busy machines stretch both)")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,13 @@ from .model import InventoryError, UnsafeText, is_secret_name
 from .vault import SecretText, VaultPlain
 
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
+PLAIN = (int, float, bool, type(None))
+JINJA_LITERALS = frozenset({"true", "false", "none", "True", "False", "None"})
+SIMPLE_REFERENCE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 MAX_DEPTH = 100  # nested variable lookups before we call it a loop
+# Magic variables whose value is the host's own: a template reading one is rendered per host.
+HOST_MAGIC = frozenset({"inventory_hostname", "inventory_hostname_short", "group_names", "hostvars",
+                        "inventory_file", "inventory_dir", "groups"})
 
 
 class TemplateFailed(Exception):
@@ -184,14 +190,21 @@ class Templar:
         self.done: dict = {}  # (host, name) -> value
         self.secret: set = set()  # (host, name) whose value came from a secret
         self.stack: list = []  # (host, name) being rendered, for loops and taint
-        self.compiled: dict = {}
+        self.compiled: dict = {}  # template text -> (template, names it reads or None)
+        self.results: dict = {}  # (template text, id of each value it reads) -> (result, from a secret)
         self.environment = None
         self.host_groups = {host: sorted(g for g in names if g != "all") for host, names in host_groups.items()}
         self.scopes: dict = {}  # host -> its _HostScope (made once)
+        self.unresolved_hosts: set = set()  # hosts with a variable whose template fails
 
     def variables(self, host: str) -> dict:
-        """The host's variables, every template rendered (raises InventoryError naming host and variable)."""
-        return {name: self.value(host, name) for name in self.raw[host]}
+        """The host's variables, every template rendered (a failing one as an Unresolved value)."""
+        found = {}
+        for name, raw in self.raw[host].items():
+            kind = type(raw)
+            # Plain values (most of them) need no bookkeeping here: value() does it if a template reads them.
+            found[name] = raw if kind in PLAIN or kind is str and "{" not in raw else self.value(host, name)
+        return found
 
     def value(self, host: str, name: str):
         """One variable of one host, rendered once; a caller rendering from a secret becomes secret too."""
@@ -207,6 +220,7 @@ class Templar:
                     self.done[key] = self.rendered(key, raw)
                 except TemplateFailed as exc:
                     self.done[key] = Unresolved(self.sources.get(host, ""), host, name, str(exc))
+                    self.unresolved_hosts.add(host)
         if self.stack and key in self.secret:
             self.secret.add(self.stack[-1])
         found = self.done[key]
@@ -241,15 +255,23 @@ class Templar:
         from jinja2 import TemplateError, Undefined, UndefinedError
 
         try:
-            template = self.compiled.get(value)
-            if template is None:
-                if self.environment is None:
-                    self.environment = _environment()
-                template = self.compiled[value] = self.environment.from_string(value)
+            template, names, parts = self.compile(value)
+            if parts is not None:
+                return self.substitute(host, parts)
+            tainted_before = self.stack[-1] in self.secret if self.stack else False
+            # Hosts sharing a template and the very values it reads (group_vars) share its result.
+            key = None if names is None else (value, *(id(self.lookup(host, name)) for name in names))
+            if key is not None and key in self.results:
+                result, secret = self.results[key]
+                if secret and self.stack:
+                    self.secret.add(self.stack[-1])
+                return result
             context = template.new_context(self.scope(host), shared=True)
             result = self.environment.concat(template.root_render_func(context))
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
+            if key is not None and not tainted_before:
+                self.results[key] = (result, bool(self.stack) and self.stack[-1] in self.secret)
             return result
         except TemplateFailed:
             raise
@@ -262,6 +284,47 @@ class Templar:
         except Exception as exc:  # a filter given the wrong type, a division by zero...: still one line
             raise TemplateFailed(f"{type(exc).__name__}: {exc}") from None
 
+
+    def compile(self, text: str) -> tuple:
+        """(template, the names it reads, parts) once per text. names is None when the result is the
+        host's own (it reads a magic variable such as inventory_hostname or hostvars); parts, for a
+        text made only of literal text and ``{{ name }}`` (the common case), lets ``substitute`` do
+        what Jinja would without Jinja's per-render cost."""
+        if text not in self.compiled:
+            from jinja2 import meta
+
+            if self.environment is None:
+                self.environment = _environment()
+            names = sorted(meta.find_undeclared_variables(self.environment.parse(text)))
+            per_host = any(name in HOST_MAGIC for name in names)
+            pieces = SIMPLE_REFERENCE.split(text)
+            simple = all(not any(m in piece for m in TEMPLATE_MARKERS) for piece in pieces[::2]) and \
+                not any(piece in JINJA_LITERALS for piece in pieces[1::2])
+            parts = [(index % 2 == 1, piece) for index, piece in enumerate(pieces) if piece or index % 2] \
+                if simple else None
+            self.compiled[text] = (self.environment.from_string(text), None if per_host else names, parts)
+        return self.compiled[text]
+
+    def substitute(self, host: str, parts: list):
+        """Literal text and ``{{ name }}`` references: one reference keeps its value's type, several join as text."""
+        scope = self.scope(host)
+        values = []
+        for is_name, piece in parts:
+            if not is_name:
+                values.append(piece)
+            elif piece in scope:
+                values.append(scope[piece])
+            else:
+                raise TemplateFailed(f"'{piece}' is undefined; define it or use | default(...)")
+        if len(values) == 1:
+            return values[0]
+        return "".join(str(value) for value in values)
+
+    def lookup(self, host: str, name: str):
+        """What a template of ``host`` gets for ``name`` (its variable, a global, or nothing)."""
+        if name in self.raw[host]:
+            return self.value(host, name)
+        return self.environment.globals.get(name)
 
     def scope(self, host: str) -> "_HostScope":
         if host not in self.scopes:

@@ -21,6 +21,7 @@ from .vault import current as current_vault
 from .yaml_reader import parse_yaml, read_text
 
 YAML_EXTENSIONS = (".yaml", ".yml", ".json")  # the yaml plugin's yaml_extensions
+PLAIN_TYPES = (str, int, float, bool, type(None))  # values that cannot hold a !vault
 
 
 def load_inventory(sources, cli_vars: dict | None = None, vault: Vault | None = None) -> Inventory:
@@ -108,7 +109,8 @@ def _layers(builder: _Builder, entry: _HostEntry, vars_files: VarsFiles, vault: 
     merged = dict(entry.vars)
     try:
         ordered_groups, merged = builder.merged_vars(entry, vars_files)
-        opened_vars = {key: opened(value, vault) if holds_vault(value) else value for key, value in merged.items()}
+        opened_vars = {key: opened(value, vault) if type(value) not in PLAIN_TYPES and holds_vault(value) else value
+                       for key, value in merged.items()}
     except InventoryError as exc:
         return ordered_groups, merged, {}, str(exc)
     return ordered_groups, merged, opened_vars, None
@@ -125,7 +127,7 @@ def _host(entry: _HostEntry, layers: tuple, cli_vars: dict, templar: Templar) ->
     if problem is None:
         resolved = templar.variables(entry.name)
         try:
-            for name in CONNECTION_VARIABLES:
+            for name in CONNECTION_VARIABLES if entry.name in templar.unresolved_hosts else ():
                 if isinstance(resolved.get(name), Unresolved):
                     raise resolved[name].error  # where and as whom to connect must be known up front
             from_inventory, _ = _Settings(entry.source, entry.name, resolved, {}).resolve()
