@@ -27,11 +27,9 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _NAME_CHARS = r"[A-Za-z0-9_.-]*"
+_ASSIGNMENT = re.compile(r"""(?P<name>[A-Za-z0-9_.-]+)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
 _INLINE = [
-    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME is secret by the rule
-    re.compile(r"(?P<name>" + _NAME_CHARS + r"(?:pass(?:word|wd|phrase)?|secret|token|credential|private[_-]?key|_key|pwd)"
-               + _NAME_CHARS + r"""["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""", re.IGNORECASE),
-    # sshpass -p VALUE, mysql -pVALUE is not covered (too ambiguous); --password VALUE, --token=VALUE
+    # sshpass -p VALUE; --password VALUE, --token=VALUE
     re.compile(r"(?P<name>\bsshpass\s+-p\s*)(?P<value>\S+)"),
     re.compile(r"(?P<name>--(?:password|passwd|token|secret)[= ]\s*)(?P<value>\S+)", re.IGNORECASE),
     # URL userinfo: scheme://user:VALUE@host
@@ -91,6 +89,9 @@ def mask_text(text: str, values=()) -> str:
     text = str(text)
     for secret in sorted({*registered(), *values}, key=len, reverse=True):
         text = text.replace(secret, MASK)
+    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME is secret by the rule
+    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name"))
+                           else m.group(0), text)
     for pattern in _INLINE:
         text = pattern.sub(lambda m: m.group("name") + MASK, text)
     return text

@@ -129,6 +129,7 @@ def flag_number(flag: str, text, most: float | None = None) -> float:
     with ``most``, it must also be a finite number in (0, most]."""
     from .flags import number
 
-    if most is None:
-        return number(flag, text)
-    return number(flag, text, high=most, above=0)
+    value = number(flag, text)
+    if most is not None and not 0 < value <= most:
+        raise InvalidValue(f"--{flag} {text}: must be a number > 0 and <= {most:g}")
+    return value
