@@ -23,6 +23,7 @@ from ..masking import safe_line, shown
 from ..operations import PreconditionFailed
 from ..output import Masker, Output, write_report
 from ..paths import resolve
+from ..schema import check_set_keys, host_problems
 from ..services import BALANCER_GROUP
 from ..templating import TemplateError
 from ..transports import TransportError
@@ -117,11 +118,12 @@ def parse_set(values) -> dict:
     for item in values or ():
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {shown(item)}: expected KEY=VALUE")
+            raise UsageError(f"--set {shown(item)}: expected NAME=VALUE")
         try:
             parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
             parsed[key.strip()] = raw
+    check_set_keys(parsed)
     return parsed
 
 
@@ -136,7 +138,18 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
+    refuse_bad_hosts(hosts)
     return loaded, hosts
+
+
+def refuse_bad_hosts(hosts) -> None:
+    """The variable schema's verdict on each targeted host's resolved variables (inventory + --set): a host
+    with a problem makes the task refuse before anything runs (exit 2); --limit away from it works."""
+    for host in hosts:
+        problems = host_problems(host.vars)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise InvalidValue(f"host '{host.name}': {problems[0]}{more}")
 
 
 def check_host_names(hosts) -> None:
@@ -163,6 +176,7 @@ def balancers(loaded) -> list:
     if not hosts:
         raise UsageError(f"{loaded.path}: no '{BALANCER_GROUP}' group; HAProxy's runtime API is reached through its hosts")
     check_group_size(BALANCER_GROUP, hosts)
+    refuse_bad_hosts(hosts)
     return hosts
 
 
