@@ -5,6 +5,7 @@ VENV := .venv
 INV := $(VENV)/bin/inv
 PYTHON := $(VENV)/bin/python
 BUILD := .lab/build
+PROMTOOL := .lab/tools/promtool
 INVENTORY ?= hosts.yaml
 VERSION ?= v1
 BINARY ?=
@@ -14,7 +15,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover bench-failover bench-lb site-setup lab-inventory bench-scale lock-status lock-release audit inventory-show
+        test-lb-failover bench-failover bench-lb site-setup monitor-setup monitor-status monitor-rules lab-inventory bench-scale lock-status lock-release audit inventory-show
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -26,9 +27,18 @@ $(INV): requirements.txt
 
 venv: $(INV) ## Python venv with the pinned Fabric/Invoke set
 
-host-deps: ## Debian packages the tests and stand-in builds use (haproxy, socat, Go, Rust, make)
+host-deps: $(PROMTOOL) ## Debian packages the tests and stand-in builds use (haproxy, socat, Go, Rust, make; promtool)
 	@command -v haproxy >/dev/null && command -v socat >/dev/null && command -v go >/dev/null && command -v cargo >/dev/null || \
 	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy socat golang-go cargo make >/dev/null; }
+
+# promtool for the alert rules' unit tests, taken out of Debian's prometheus package (the version the monitor
+# host runs) without installing it: installing would start a Prometheus daemon on this machine.
+$(PROMTOOL):
+	@mkdir -p $(@D)/deb && rm -f $(@D)/deb/*.deb
+	@cd $(@D)/deb && { apt-get download -q prometheus >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get download -q prometheus >/dev/null 2>&1; }; }
+	dpkg-deb --fsys-tarfile $(@D)/deb/prometheus_*.deb | tar -xO ./usr/bin/promtool > $@.tmp
+	@chmod 0755 $@.tmp && mv -f $@.tmp $@ && rm -rf $(@D)/deb
 
 lab-up: venv ## Build/start the local Incus lab (installs Incus, image, containers)
 	$(INV) lab.up --inventory $(INVENTORY)
@@ -50,6 +60,15 @@ haproxy-setup: venv ## Baseline + HAProxy, config validated, reloaded only on ch
 
 haproxy-status: venv ## Pools and server states from the runtime API
 	$(INV) haproxy.status --inventory $(INVENTORY)
+
+monitor-setup: venv ## Node exporters everywhere; Prometheus + Alertmanager + alert webhook on the monitor host
+	$(INV) monitor.setup --inventory $(INVENTORY) $(ARGS)
+
+monitor-status: venv ## Firing alerts and scrape target health (exit 1 unless both are clean)
+	$(INV) monitor.status --inventory $(INVENTORY) $(ARGS)
+
+monitor-rules: venv ## Write the alert rules + scrape jobs for an existing Prometheus into OUT (default reports/monitoring)
+	$(INV) monitor.rules --out $(or $(OUT),reports/monitoring) --inventory $(INVENTORY)
 
 keepalived-setup: venv ## keepalived on the balancer pair (lb_vip): VRRP unicast, config checked, reload on change
 	$(INV) keepalived.setup --inventory $(INVENTORY) $(ARGS)
@@ -137,6 +156,8 @@ demo: venv lab-up demo-binaries ## The main job on the local lab: lab, HAProxy, 
 	$(INV) stream.setup --inventory $(INVENTORY)
 	$(INV) stream.deploy --binary $(BUILD)/stream-server-$(VERSION) --inventory $(INVENTORY) --report reports/stream-deploy.json
 	$(INV) haproxy.status --inventory $(INVENTORY)
+	@# The monitoring group (hosts.yaml): Prometheus + Alertmanager; the gates then check their alerts.
+	@if grep -Eq '^[[:space:]]*monitoring:' $(INVENTORY); then $(INV) monitor.setup --inventory $(INVENTORY); fi
 	$(INV) test.failover --inventory $(INVENTORY) --report reports/failover.json --plot reports/failover.svg
 	@# A balancer pair (lb_vip in the inventory): its state, then the VIP failover gate.
 	@if grep -Eq '^[[:space:]]*lb_vip:[[:space:]]*[0-9]' $(INVENTORY); then \

@@ -7,11 +7,11 @@ modules it runs (Jinja2, the runner, Fabric for ssh hosts) when it runs.
 
 from invoke import Collection
 
-from .tasks import audit, common, haproxy, inventory, lab, lb, lock, service, site, test
+from .tasks import audit, common, haproxy, inventory, lab, lb, lock, monitor, service, site, test
 
 ns = Collection()
 for collection in (lab.collection, inventory.collection, common.collection, haproxy.collection,
                    lb.keepalived_collection, lb.lb_collection, *service.collections, site.collection,
-                   test.collection, lock.collection):
+                   test.collection, lock.collection, monitor.collection):
     ns.add_collection(collection)
 ns.add_task(audit.audit)  # root level: inv audit [--last N]

@@ -7,6 +7,8 @@ import struct
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -74,6 +76,61 @@ def closing_server(reset: bool):
     thread.start()
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+@contextmanager
+def keepalive_server(answers_per_connection: int, announce_close: bool, close_after: float = 0.02):
+    """HTTP/1.1 on kept-alive connections; each connection is closed after ``answers_per_connection``
+    answers. ``announce_close``: the last answer says ``Connection: close`` (what HAProxy's
+    ``idle-close-on-response`` does on a reload); otherwise it looks like any other answer and the
+    connection is closed ``close_after`` seconds later while idle (what a plain soft-stop does).
+    Answers carry the API's JSON ``instance``; a POST answers 201. Yields (base URL, stats Counter)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    listener.settimeout(0.1)
+    stopping = threading.Event()
+    stats = Counter()
+
+    def answer(connection):
+        with connection:
+            connection.settimeout(5)
+            pending = b""
+            for served in range(1, answers_per_connection + 1):
+                while b"\r\n\r\n" not in pending:
+                    chunk = connection.recv(4096)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                method = head.split(b" ", 1)[0]
+                stats[f"{method.decode()} requests"] += 1
+                last = served == answers_per_connection
+                body = b'{"instance": "fake-1"}'
+                status = b"201 Created" if method == b"POST" else b"200 OK"
+                closing = b"Connection: close\r\n" if last and announce_close else b""
+                connection.sendall(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n" + closing
+                                   + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            time.sleep(0 if announce_close else close_after)
+            stats["closed"] += 1
+
+    def serve():
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            stats["accepted"] += 1
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", stats
     finally:
         stopping.set()
         thread.join(timeout=5)

@@ -80,7 +80,8 @@ def render(tmp_path, **extra):
     pair = pair_of(inventory(tmp_path, extra_vars=extra))
     return render_template("keepalived/keepalived.conf.j2", {
         "pair": pair, "node": pair.nodes[1], "password": "abc12345", "http_port": 80,
-        "monitor_uri": "/lb-health", "state_file": "/run/veza-haproxy-down"})
+        "monitor_uri": "/lb-health", "state_file": "/run/veza-haproxy-down",
+        "notify_script": "/usr/local/lib/veza-ops/keepalived-notify"})
 
 
 def test_rendered_config_is_unicast_v3_nopreempt_and_tracks_haproxy(tmp_path):
@@ -91,6 +92,8 @@ def test_rendered_config_is_unicast_v3_nopreempt_and_tracks_haproxy(tmp_path):
     assert "10.9.0.100/24 dev eth0" in text and "track_file haproxy_unit" in text
     assert "auth_pass" not in text  # RFC 5798 has no authentication; keepalived ignores it with v3
     assert "vrrp_track_process haproxy" not in text
+    # Every VRRP state change goes to the script feeding the monitor's VIP-holder metric.
+    assert '    notify "/usr/local/lib/veza-ops/keepalived-notify" root\n}' in text
 
 
 def test_v2_carries_the_password_and_preemption_moves_back_after_a_delay(tmp_path):

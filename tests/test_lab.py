@@ -37,7 +37,7 @@ def lab_hosts(first_report):
 
 def test_every_container_runs_at_its_inventory_address(lab_hosts):
     instances = containers.list_instances()
-    assert len(lab_hosts) == 6  # the balancer pair, two API instances, two stream servers
+    assert len(lab_hosts) == 7  # the balancer pair, two API instances, two stream servers, the monitor
     for host in lab_hosts:
         assert instances[instance_name(host)]["status"] == "Running", host.name
         assert lifecycle.running_address(instances[instance_name(host)]) == host.address
@@ -70,7 +70,7 @@ def test_each_container_has_its_own_ssh_host_key(lab_hosts):
     addresses = {host.address for host in lab_hosts}
     keys = [line.split()[2] for line in base.KNOWN_HOSTS.read_text().splitlines()
             if line.split()[1] == "ssh-ed25519" and line.split()[0] in addresses]
-    assert len(keys) == 6 and len(set(keys)) == 6
+    assert len(keys) == 7 and len(set(keys)) == 7
 
 
 def test_secrets_file_is_private_and_complete():

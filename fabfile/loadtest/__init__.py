@@ -16,6 +16,8 @@ the functions that open connections, so the task list and the unit tests stay fa
     report      the JSON report (``kind: veza-load-report``) and atomic file writes
     svg         the over-time chart
     facade      synchronous helpers for the failover test (BackgroundLoad, fetch, open_session)
+    keepalive   requests on persistent connections (KeepAliveLoad, http.client), MixedLoad of both
+                client kinds, kind_counts: the two kinds counted apart by method and outcome
 """
 
 REPORT_KIND = "veza-load-report"

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .http_load import HttpTarget, open_session as open_http_session
+from .keepalive import kind_counts
 from .outcomes import OK, REFUSED, RESET, STATUS, TIMEOUT, Sample, cookie_from_set_cookie
 from .schedule import Schedule, default_in_flight, run_open_loop
 
@@ -105,6 +106,7 @@ class PhaseCounts:
     by_outcome: Counter = field(default_factory=Counter)
     by_instance: Counter = field(default_factory=Counter)
     by_method: dict = field(default_factory=dict)  # method -> Counter of outcomes
+    samples: list = field(default_factory=list)  # for the counts per client kind (keepalive.kind_counts)
 
     def add(self, sample: Sample) -> None:
         self.total += 1
@@ -114,13 +116,15 @@ class PhaseCounts:
         self.errors += sample.outcome not in (OK, STATUS, TIMEOUT)
         self.by_outcome[sample.outcome] += 1
         self.by_method.setdefault(sample.method, Counter())[sample.outcome] += 1
+        self.samples.append(sample)
         if sample.instance:
             self.by_instance[sample.instance] += 1
 
     def to_dict(self) -> dict:
         return {"total": self.total, "failed": self.failed, "non_200": self.non_200, "timeouts": self.timeouts,
                 "errors": self.errors, "by_outcome": dict(self.by_outcome), "by_instance": dict(self.by_instance),
-                "by_method": {method: dict(outcomes) for method, outcomes in sorted(self.by_method.items())}}
+                "by_method": {method: dict(outcomes) for method, outcomes in sorted(self.by_method.items())},
+                "by_kind": kind_counts(self.samples)}
 
 
 def phase_counts(samples, phase_starts) -> dict:

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 
 OK, STATUS, TIMEOUT, RESET, REFUSED, OTHER, DROPPED = "ok", "status", "timeout", "reset", "refused", "other", "dropped"
 OUTCOMES = (OK, STATUS, TIMEOUT, RESET, REFUSED, OTHER, DROPPED)
+# Client kinds, counted apart: a new connection per request, or a request on a kept-alive connection.
+NEW_CONNECTION, KEEPALIVE = "new", "keepalive"
 ERROR_CLASSES = OUTCOMES[1:]
 CHAIN_DEPTH = 8  # causes/contexts followed when classifying; real chains are 2-3 long
 
@@ -46,6 +48,8 @@ class Sample:
     key: str | None = None  # scenario detail: the HLS track, the WS session
     measured: bool = True  # False when ``seconds`` is not an answer's time (a WS echo never sent)
     method: str = "GET"  # the HTTP method (a WebSocket echo counts as GET: it replays nothing)
+    connection: str = NEW_CONNECTION  # the client kind that sent it: NEW_CONNECTION or KEEPALIVE
+    retried: bool = False  # sent a second time on a fresh connection (keepalive.py's browser-like client)
 
     @property
     def failed(self) -> bool:

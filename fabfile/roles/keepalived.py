@@ -6,6 +6,7 @@ Steps:
     - package keepalived (Debian 12: 2.2.7, built with track-process and JSON dumps)
     - a drop-in for haproxy.service writing 0/1 to /run/veza-haproxy-down on start/stop
       (keepalived's vrrp_track_file: FAULT the moment haproxy dies, container or not)
+    - the notify script writing whether this node holds the VIP (node exporter's textfile collector)
     - /etc/keepalived/keepalived.conf: uploaded to a temporary file, checked with ``keepalived -t``,
       only a clean file replaces the live one (the previous one kept as .prev)
     - service keepalived enabled and running
@@ -15,8 +16,8 @@ Handlers: reload keepalived (SIGHUP: the VRRP state is kept, the VIP does not mo
 from __future__ import annotations
 
 from .. import lb_pair
-from ..operations import apt_packages, directory, file, group, service, system_user
-from ..shell import q
+from ..operations import Operation, apt_packages, directory, file, group, service, system_user
+from ..shell import Command, q
 from ..services import BALANCER_GROUP
 from ..templating import render
 from .base import Role
@@ -41,6 +42,26 @@ ExecStopPost=/bin/sh -c 'echo 1 > {HAPROXY_STATE_FILE}'
 """
 
 
+# keepalived's notify script: whether this node holds the VIP, for node exporter's textfile collector
+# (Debian's folder for it); Prometheus' VIP-holder alert sums it over the pair.
+NOTIFY_SCRIPT = "/usr/local/lib/veza-ops/keepalived-notify"
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+VIP_METRIC = "veza_keepalived_vip_held"
+
+
+def vip_state_written(pair) -> Operation:
+    """The notify script's file exists: keepalived writes it on state changes only, so a node that
+    already ran when the hook was added gets it once from whether it holds the VIP now."""
+    path = f"{NODE_EXPORTER_TEXTFILE_DIR}/veza-keepalived.prom"
+
+    def decide(fact):
+        if fact.strip() != "yes":
+            yield Command(f"if ip -4 -o addr show dev {q(pair.interface)} | grep -qF {q(' ' + pair.vip + '/')}; "
+                          f"then state=MASTER; else state=BACKUP; fi; {q(NOTIFY_SCRIPT)} INSTANCE veza_lb \"$state\" 0")
+
+    return Operation("VIP holder metric written", f"if [ -s {q(path)} ]; then echo yes; fi", decide)
+
+
 def role_for(secrets) -> Role:
     """The keepalived role with the secrets file that holds the VRRP password."""
 
@@ -54,7 +75,7 @@ def role_for(secrets) -> Role:
         text = render("keepalived/keepalived.conf.j2", {
             "pair": pair, "node": pair.node(context.host.name), "password": password,
             "http_port": int(haproxy_vars["haproxy_http_port"]), "monitor_uri": haproxy_vars["haproxy_monitor_uri"],
-            "state_file": HAPROXY_STATE_FILE})
+            "state_file": HAPROXY_STATE_FILE, "notify_script": NOTIFY_SCRIPT})
         return [
             group(pair.script_user),
             system_user(pair.script_user, pair.script_user),
@@ -63,9 +84,13 @@ def role_for(secrets) -> Role:
             file(HAPROXY_DROP_IN, DROP_IN, mode="0644", after=[
                 "systemctl daemon-reload",
                 f"if systemctl is-active -q haproxy; then echo 0; else echo 1; fi > {q(HAPROXY_STATE_FILE)}"]),
+            directory(NOTIFY_SCRIPT.rsplit("/", 1)[0]),
+            file(NOTIFY_SCRIPT, render("keepalived/vrrp-notify.sh.j2", {
+                "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR, "metric": VIP_METRIC}), mode="0755"),
             file(lb_pair.KEEPALIVED_CONFIG, text, mode="0600", validate=VALIDATE, backup=True,
                  notify=["reload keepalived"], diff_mode="keys" if pair.version == 2 else "content"),
             service("keepalived", enabled=True, running=True),
+            vip_state_written(pair),
         ]
 
     def handlers(variables):
