@@ -14,7 +14,7 @@ ARGS ?=
 
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
-        stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
+        stream-status test-failover demo-binaries demo test test-unit test-repeat bench load keepalived-setup lb-status \
         test-lb-failover bench-failover bench-lb site-setup monitor-setup monitor-status monitor-rules lab-inventory bench-scale lock-status lock-release audit inventory-show
 
 help:
@@ -170,6 +170,12 @@ test-unit: venv host-deps ## Unit tests only (no lab)
 
 test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 	$(VENV)/bin/pytest $(ARGS)
+
+FILE ?= tests/test_deploy_unit.py
+N ?= 50
+
+test-repeat: venv ## Run one test file N times in fresh processes and count the failed runs (FILE=..., N=50)
+	$(PYTHON) scripts/test_repeat.py --file $(FILE) --runs $(N) $(ARGS)
 
 bench-failover: venv lab-up ## Backend failover per stop method (incus, unit, freeze, drop) at 20 and 200 req/s: DOWN, failed GETs, POSTs caught, WebSocket
 	$(PYTHON) scripts/bench_failover.py $(INVENTORY)

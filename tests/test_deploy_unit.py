@@ -486,9 +486,40 @@ def test_batches_never_take_the_pool_below_the_floor(binary):
     assert lab.events.index("b3:haproxy:health-up") < lab.events.index("b4:haproxy:drain")
 
 
+class InstallSeen(FakeTransport):
+    """Sets ``installed`` once its instance's new binary is in place."""
+
+    def __init__(self, lab, name):
+        super().__init__(lab, name)
+        self.installed = threading.Event()
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.install_incoming():
+            self.installed.set()
+        return result
+
+
+class HealthWaitsTransport(FakeTransport):
+    """Health probes wait (bounded, real time) for ``event``."""
+
+    def __init__(self, lab, name, event):
+        super().__init__(lab, name)
+        self.event = event
+
+    def run(self, command, warn=False, timeout=None):
+        if command == self.commands.health():
+            self.event.wait(timeout=5)
+        return super().run(command, warn=warn, timeout=timeout)
+
+
 def test_a_batch_failure_rolls_back_the_whole_batch_and_stops(binary):
+    """b2 fails its health gate once b1 runs the new binary too: both go back. (Unordered, the fake clock lets
+    b2 fail before b1 was taken out, and then b1 is rightly left untouched: that was the flaky run.)"""
     lab = FloorLab(["b1", "b2", "b3", "b4"], broken_on=["b2"])
     rollout = batched_rollout(lab, batch=2, min_up=1)
+    rollout.instances[0].transport = InstallSeen(lab, "b1")
+    rollout.instances[1].transport = HealthWaitsTransport(lab, "b2", rollout.instances[0].transport.installed)
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "rolled-back", "untouched", "untouched"]
     assert all(lab.hosts[n]["running"] == "sha-v1" and lab.status(n) == "UP" for n in lab.hosts)
