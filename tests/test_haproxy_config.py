@@ -9,9 +9,11 @@ rendered config on loopback against tiny HTTP servers to see the routing work.
 import http.server
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -357,3 +359,76 @@ def test_live_routing_stickiness_and_track_hashing(tmp_path):
         for server in servers.values():
             server.shutdown()
             server.server_close()
+
+
+# --- reloads under keep-alive clients --------------------------------------------------------
+
+def test_idle_keepalive_connections_are_closed_after_their_next_response_on_a_reload(tmp_path):
+    text = render(TEMPLATE, lab_vars())
+    assert "    option idle-close-on-response\n" in section(text, "defaults")
+    assert "\n    close-spread-time " not in text  # it closes idle connections during its window again
+    assert "idle-close-on-response" not in render(TEMPLATE, lab_vars(haproxy_idle_close_on_response=False))
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"haproxy_hard_stop_after": "10s"}, "haproxy_hard_stop_after: 10s must be longer than haproxy_timeout_server "
+                                         "(30s): a reload's old worker would cut what it still serves"),
+    ({"haproxy_hard_stop_after": "1m", "haproxy_timeout_http_keep_alive": "2m"},
+     "haproxy_hard_stop_after: 1m must be longer than haproxy_timeout_http_keep_alive (2m): a reload's old worker "
+     "would cut what it still serves"),
+    ({"haproxy_idle_close_on_response": "yes please"},
+     "haproxy_idle_close_on_response: 'yes please' is not one of False, True"),
+])
+def test_old_worker_settings_that_would_cut_clients_are_refused(overrides, expected):
+    assert validate_vars(lab_vars(**overrides)) == [expected]
+
+
+def _reloads_under_keepalive_load(tmp_path, idle_close_on_response: bool) -> tuple:
+    """A real haproxy (master-worker, as Debian's unit runs it) on loopback, two reloads (SIGUSR2 to
+    the master) under 40 req/s on 4 kept-alive connections; (samples, connections opened)."""
+    from fabfile.loadtest.keepalive import KeepAliveLoad
+
+    server = named_server("backend-api-1")
+    front_port = free_port()
+    inventory = load_inventory(write_inventory(tmp_path, {"haproxy": {"hosts": {"haproxy": {
+        "haproxy_bind_address": "127.0.0.1", "haproxy_http_port": front_port, "haproxy_stats_socket_port": free_port(),
+        "haproxy_admin_socket": str(tmp_path / "admin.sock"), "haproxy_server_state_file": str(tmp_path / "state"),
+        "haproxy_backend_api_fallback": [{"name": "backend-api-1", "address": "127.0.0.1",
+                                          "port": server.server_address[1]}],
+        "haproxy_idle_close_on_response": idle_close_on_response,
+    }}}}))
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(render(TEMPLATE, template_vars(inventory.hosts["haproxy"], inventory)))
+    master = subprocess.Popen([HAPROXY, "-W", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: fetch(front_port, "/api/v1/health")[0], done=lambda body: body == "backend-api-1",
+                   timeout=15, interval=0.1, what="haproxy answering")
+        load = KeepAliveLoad(f"http://127.0.0.1:{front_port}", "/api/v1/health", rate=40, connections=4,
+                             timeout=2, max_seconds=4)
+        load.start()
+        for _ in range(2):
+            time.sleep(1.2)
+            master.send_signal(signal.SIGUSR2)  # the master's reload: a new worker, the old one soft-stops
+        assert load.wait(15), "the load did not end by itself"
+        return load.samples, load.connections_opened
+    finally:
+        end_process(master)  # the master this test started (its workers follow it), by its PID
+        server.shutdown()
+        server.server_close()
+
+
+@needs_haproxy
+def test_live_reloads_lose_no_keepalive_request_with_idle_close_on_response(tmp_path):
+    samples, opened = _reloads_under_keepalive_load(tmp_path, idle_close_on_response=True)
+    assert len(samples) == 160 and [s for s in samples if s.failed] == []
+    assert opened >= 4 + 2 * 4  # every connection was closed after a response and opened again, per reload
+
+
+@needs_haproxy
+def test_live_reloads_without_it_fail_requests_on_idle_connections(tmp_path):
+    """The control: the same run with HAProxy's default soft-stop fails requests on the kept-alive
+    connections (so the test above would see a regression)."""
+    samples, _ = _reloads_under_keepalive_load(tmp_path, idle_close_on_response=False)
+    failed = [s for s in samples if s.failed]
+    assert len(samples) == 160 and failed and {s.outcome for s in failed} == {"reset"}

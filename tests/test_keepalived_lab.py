@@ -96,4 +96,8 @@ def test_lb_failover_by_process_kill(pair, tmp_path):
     assert result["vip_samples"]["two_holder_samples"] == 0
     assert result["vip_move_seconds"] is not None and result["websocket"]["reconnected_to"] == result["websocket"]["pinned_to"]
     assert result["requests"]["phases"]["after_move"]["failed"] == 0
+    # haproxy killed: its exporter stops answering, the monitor's alert fires and resolves within budget.
+    alert = result["alert"]
+    assert alert["alert"] == "VezaBalancerExporterDown" and alert["labels"] == {"instance": result["holder"]}
+    assert alert["fire_within_budget"] and alert["resolve_within_budget"], alert
     assert (tmp_path / "lbf.svg").read_text().startswith("<svg")

@@ -49,7 +49,12 @@ DEFAULTS = {
     "haproxy_metrics_path": "/metrics",
     # "fallback": a missing upstream group renders the static list with a warning; "refuse": an error.
     "haproxy_fallback": "fallback",
+    # A reload's old worker lives at most this long (WebSocket sessions end then); it must outlast
+    # timeout http-keep-alive and timeout server so keep-alive clients and requests finish first.
     "haproxy_hard_stop_after": "5m",
+    # On a reload the old worker keeps idle keep-alive connections and closes each after its next
+    # response (Connection: close) instead of closing them under clients that may be sending.
+    "haproxy_idle_close_on_response": True,
     # Seconds a reload may take to start a new worker before it counts as failed.
     "haproxy_reload_timeout": 5,
     # --- TLS (Mozilla Intermediate); only rendered when a cert path is set ---
@@ -247,6 +252,19 @@ def time_ms(value) -> float:
     return int(number) * _TIME_UNIT_MS[unit]
 
 
+def _old_worker_lifetime_problem(v: dict) -> str | None:
+    """hard-stop-after cuts whatever the old worker still holds: it must outlast a keep-alive
+    connection's idle time and a request's server time, or a reload cuts those too."""
+    names = ("haproxy_hard_stop_after", "haproxy_timeout_http_keep_alive", "haproxy_timeout_server")
+    if not all(_TIME.match(str(v[name])) for name in names):
+        return None  # the time checks name the value that does not parse
+    longest = max(names[1:], key=lambda name: time_ms(v[name]))
+    if time_ms(v["haproxy_hard_stop_after"]) <= time_ms(v[longest]):
+        return (f"haproxy_hard_stop_after: {v['haproxy_hard_stop_after']} must be longer than {longest} "
+                f"({v[longest]}): a reload's old worker would cut what it still serves")
+    return None
+
+
 def _route_timeout_problems(v: dict) -> list:
     """Each budget: a path prefix, an HAProxy time above zero and no longer than timeout server."""
     name, budgets = "haproxy_api_route_timeouts", v["haproxy_api_route_timeouts"]
@@ -274,7 +292,7 @@ def _positive_int_problem(name: str, value, maximum: int | None = None) -> str |
 
 def _choice_problem(name: str, value, allowed: set) -> str | None:
     if value not in allowed:
-        return f"{name}: {value!r} is not one of {', '.join(sorted(allowed))}"
+        return f"{name}: {value!r} is not one of {', '.join(sorted(map(str, allowed)))}"
     return None
 
 
@@ -382,6 +400,8 @@ def validate_vars(variables: dict) -> list:
         _positive_int_problem("haproxy_check_rise", v["haproxy_check_rise"]),
         _positive_int_problem("haproxy_health_expect_status", v["haproxy_health_expect_status"], 599),
         _choice_problem("haproxy_failover_tuning", v["haproxy_failover_tuning"], {True, False}),
+        _choice_problem("haproxy_idle_close_on_response", v["haproxy_idle_close_on_response"], {True, False}),
+        _old_worker_lifetime_problem(v),
     ]
     checks += [_time_problem(name, v[name]) for name in sorted(v) if _is_time_var(name)]
     if v["haproxy_failover_tuning"] is True:
