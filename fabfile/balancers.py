@@ -116,6 +116,14 @@ class BalancerSet:
     def set_state(self, pool: str, server: str, state: str, health: str | None = None) -> None:
         self._each(lambda r: r.set_state(pool, server, state, health=health))
 
+    def weights(self, pool: str, servers) -> list:
+        """``[(balancer name, {server: (current, initial)})]``: each balancer's runtime weights."""
+        return list(zip([r.name for r in self.runtimes], self._each(lambda r: r.weights(pool, servers))))
+
+    def set_weights(self, pool: str, weights: dict) -> None:
+        """The same weights on every balancer at once (``BalancersFailed`` names those that refused)."""
+        self._each(lambda r: r.set_weights(pool, weights))
+
     def answering(self) -> "BalancerSet":
         """The balancers whose runtime API answers now (all of them, normally); RuntimeAPIError when none does."""
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 
 from .shell import Command, q
@@ -177,3 +178,28 @@ class RuntimeAPI:
         # Success is an empty reply; any text is HAProxy explaining a refusal.
         if reply:
             raise RuntimeAPIError(f"{self.transport.name}: '{'; '.join(commands)}' refused: {reply}")
+
+    def weights(self, pool: str, servers) -> dict:
+        """``{server: (current, initial)}`` runtime weights of ``servers`` of ``pool``, one round trip."""
+        servers = list(servers)
+        replies = self.send([f"get weight {pool}/{server}" for server in servers]).split("\n\n")
+        weights = {}
+        for server, reply in zip(servers, replies + [""] * len(servers)):
+            match = re.fullmatch(r"(\d+) \(initial (\d+)\)", reply.strip())
+            if not match:
+                raise RuntimeAPIError(f"{self.transport.name}: 'get weight {pool}/{server}' answered {reply.strip()!r}")
+            weights[server] = (int(match.group(1)), int(match.group(2)))
+        return weights
+
+    def set_weights(self, pool: str, weights: dict) -> None:
+        """``set weight pool/server W`` for every ``{server: W}`` (0..256), one round trip; HAProxy's refusal
+        (a static balance algorithm, say) is raised with its own words."""
+        if not weights:
+            return
+        for server, weight in weights.items():
+            if not isinstance(weight, int) or not 0 <= weight <= 256:
+                raise RuntimeAPIError(f"weight {weight!r} for {pool}/{server} is not a whole number from 0 to 256")
+        commands = [f"set weight {pool}/{server} {weight}" for server, weight in weights.items()]
+        reply = self.send(commands).strip()
+        if reply:
+            raise RuntimeAPIError(f"{self.transport.name}: 'set weight' refused for {pool}: {' '.join(reply.split())}")

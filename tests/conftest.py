@@ -76,10 +76,12 @@ def haproxy_ready(lab):
 
 @pytest.fixture(scope="session")
 def deployed_lab(haproxy_ready):
-    """HAProxy configured, both services set up and running the v1 stand-ins."""
+    """HAProxy configured, both services set up and running the v1 stand-ins, the monitor watching them
+    (the failover gates check their alerts in Alertmanager)."""
     api_v1, stream_v1 = build_demo("api", "v1"), build_demo("stream", "v1")
     inv("api.setup")
     inv("api.deploy", "--binary", str(api_v1))
     inv("stream.setup")
     inv("stream.deploy", "--binary", str(stream_v1))
+    inv("monitor.setup")
     return haproxy_ready

@@ -42,6 +42,7 @@ VARIANTS = {
     "broken": ("--version", "bad", "--broken"),
     "crash": ("--version", "late", "--crash-after", "2"),
     "slow": ("--version", "slow", "--slow-ms", "400"),
+    "erring": ("--version", "erring", "--error-rate", "0.3"),
     "padded": ("--version", "big", "--pad-mb", "3"),
 }
 
@@ -259,6 +260,8 @@ def test_same_arguments_build_the_same_bytes(built, kind, tmp_path):
 @pytest.mark.parametrize("args", [
     ("--version", ""), ("--version", "two words"), ("--version", "1", "--pad-mb", "-1"),
     ("--version", "1", "--slow-ms", "soon"), ("--version", "1", "--crash-after", "-3"), ("--version", "1", "--bogus"),
+    ("--version", "1", "--error-rate", "1.5"), ("--version", "1", "--error-rate", "nan"),
+    ("--version", "1", "--error-rate", "a fifth"),
 ])
 def test_bad_arguments_are_refused_with_one_error_line(tmp_path, args):
     done = run_builder("api", *args, "-o", str(tmp_path / "x"))
@@ -466,6 +469,20 @@ def test_slow_build_answers_late(built, kind):
         started = time.monotonic()
         assert http_get(running.port, HEALTH)[0] == 200
         assert time.monotonic() - started >= 0.4
+
+
+ERRING_PATHS = {"api": "/api/v1/tracks/{}", "stream": "/hls/{}/segment-1.ts"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_error_rate_answers_that_share_with_500_but_never_the_health_path(built, kind):
+    with Running(built(kind, "erring"), instance="inst-e") as running:
+        health = [http_get(running.port, HEALTH)[0] for _ in range(10)]
+        answers = [http_get(running.port, ERRING_PATHS[kind].format(n)) for n in range(100)]
+    assert health == [200] * 10
+    failed = [body for status, _, body in answers if status == 500]
+    assert len(failed) == 30 and all(status in (200, 500) for status, _, _ in answers)
+    assert all("inst-e" in body and "erring" in body for body in failed)  # the 500 names who answered it
 
 
 @pytest.mark.parametrize("kind", KINDS)

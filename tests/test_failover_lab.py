@@ -57,6 +57,11 @@ def test_failover_sequence_passes_on_the_lab(deployed_lab, tmp_path):
     assert metrics["enabled"], "set haproxy_metrics_bind on the lab's haproxy host"
     assert metrics["seen"]["before"]["status_up"] == 1 and metrics["seen"]["down"]["status_down"] == 1, metrics
     assert metrics["seen"]["down"]["up_down_rise"] == 1 and metrics["seen"]["down"]["seconds_after_down"] <= 1.0
+    # The monitor (hosts.yaml's monitoring group): the victim's alert fired and resolved within its budgets.
+    alert = report["alert"]
+    assert alert["alert"] == "VezaServerDown" and alert["labels"] == {"proxy": "api_pool", "server": "backend-api-1"}
+    assert alert["fire_within_budget"] and alert["resolve_within_budget"], alert
+    assert report["timeline"]["down"] < report["timeline"]["alert_fired"] < report["timeline"]["alert_resolved"]
     ET.parse(tmp_path / "failover.svg")  # a well-formed picture
 
 

@@ -100,4 +100,8 @@ def test_lb_failover_by_process_kill(pair, tmp_path):
     assert result["requests"]["phases"]["after_move"]["by_kind"]["new"]["failed"] == 0
     assert result["requests"]["by_kind"]["keepalive"]["failed"] <= result["requests"]["load"]["keepalive_connections"]
     assert result["browser_client"]["keepalive"]["total"] > 0
+    # haproxy killed: its exporter stops answering, the monitor's alert fires and resolves within budget.
+    alert = result["alert"]
+    assert alert["alert"] == "VezaBalancerExporterDown" and alert["labels"] == {"instance": result["holder"]}
+    assert alert["fire_within_budget"] and alert["resolve_within_budget"], alert
     assert (tmp_path / "lbf.svg").read_text().startswith("<svg")

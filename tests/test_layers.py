@@ -15,7 +15,7 @@ FABFILE = REPO / "fabfile"
 COMMAND_MODULES = [
     "shell", "operations", "values", "services", "templating", "haproxy_runtime", "incus",
     "roles/base", "roles/common", "roles/haproxy", "roles/haproxy_vars", "roles/binary_service",
-    "deploy/commands", "deploy/artifact", "failover/stoppers",
+    "deploy/commands", "deploy/artifact", "failover/stoppers", "canary/plan", "canary/analysis", "canary/state",
 ]
 FORBIDDEN = {"fabfile.transports", "fabfile.ssh_connection", "fabric", "paramiko"}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_error_line, inv
+from fabfile.inventory import load_inventory
 from fabfile.monitoring import rules
 from fabfile.monitoring.gate import expect_balancer_down, expect_server_down
 from fabfile.monitoring.settings import MonitoringSettings, PoolFloor
@@ -76,8 +77,11 @@ def test_monitor_rules_writes_what_promtool_accepts(tmp_path):
     checked = run_promtool("check", "rules", str(out / rules.RULES_FILE))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     scrape = (out / "veza-prometheus.yml").read_text()
-    assert "10.181.40.10:8405" in scrape and "10.181.40.11:8405" in scrape  # both balancers' exporters
-    assert "10.181.40.40:9100" in scrape and "10.181.40.21:9100" in scrape  # node exporters, monitor included
+    hosts = load_inventory(str(REPO / "hosts.yaml")).hosts
+    for balancer in ("haproxy", "haproxy-2"):  # both balancers' exporters
+        assert f'"{hosts[balancer].address}:8405"' in scrape
+    for host in hosts.values():  # a node exporter on every host, the monitor's own included
+        assert f'"{host.address}:9100"' in scrape
 
 
 def test_monitor_rules_needs_out_and_refuses_bad_values(tmp_path):

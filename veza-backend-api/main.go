@@ -1,5 +1,5 @@
 // veza-api stand-in: health at /api/v1/health, a WebSocket at /api/v1/ws that greets and
-// echoes, and POST /api/v1/plays (an unsafe request: records a play), each answer naming the
+// echoes, GET /api/v1/tracks/<id> (a read route), and POST /api/v1/plays (an unsafe request: records a play), each answer naming the
 // instance. Standard library only, logs to stdout, writes
 // nothing to disk, so it runs under the hardened systemd unit of the binary_service role.
 package main
@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -26,6 +28,7 @@ var (
 	broken     = "" // "1": refuse to start
 	crashAfter = "" // seconds after start at which to exit 1
 	slowMs     = "" // delay before every answer
+	errorRate  = "" // share of requests (all but the health path) answered 500, e.g. "0.2"
 )
 
 const (
@@ -34,6 +37,7 @@ const (
 	healthPath    = "/api/v1/health"
 	websocketPath = "/api/v1/ws"
 	playsPath     = "/api/v1/plays"
+	tracksPrefix  = "/api/v1/tracks/" // GET /api/v1/tracks/<id>: a read route for load that is not the health check
 	maxPlayBody   = 4096
 	// systemd sends SIGKILL after TimeoutStopSec=15; finish well before that.
 	drainTimeout = 5 * time.Second
@@ -44,6 +48,7 @@ type variant struct {
 	broken     bool
 	crashAfter time.Duration
 	slow       time.Duration
+	errorRate  float64
 }
 
 func main() {
@@ -93,11 +98,28 @@ func bakedVariant() (variant, error) {
 	if err != nil {
 		return variant{}, err
 	}
+	rate, err := bakedFraction("error-rate", errorRate)
+	if err != nil {
+		return variant{}, err
+	}
 	return variant{
 		broken:     broken == "1",
 		crashAfter: time.Duration(crash) * time.Second,
 		slow:       time.Duration(slow) * time.Millisecond,
+		errorRate:  rate,
 	}, nil
+}
+
+// bakedFraction reads a baked share between 0 and 1; empty means 0.
+func bakedFraction(name, text string) (float64, error) {
+	if text == "" {
+		return 0, nil
+	}
+	value, err := strconv.ParseFloat(text, 64)
+	if err != nil || value < 0 || value > 1 {
+		return 0, fmt.Errorf("%s=%q is not a fraction between 0 and 1", name, text)
+	}
+	return value, nil
 }
 
 // bakedNumber reads a baked count; empty means 0.
@@ -169,6 +191,7 @@ type app struct {
 	build    variant
 	logger   *log.Logger
 	sessions *sessionSet
+	served   atomic.Uint64 // requests counted for the baked error rate
 }
 
 func newApp(instance string, build variant, logger *log.Logger) *app {
@@ -179,8 +202,25 @@ func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if a.build.slow > 0 {
 		time.Sleep(a.build.slow)
 	}
-	status := a.route(w, r)
+	var status int
+	if a.failsThisOne(r) {
+		status = sendJSON(w, http.StatusInternalServerError, failure{Instance: a.instance, Version: version,
+			Error: "failed on purpose (--error-rate " + errorRate + ")"})
+	} else {
+		status = a.route(w, r)
+	}
 	a.logger.Printf("%s %q %d", r.RemoteAddr, r.Method+" "+r.RequestURI+" "+r.Proto, status)
+}
+
+// failsThisOne says whether this request gets the baked 500: exactly errorRate of the requests
+// outside the health path (the n-th fails when floor(n*rate) moves), so health checks and the
+// deploy's gates stay green as a subtly bad release would keep them.
+func (a *app) failsThisOne(r *http.Request) bool {
+	if a.build.errorRate <= 0 || r.URL.Path == healthPath {
+		return false
+	}
+	n := a.served.Add(1)
+	return uint64(float64(n)*a.build.errorRate) > uint64(float64(n-1)*a.build.errorRate)
 }
 
 // route answers the request and returns the status it sent.
@@ -196,9 +236,11 @@ func (a *app) route(w http.ResponseWriter, r *http.Request) int {
 		return sendJSON(w, http.StatusOK, health{Status: "ok", Instance: a.instance, Version: version, Service: serviceName})
 	case websocketPath:
 		return a.upgrade(w, r)
-	default:
-		return sendText(w, http.StatusNotFound, "not found\n")
 	}
+	if track := strings.TrimPrefix(r.URL.Path, tracksPrefix); track != r.URL.Path && track != "" && !strings.Contains(track, "/") {
+		return sendJSON(w, http.StatusOK, trackInfo{Instance: a.instance, Version: version, Track: track})
+	}
+	return sendText(w, http.StatusNotFound, "not found\n")
 }
 
 // recordPlay answers POST /api/v1/plays: 201 with the instance and the client's request id
@@ -224,6 +266,18 @@ type health struct {
 	Instance string `json:"instance"`
 	Version  string `json:"version"`
 	Service  string `json:"service"`
+}
+
+type trackInfo struct {
+	Instance string `json:"instance"`
+	Version  string `json:"version"`
+	Track    string `json:"track"`
+}
+
+type failure struct {
+	Instance string `json:"instance"`
+	Version  string `json:"version"`
+	Error    string `json:"error"`
 }
 
 type greeting struct {

@@ -78,6 +78,11 @@ STEP_LOAD_DOWN = "load: survivor carries DOWN"
 STEP_RECOVERY = "5 start victim, UP again"
 STEP_WS_STAYS = "ws: stays after recovery"
 STEP_LOAD_TOTAL = "load: no failed request"
+# With a monitor host (monitoring/gate.py): the alert for the victim, read from Alertmanager.
+STEP_ALERT_QUIET = "alert: not firing before"
+STEP_ALERT_FIRED = "alert: fired after DOWN"
+STEP_ALERT_RESOLVED = "alert: resolved after UP"
+ALERT_STEPS = (STEP_ALERT_QUIET, STEP_ALERT_FIRED, STEP_ALERT_RESOLVED)
 STEP_RESTORE = "cleanup: victim restarted"
 METRICS_STEPS = (STEP_METRICS_BEFORE, STEP_METRICS_DOWN)
 WS_STEPS = (STEP_WS_PINNED, STEP_WS_CLOSED, STEP_WS_REBALANCED, STEP_WS_STAYS)

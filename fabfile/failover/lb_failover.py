@@ -232,6 +232,12 @@ class LbFailoverRun:
     steps: list = field(default_factory=list)
     marks: dict = field(default_factory=dict)
     websocket: dict = field(default_factory=dict)
+    alerts: object = None  # a monitoring.gate.AlertGate (or None): the killed balancer's alert in Alertmanager
+
+    def _alert_step(self, name, check) -> bool:
+        started = self.clock()
+        result = check()
+        return self._step(name, result.passed, result.detail, started)
 
     def _step(self, name, passed, detail, started):
         step = Step(name, bool(passed), detail, round(self.clock() - started, 3))
@@ -265,6 +271,9 @@ class LbFailoverRun:
                            started)
             except Exception as exc:  # noqa: BLE001 - any failure to open is the step failing
                 self._step("websocket pinned", False, f"could not open a session through the VIP: {exc}", started)
+            if self.alerts is not None:
+                self.alerts.marks = self.marks
+                self._alert_step("alert not firing", self.alerts.quiet)
             started = self.clock()
             self.marks["kill_issued"] = started
             killed = True
@@ -300,6 +309,8 @@ class LbFailoverRun:
                 self.websocket["reconnected_to"] = landed
                 self._step("websocket sticky", landed == pinned, f"reconnect with the old cookie landed on {landed} "
                            f"(was {pinned})", started)
+            if self.alerts is not None and self._passed("alert not firing"):
+                self._alert_step("alert fired", lambda: self.alerts.wait_fired(self.marks["t0"]))
             self.sleep(s.dwell)
         finally:
             if killed:
@@ -328,8 +339,14 @@ class LbFailoverRun:
         if not any(x.alive() for x in samplers[self.holder]):  # a container kill ended its sampler
             samplers[self.holder].append(self._sampler(self.holder, budget))
         self._step("node back", back is not None, detail, started)
-        self.sleep(s.watch_after_return + (s.preempt_delay if s.preempt else 0))
+        watch_from = self.clock()
+        if self.alerts is not None and self._passed("alert fired") and back is not None:
+            self._alert_step("alert resolved", lambda: self.alerts.wait_resolved(back))
+        self.sleep(max(0.0, s.watch_after_return + (s.preempt_delay if s.preempt else 0) - (self.clock() - watch_from)))
         self.marks["watch_end"] = self.clock()
+
+    def _passed(self, name: str) -> bool:
+        return any(step.name == name and step.passed for step in self.steps)
 
     def _holds(self, node_samplers) -> bool:
         return any(x.samples and x.samples[-1][1] for x in node_samplers)
@@ -413,6 +430,7 @@ class LbFailoverRun:
             "retry_once_client": {"retry_after_seconds": RETRY_AFTER, **retried},
             "browser_client": kind_counts(self.browser.samples),
             "websocket": self.websocket,
+            "alert": self.alerts.report() if self.alerts is not None else None,
             "vip_samples": {"interval": SAMPLE_INTERVAL, "count": {n: len(v) for n, v in per_node.items()},
                             "two_holder_samples": ownership["two_holder_samples"],
                             "no_holder_samples_after_move": ownership["no_holder_samples_after_move"],

@@ -15,7 +15,8 @@ from .plot import FAILED, GRID, MARK, OK, TEXT
 WIDTH, HEIGHT, LEFT, RIGHT = 960, 400, 120, 20
 LATENCY = (80, 220)
 LANES_TOP, LANE = 250, 34
-MARKS = (("t0", "kill t0"), ("vip_on_peer", "VIP on peer"), ("start_issued", "start"), ("returned", "back"))
+MARKS = (("t0", "kill t0"), ("vip_on_peer", "VIP on peer"), ("alert_fired", "alert fired"), ("start_issued", "start"),
+         ("returned", "back"), ("alert_resolved", "alert resolved"))
 
 
 def render_svg(report: dict) -> str:

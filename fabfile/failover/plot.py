@@ -22,7 +22,8 @@ LABEL_ROWS = 3  # event labels stack in up to this many rows above the panels
 CHAR_WIDTH = 6.6  # approximate width of one 11px bold character, to keep labels apart
 LANE_HEIGHT = 26
 OK, FAILED, MARK, GRID, TEXT = "#2e9e44", "#d62728", "#444444", "#dddddd", "#222222"
-MARKS = (("stop_issued", "stop issued"), ("t0", "t0 stopped"), ("down", "DOWN"), ("start_issued", "start"), ("up", "UP"))
+MARKS = (("stop_issued", "stop issued"), ("t0", "t0 stopped"), ("down", "DOWN"), ("alert_fired", "alert fired"),
+         ("start_issued", "start"), ("up", "UP"), ("alert_resolved", "alert resolved"))
 
 
 def _title(report: dict) -> tuple:
@@ -34,6 +35,9 @@ def _title(report: dict) -> tuple:
     parts = [f"DOWN {detect:.2f}s after t0 ({from_issue:.2f}s after the stop was issued)" if detect is not None
              else "DOWN not seen",
              f"UP {recover:.2f}s after start" if recover is not None else "UP not seen"]
+    alert = report.get("alert") or {}
+    if alert.get("fire_seconds") is not None:
+        parts.append(f"{alert['alert']} fired {alert['fire_seconds']:.2f}s after DOWN (budget {alert['fire_budget_seconds']:g}s)")
     if requests.get("enabled"):
         parts.append(f"{requests.get('total', 0)} requests, {requests.get('failed', 0)} failed "
                      f"({requests.get('timeouts', 0)} timeouts)")

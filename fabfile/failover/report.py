@@ -78,6 +78,7 @@ class Reporting:
             "metrics": {"enabled": self.metrics is not None, "url": getattr(self.metrics, "url", None),
                         "seen": self._metrics_seen},
             "final_pool": self.final_pool,
+            "alert": self.alerts.report() if self.alerts is not None else None,
         }
 
     def _websocket_report(self) -> dict:

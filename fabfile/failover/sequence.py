@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .checks import (METRICS_STEPS, STEP_BASELINE, STEP_DOWN, STEP_DOWN_WINDOW, STEP_LOAD_DOWN, STEP_LOAD_FLOWING,
+from .checks import (ALERT_STEPS, METRICS_STEPS, STEP_ALERT_FIRED, STEP_ALERT_QUIET, STEP_ALERT_RESOLVED, STEP_BASELINE, STEP_DOWN, STEP_DOWN_WINDOW, STEP_LOAD_DOWN, STEP_LOAD_FLOWING,
                      STEP_LOAD_TOTAL, STEP_METRICS_BEFORE, STEP_METRICS_DOWN, STEP_PREFLIGHT, STEP_RECOVERY,
                      STEP_RESTORE, STEP_STOP, STEP_WS_CLOSED, STEP_WS_PINNED, STEP_WS_REBALANCED, STEP_WS_STAYS,
                      WS_STEPS, FailoverSettings, PlannedStep, StepFailed, StepOutcome)
@@ -47,13 +47,13 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
     engine's (``fabfile/loadtest/facade.py``): ``http_get(path, headers, timeout)``
     -> a ``Reply`` through the LB (``fetch``); ``ws_connect(path, cookie)`` -> a
     ``WsSession`` (``open_session``: ``greeting``, ``cookie(name)``, ``echo``,
-    ``wait_closed``, ``close``); ``load``: a ``BackgroundLoad`` (or None);
+    ``wait_closed``, ``close``); ``load``: a ``MixedLoad`` (new-connection and kept-alive requests) or None;
     ``metrics``: ``read()`` -> the exporter's samples (``metrics.ServerMetrics``, or None).
     """
 
     def __init__(self, settings: FailoverSettings, *, runtime, stopper, http_get: Callable,
                  ws_connect: Callable | None = None, load=None, metrics=None, output, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, alerts=None):
         self.settings = settings
         self.runtime = runtime
         self.stopper = stopper
@@ -61,11 +61,14 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
         self.ws_connect = ws_connect
         self.load = load if settings.load else None
         self.metrics = metrics
+        self.alerts = alerts  # a monitoring.gate.AlertGate (or None): the victim's alert in Alertmanager
         self.output = output
         self.clock = clock
         self.sleep = sleep
         self.steps: list = []
         self.marks: dict = {}  # clock times: started, load_started, stop_issued, t0, down, start_issued, up
+        if alerts is not None:
+            alerts.marks = self.marks  # alert_fired, alert_resolved join the timeline
         self.transitions: dict = {}  # wait name -> [(clock time, HAProxy status)]
         self.others: list = []
         self.final_pool: list = []
@@ -101,6 +104,7 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
             PlannedStep(STEP_WS_PINNED, self._ws_pinned),
             PlannedStep(STEP_LOAD_FLOWING, self._load_flowing, abort_on_failure=True),
             PlannedStep(STEP_METRICS_BEFORE, self._metrics_before),
+            PlannedStep(STEP_ALERT_QUIET, lambda: self.alerts.as_step(self.alerts.quiet())),
             PlannedStep(STEP_STOP, self._stop_victim, abort_on_failure=True),
             PlannedStep(STEP_DOWN, self._wait_down, abort_on_failure=True),
             PlannedStep(STEP_METRICS_DOWN, self._metrics_down, needs=STEP_METRICS_BEFORE),
@@ -108,7 +112,11 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
             PlannedStep(STEP_WS_REBALANCED, self._ws_rebalanced),
             PlannedStep(STEP_DOWN_WINDOW, self._down_window),
             PlannedStep(STEP_LOAD_DOWN, self._load_while_down),
+            PlannedStep(STEP_ALERT_FIRED, lambda: self.alerts.as_step(self.alerts.wait_fired(self.marks["down"])),
+                        needs=STEP_ALERT_QUIET),
             PlannedStep(STEP_RECOVERY, self._start_and_wait_up, abort_on_failure=True),
+            PlannedStep(STEP_ALERT_RESOLVED, lambda: self.alerts.as_step(self.alerts.wait_resolved(self.marks["up"])),
+                        needs=STEP_ALERT_FIRED),
             PlannedStep(STEP_WS_STAYS, self._ws_stays, needs=STEP_WS_REBALANCED),
         ]
         disabled = set(WS_STEPS if not (s.websocket and self.ws_connect) else ())
@@ -116,6 +124,8 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
             disabled.update((STEP_LOAD_FLOWING, STEP_LOAD_DOWN))
         if self.metrics is None:
             disabled.update(METRICS_STEPS)
+        if self.alerts is None:
+            disabled.update(ALERT_STEPS)
         return [step for step in plan if step.name not in disabled]
 
     def _run_plan(self, plan: list) -> None:

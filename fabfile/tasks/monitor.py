@@ -54,6 +54,18 @@ def monitor_api(loaded):
     return MonitorAPI(connect(monitor), MonitoringSettings.from_vars(monitor.vars))
 
 
+def alert_gate(loaded, build, *args):
+    """An ``AlertGate`` for the alert ``build(settings, rules, *args)`` expects (``monitoring.gate.expect_*``),
+    or None when the inventory has no monitoring group (the gates then skip their alert steps)."""
+    if MONITOR_GROUP not in loaded.groups or not loaded.group(MONITOR_GROUP):
+        return None
+    from ..monitoring.gate import AlertGate
+    from ..roles.monitoring import rules_for
+
+    api = monitor_api(loaded)
+    return AlertGate(api.alerts, build(api.settings, rules_for(loaded, api.settings), *args))
+
+
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "report", "set")} | {
     "notifications": "also show the webhook's last N notifications (default 0)"}, iterable=["set"])
 @support.user_errors

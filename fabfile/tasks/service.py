@@ -10,6 +10,7 @@ from invoke.exceptions import Exit
 from .. import exits
 from ..output import Masker, Output, write_report
 from ..services import SERVICES, ServiceConfig
+from . import canary as canary_glue
 from . import support
 from .support import task
 
@@ -24,6 +25,7 @@ DEPLOY_HELP = {
     "message": "why this run: recorded in the deploy lock and the audit trail",
     "batch": "instances taken out at once: N or P% of the targets (default 1); never more than deploy_min_up allows",
     "max_fail": "stop after N failed instances (default 1) and put the failed batch back on its previous binary",
+    **canary_glue.CANARY_HELP,
 }
 SETUP_HELP = {**support.COMMON_HELP, "secrets": "secrets file for the env template (default: the inventory's secrets_file)"}
 
@@ -59,14 +61,14 @@ def rollout_for(config: ServiceConfig, loaded, hosts, output, audit=None, finish
                    audit=audit, finish_hint=finish_hint, batch=plan.batch, min_up=plan.min_up, max_fail=plan.max_fail)
 
 
-def finish(rollout, artifact, report, title, output) -> None:
+def finish(rollout, artifact, report, title, output, canary=None) -> None:
     counts = {}
     for outcome in rollout.outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     output.line(f"-- recap: {title}: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     if report:
-        write_report(report, rollout.report(artifact), output.masker)
-    if rollout.failed:
+        write_report(report, canary_glue.report(rollout, artifact, canary), output.masker)
+    if rollout.failed or (canary is not None and canary.decision != "promoted"):
         for line in rollout.state_lines():
             output.line(line)
         raise Exit(code=exits.FAILED)
@@ -95,7 +97,8 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
                      guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait),
                      floors=[(config.group, pool_size, floor)])
 
-    def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message, batch="1", max_fail="1"):
+    def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message, batch="1", max_fail="1",
+             canary_flags=None, plot=None):
         """Validate, lock, preflight every target (refusing before any change), then roll; binary None
         rolls back. An interrupt makes the current instance safe, reports and releases the lock."""
         from ..deploy.artifact import DeployError, read_artifact
@@ -121,6 +124,8 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         hint = argv_line(again)
         # Validates every override and the batching first.
         rollout = rollout_for(config, loaded, hosts, output, finish_hint=hint, batch=batch, max_fail=max_fail)
+        plan, mode = canary_glue.plan_and_mode(config, loaded, hosts, canary_flags) if canary_flags else (None, None)
+        canary = None
         recorder = Recorder(connect(support.lock_balancer(loaded)), {i.name: i.transport for i in rollout.instances},
                             who=who(), run=RUN_ID, task_name=title)
         rollout.audit = recorder
@@ -134,25 +139,48 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
                 what = f"{artifact.path} sha256 {artifact.sha256[:12]}" if artifact else "each instance's .prev"
                 output.line(f"== {title} {what} on {', '.join(h.name for h in hosts)}")
                 try:
-                    rollout.run(artifact, facts, force)
+                    if plan is not None:
+                        canary = canary_glue.start(config, loaded, hosts, rollout, plan, mode, facts, artifact, output,
+                                                   recorder)
+                        if canary is None:
+                            canary_glue.restore_leftover_weights(config, rollout.runtime, output)
+                        elif canary.run(artifact, facts, force) == "promoted":
+                            facts = {**facts, **{i.name: i.facts() for i in canary.instances}}
+                    if canary is None or canary.decision == "promoted":
+                        rollout.run(artifact, facts, force)
                 except KeyboardInterrupt:
                     output.line(f"-- interrupted: {title}")
+                    if canary is not None:
+                        canary_glue.merge_outcomes(rollout, canary)
                     for line in rollout.state_lines():
                         output.line(line)
                     if report:
-                        write_report(report, rollout.report(artifact), output.masker)
+                        write_report(report, canary_glue.report(rollout, artifact, canary), output.masker)
                     if rollout.abandoned or any(o.state not in ("ready (UP)", "ready", "as before") for o in rollout.outcomes):
                         output.line(f"finish the job with: {hint}")
                     raise
-                finish(rollout, artifact, report, title, output)
+                finally:
+                    if plot and canary is not None:
+                        from ..canary.plot import write_svg
+
+                        write_svg(plot, canary.report())
+                if canary is not None:
+                    canary_glue.merge_outcomes(rollout, canary)
+                finish(rollout, artifact, report, title, output, canary)
         finally:
             recorder.close()
 
     @task(help=DEPLOY_HELP, iterable=["set"])
     @support.user_errors
     def deploy(c, binary, inventory=None, limit=None, report=None, force=False, set=None, lock_wait=None, message=None,
-               batch="1", max_fail="1"):
-        roll(c, binary, inventory, limit, report, force, set, f"{short}.deploy", lock_wait, message, batch, max_fail)
+               batch="1", max_fail="1", canary=False, canary_steps="10,25,50", canary_interval="30", canary_checks="2",
+               canary_max_5xx="1", canary_max_slowdown="50", canary_min_requests="20", canary_count="1", plot=None):
+        flags = dict(steps=canary_steps, interval=canary_interval, checks=canary_checks, max_5xx=canary_max_5xx,
+                     max_slowdown=canary_max_slowdown, min_requests=canary_min_requests, count=canary_count)
+        if plot and not canary:
+            raise support.UsageError("--plot draws a canary: add --canary")
+        roll(c, binary, inventory, limit, report, force, set, f"{short}.deploy", lock_wait, message, batch, max_fail,
+             canary_flags=flags if canary else None, plot=plot)
 
     @task(help={k: DEPLOY_HELP[k] for k in ("force", "inventory", "limit", "report", "set", "lock_wait", "message",
                                             "batch", "max_fail")}, iterable=["set"])
@@ -194,6 +222,8 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         for row in rows:
             print(f"{row['instance']:<16} {row['sha256']:<12} {row['version']:<10} {row['unit']:<10} {row['health']:<6} "
                   f"{row['haproxy']:<10} {'; '.join(row['flags']) or '-'}")
+        for line in canary_glue.status_lines(loaded, short, config, rollout.runtime, list(pool)):
+            print(line)
         if fixes:
             print(f"fix: inv {short}.deploy --binary PATH-OF-THE-BINARY-ON-DISK (converges {', '.join(fixes)}: "
                   f"restart onto the binary on disk, gates, ready)")

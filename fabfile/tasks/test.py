@@ -62,6 +62,9 @@ FAILOVER_HELP = {
     "metrics": "check HAProxy's Prometheus exporter (haproxy_metrics_bind): the victim's haproxy_server_status "
                "reads DOWN within 1 s of the runtime API and haproxy_server_check_up_down_total rose by one "
                "(default when haproxy_metrics_bind is set; --no-metrics skips it)",
+    "alerts": "with a monitoring group: the victim's VezaServerDown alert must not fire before the stop, fire in "
+              "Alertmanager within its rule's budget after DOWN and resolve within its budget after UP "
+              "(--no-alerts skips it)",
     "stop_method": "incus: 'incus stop --force' / 'incus start' of the victim's container (default for an incus "
                    "connection; a remote: prefix addresses that Incus remote); unit: SIGKILL then 'systemctl stop' "
                    "of veza-backend-api, later 'systemctl start' (default for ssh); freeze: SIGSTOP of its main "
@@ -95,7 +98,7 @@ def _metrics_url(balancer, lb_vars: dict) -> str | None:
 @support.user_errors
 def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", report=None, plot=None, inventory=None,
              websocket=True, load=True, load_rate="20", stop_method=None, metrics=True, post_every="10",
-             post_path="/api/v1/plays", keepalive_share="0.5", keepalive_connections="8"):
+             post_path="/api/v1/plays", alerts=True, keepalive_share="0.5", keepalive_connections="8"):
     """Kill one API backend behind HAProxy and prove clients never notice; always starts it again.
 
     Steps: 0 pool all UP; 1 five GETs through the LB; 2 stop the victim (t0);
@@ -109,8 +112,10 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     from ..failover.stoppers import DOWN_TARGETS, STOP_METHODS, make_stopper
     from ..loadtest.engine import MAX_RATE
     from ..loadtest.facade import fetch, open_session
+    from ..monitoring.gate import expect_server_down
     from ..roles import haproxy_vars
     from ..transports import connect
+    from .monitor import alert_gate
 
     down_seconds = values.flag_number("down-timeout", down_timeout, MAX_WAIT_SECONDS)
     up_seconds = values.flag_number("up-timeout", up_timeout, MAX_WAIT_SECONDS)
@@ -153,8 +158,12 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     output.line(f"LB {base_url}, runtime API via {runtime.name}, "
                 + (f"metrics {', '.join(e.url for e in exporter)}" if exporter
                    else "no metrics (haproxy_metrics_bind unset or --no-metrics)"))
+    gate = alert_gate(loaded, expect_server_down, API.pool, victim) if alerts else None
+    if gate is not None:
+        output.line(f"alert: {gate.expectation.describe()}, budgets {gate.expectation.fire_budget:g}s after DOWN, "
+                    f"{gate.expectation.resolve_budget:g}s after UP")
     test = FailoverTest(
-        settings, runtime=runtime, stopper=stopper,
+        settings, runtime=runtime, stopper=stopper, alerts=gate,
         http_get=lambda path, headers, timeout: fetch(base_url, path, headers, timeout),
         ws_connect=lambda path, cookie: open_session(f"ws://{address}:{port}{path}", cookie=cookie,
                                                      timeout=settings.ws_timeout),
@@ -195,12 +204,15 @@ LB_FAILOVER_HELP = {
     "keepalive_share": KEEPALIVE_HELP["keepalive_share"],
     "keepalive_connections": KEEPALIVE_HELP["keepalive_connections"],
     "set": support.COMMON_HELP["set"],
+    "alerts": "with a monitoring group: the killed balancer's VezaBalancerExporterDown alert must not fire before the "
+              "kill, fire in Alertmanager within its rule's budget after it and resolve within its budget after the "
+              "node is back (--no-alerts skips it)",
 }
 
 
 @task(help=LB_FAILOVER_HELP, iterable=["set"])
 @support.user_errors
-def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_rate=20.0, set=None,
+def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_rate=20.0, set=None, alerts=True,
                 keepalive_share="0.5", keepalive_connections="8"):
     """Kill the balancer holding the VIP under load; the peer takes it, clients barely notice, no flapping.
 
@@ -216,9 +228,11 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     from ..lb_pair import vip_sampler
     from ..loadtest.facade import fetch, open_session
     from ..loadtest.keepalive import KeepAliveLoad, kind_line
+    from ..monitoring.gate import expect_balancer_down
     from ..roles import haproxy_vars
     from ..transports import connect
     from .lb import pair_status
+    from .monitor import alert_gate
 
     if method not in LB_METHODS:
         raise support.UsageError(f"--method {method}: use one of {', '.join(LB_METHODS)}")
@@ -269,6 +283,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
 
     max_seconds = 300
     output = Output(Masker())
+    gate = alert_gate(loaded, expect_balancer_down, holder) if alerts else None
     output.line(f"== test.lb-failover: VIP {pair.vip} on {holder} (peer {peer}), kill by {stopper.describe('stop')}, "
                 f"advert {pair.advert_interval:g}s, preemption {'on' if pair.preempt else 'off'}")
     run = LbFailoverRun(
@@ -283,7 +298,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
         retrying=RetryingClient(lambda timeout: fetch(base, health_path, timeout=timeout), settings.retry_rate,
                                 settings.request_timeout, max_seconds),
         open_ws=lambda cookie: open_session(f"ws://{pair.vip}:{port}{settings.ws_path}", cookie=cookie, timeout=5.0),
-        fetch_ok=fetch_ok, output=output,
+        fetch_ok=fetch_ok, output=output, alerts=gate,
     )
     result = run.run()
     phases = result["requests"]["phases"]

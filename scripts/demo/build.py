@@ -1,6 +1,6 @@
 """Build one stand-in service from its real source and write it to -o PATH; stdlib only.
 
-    build-demo-api    --version V -o PATH [--broken] [--crash-after S] [--slow-ms N] [--pad-mb N]
+    build-demo-api    --version V -o PATH [--broken] [--crash-after S] [--slow-ms N] [--error-rate F] [--pad-mb N]
     build-demo-stream (the same flags)
 
 The version and the variant are baked into the binary at compile time, so a deploy pushes
@@ -52,6 +52,8 @@ def parse_args(program: str, argv: list):
     parser.add_argument("--crash-after", type=int, default=0, metavar="SECONDS",
                         help="the program serves, then exits 1 this long after start (late-crash drills)")
     parser.add_argument("--slow-ms", type=int, default=0, metavar="N", help="every request is answered N ms late")
+    parser.add_argument("--error-rate", type=float, default=0.0, metavar="FRACTION",
+                        help="that share of requests (all but the health path) is answered 500, e.g. 0.2")
     parser.add_argument("--pad-mb", type=int, default=0, metavar="N",
                         help="append N MiB of padding after the ELF (deploy benchmarks); the program still runs")
     args = parser.parse_args(argv)
@@ -61,6 +63,8 @@ def parse_args(program: str, argv: list):
         parser.error(f"--crash-after must be between 0 (off) and {MAX_CRASH_AFTER}")
     if not 0 <= args.slow_ms <= MAX_SLOW_MS:
         parser.error(f"--slow-ms must be between 0 (off) and {MAX_SLOW_MS}")
+    if not 0 <= args.error_rate <= 1:  # also refuses nan
+        parser.error("--error-rate must be a fraction between 0 (off) and 1")
     if args.pad_mb < 0:
         parser.error("--pad-mb must be 0 or more")
     return args
@@ -73,6 +77,7 @@ def baked_values(args) -> dict:
         "BROKEN": "1" if args.broken else "",
         "CRASH_AFTER": str(args.crash_after) if args.crash_after else "",
         "SLOW_MS": str(args.slow_ms) if args.slow_ms else "",
+        "ERROR_RATE": repr(args.error_rate) if args.error_rate else "",
     }
 
 
@@ -144,7 +149,8 @@ def write_atomically(path: Path, build, pad: bytes) -> None:
 
 def describe(program: str, args) -> str:
     variant = [name for name, wanted in (("broken", args.broken), (f"crash-after {args.crash_after}s", args.crash_after),
-                                         (f"slow {args.slow_ms}ms", args.slow_ms)) if wanted]
+                                         (f"slow {args.slow_ms}ms", args.slow_ms),
+                                         (f"error rate {args.error_rate:g}", args.error_rate)) if wanted]
     return f"{program} {args.version}{' (' + ', '.join(variant) + ')' if variant else ''}"
 
 

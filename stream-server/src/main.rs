@@ -22,6 +22,7 @@ const VERSION: &str = match option_env!("VEZA_VERSION") {
 const BAKED_BROKEN: Option<&str> = option_env!("VEZA_BROKEN");
 const BAKED_CRASH_AFTER: Option<&str> = option_env!("VEZA_CRASH_AFTER");
 const BAKED_SLOW_MS: Option<&str> = option_env!("VEZA_SLOW_MS");
+const BAKED_ERROR_RATE: Option<&str> = option_env!("VEZA_ERROR_RATE");
 
 const SERVICE: &str = "stream-server";
 const DEFAULT_PORT: u16 = 8082;
@@ -71,16 +72,30 @@ struct Variant {
     broken: bool,
     crash_after: Option<Duration>,
     slow: Duration,
+    error_rate: f64,
 }
 
 fn baked_variant() -> Result<Variant, String> {
     let crash_after = baked_number("crash-after", BAKED_CRASH_AFTER)?;
     let slow_ms = baked_number("slow-ms", BAKED_SLOW_MS)?;
+    let error_rate = baked_fraction("error-rate", BAKED_ERROR_RATE)?;
     Ok(Variant {
         broken: BAKED_BROKEN == Some("1"),
         crash_after: if crash_after > 0 { Some(Duration::from_secs(crash_after)) } else { None },
         slow: Duration::from_millis(slow_ms),
+        error_rate,
     })
+}
+
+/// A baked share between 0 and 1; absent or empty means 0.
+fn baked_fraction(name: &str, text: Option<&str>) -> Result<f64, String> {
+    match text {
+        None | Some("") => Ok(0.0),
+        Some(text) => match text.parse::<f64>() {
+            Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+            _ => Err(format!("{}={:?} is not a fraction between 0 and 1", name, text)),
+        },
+    }
 }
 
 /// A baked count; absent or empty means 0.
@@ -95,10 +110,24 @@ fn baked_number(name: &str, text: Option<&str>) -> Result<u64, String> {
 struct Shared {
     instance: String,
     slow: Duration,
+    error_rate: f64,
+    /// Requests counted for the baked error rate.
+    served: AtomicUsize,
     open_connections: AtomicUsize,
 }
 
 impl Shared {
+    /// Whether this request gets the baked 500: exactly ``error_rate`` of the requests outside the
+    /// health path (the n-th fails when floor(n * rate) moves), so health checks and the deploy's
+    /// gates stay green, as a subtly bad release would keep them.
+    fn fails_this_one(&self, path: &str) -> bool {
+        if self.error_rate <= 0.0 || path == HEALTH_PATH {
+            return false;
+        }
+        let n = (self.served.fetch_add(1, Ordering::SeqCst) + 1) as f64;
+        (n * self.error_rate).floor() > ((n - 1.0) * self.error_rate).floor()
+    }
+
     fn log(&self, message: &str) {
         // A closed stdout must not take the server down: the line is lost, nothing else.
         let _ = writeln!(io::stdout().lock(), "{}[{}]: {}", SERVICE, self.instance, message);
@@ -146,8 +175,13 @@ fn run() -> i32 {
             return 1;
         }
     };
-    let shared =
-        Arc::new(Shared { instance: instance_name(), slow: variant.slow, open_connections: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        instance: instance_name(),
+        slow: variant.slow,
+        error_rate: variant.error_rate,
+        served: AtomicUsize::new(0),
+        open_connections: AtomicUsize::new(0),
+    });
     install_stop_handlers();
     shared.log(&format!("version {} listening on 0.0.0.0:{}", VERSION, port));
     let crash_at = variant.crash_after.map(|after| started + after);
@@ -482,6 +516,12 @@ fn route(request: &Request, shared: &Shared) -> Response {
         return Response::text(501, "unsupported method\n");
     }
     let path = request.target.split('?').next().unwrap_or("");
+    if shared.fails_this_one(path) {
+        return Response::text(
+            500,
+            &format!("{} instance={} version={} failed on purpose (--error-rate)\n", SERVICE, shared.instance, VERSION),
+        );
+    }
     if path == HEALTH_PATH {
         return Response { status: 200, content_type: "application/json", body: health_json(&shared.instance) };
     }
@@ -555,6 +595,7 @@ fn reason_phrase(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         413 => "Content Too Large",
+        500 => "Internal Server Error",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         503 => "Service Unavailable",
