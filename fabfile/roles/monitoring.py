@@ -38,6 +38,9 @@ WEBHOOK_SCRIPT = "/usr/local/lib/veza-ops/alert-webhook.py"
 WEBHOOK_UNIT = "veza-alert-webhook"
 WEBHOOK_SOURCE = Path(__file__).resolve().parent.parent.parent / "templates" / "monitoring" / "alert-webhook.py"
 NODE_EXPORTER = "prometheus-node-exporter"
+# Debian turns on the systemd collector: it walks every unit over D-Bus on each scrape (12.8 s per scrape
+# measured on a loaded lab host, with dbus-daemon busy in every container). No rule of ours reads it.
+NODE_EXPORTER_FLAGS = "--no-collector.systemd"
 
 
 def _defaults_file(args: str) -> str:
@@ -61,7 +64,7 @@ def _node_exporter_steps(context):
     listen = node_exporter_listen(context.host, settings.node_exporter_port)
     return [
         apt_packages([NODE_EXPORTER]),
-        file(f"/etc/default/{NODE_EXPORTER}", _defaults_file(f"--web.listen-address={listen}"),
+        file(f"/etc/default/{NODE_EXPORTER}", _defaults_file(f"--web.listen-address={listen} {NODE_EXPORTER_FLAGS}"),
              notify=["restart node exporter"]),
         service(NODE_EXPORTER, enabled=True, running=True),
     ]
