@@ -15,7 +15,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover bench-failover bench-lb site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale lock-status lock-release audit inventory-show
+        test-lb-failover bench-failover bench-lb bench-canary site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale lock-status lock-release audit inventory-show
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -173,6 +173,9 @@ test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 
 bench-failover: venv lab-up ## Backend failover per stop method (incus, unit, freeze, drop) at 20 and 200 req/s: DOWN, failed GETs, POSTs caught, WebSocket
 	$(PYTHON) scripts/bench_failover.py $(INVENTORY)
+
+bench-canary: venv lab-up ## Canary figures: good / 500s / slow / crashing builds, default and 5 s intervals, under load through the VIP
+	$(PYTHON) scripts/bench_canary.py $(INVENTORY)
 
 bench-lb: venv lab-up ## VIP failover figures per advert interval (1, 0.5, 0.3 s) and kill method; needs the pair
 	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)

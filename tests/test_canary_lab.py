@@ -123,6 +123,7 @@ def test_a_canary_crashing_after_20s_is_aborted(world, tmp_path):
 
 
 def test_ctrl_c_mid_canary_rolls_it_back_and_restores_the_weights(world):
+    """api.status shows the weights and the canary while it runs; SIGINT then leaves the old version."""
     before = live_sha256s(world)
     good = build_demo("api", "can-sigint")
     process = subprocess.Popen([*INV, "api.deploy", "--binary", str(good), "--canary", *FAST, "--canary-steps",
@@ -139,6 +140,7 @@ def test_ctrl_c_mid_canary_rolls_it_back_and_restores_the_weights(world):
             lines.append(line)
             if line.startswith("canary interval 1") or time.monotonic() > deadline:
                 break
+        during = inv("api.status").stdout  # what an operator sees while it runs
         process.send_signal(signal.SIGINT)
         out, _ = process.communicate(timeout=90)
         lines.append(out)
@@ -147,6 +149,8 @@ def test_ctrl_c_mid_canary_rolls_it_back_and_restores_the_weights(world):
             end_process(process)
     text = "".join(lines)
     assert process.returncode == 130, text
+    assert "canary in progress: backend-api-1 analysing at step 10" in during, during
+    assert "backend-api-2=9 (configured 1)" in during, during
     assert "canary: interrupted" in text and "weights back to the configured ones" in text
     assert live_sha256s(world) == before and configured_weights(world)
     assert "free:" in inv("lock.status").stdout

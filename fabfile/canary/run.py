@@ -75,7 +75,8 @@ class Canary:
                          f"{', '.join(self.stables)} on every balancer: {share:.1%} {what}")
         self.steps.append({"at": round(self._elapsed(), 2), "step": step, "canary_weight": canary_weight,
                            "stable_weight": stable_weight, "share": round(share, 4)})
-        self._event("canary-step", step=step, weights=self.wanted)
+        self._event("canary-step", step=step, weights=self.wanted,
+                    detail=f"step {step:g}%: " + ", ".join(f"{n}={w}" for n, w in self.wanted.items()))
         self._publish("analysing" if self.started is not None else "deploying", step=step, weights=self.wanted)
 
     def restore_weights(self):
@@ -84,7 +85,8 @@ class Canary:
         self.wanted = {}
         self.output.line(f"canary: weights back to the configured ones on every balancer "
                          f"({', '.join(f'{n}={w}' for n, (_, w) in self.initial.items())})")
-        self._event("canary-weights-restored", weights={n: w for n, (_, w) in self.initial.items()})
+        self._event("canary-weights", weights={n: w for n, (_, w) in self.initial.items()},
+                    detail="configured weights back: " + ", ".join(f"{n}={w}" for n, (_, w) in self.initial.items()))
 
     def _keep_weights(self):
         """The weights this step set, put back if a balancer lost them (a reload without the state file)."""
@@ -94,7 +96,7 @@ class Canary:
             lost = {name: current for name, (current, _) in weights.items() if current != self.wanted[name]}
             if lost:
                 self.output.line(f"warning: {balancer} lost the canary's weights ({lost}); setting them again")
-                self._event("canary-weights-lost", balancer=balancer, found=lost)
+                self._event("canary-weights", balancer=balancer, found=lost, detail=f"{balancer} lost them: set again")
                 self.runtime.set_weights(self.pool, self.wanted)
                 return
 
@@ -114,7 +116,9 @@ class Canary:
         for note in self.notes:
             self.output.line(f"canary: {note}")
         self._event("canary-start", steps=list(self.plan.steps), interval=self.plan.interval, checks=self.plan.checks,
-                    canaries=self.names, mode=self.mode)
+                    canaries=self.names, mode=self.mode,
+                    detail=f"{', '.join(self.names)}: steps {','.join(f'{s:g}' for s in self.plan.steps)}%, "
+                           f"{self.plan.interval:g}s intervals, {self.plan.checks} checks")
         deployed = False
         try:
             self._set_step(self.plan.steps[0])
@@ -152,7 +156,7 @@ class Canary:
         self.decision, self.reason = decision, reason
         self.decided = self.clock()
         self._event("canary-" + decision, reason=reason, exposed_share=round(exposed_share(self.intervals), 4),
-                    seconds=round(self._elapsed(), 2))
+                    seconds=round(self._elapsed(), 2), outcome=decision, detail=reason)
         if decision != "interrupted":
             self.output.line(f"canary {decision.upper()} after {self._elapsed():.1f}s: {reason}; exposed share "
                              f"{exposed_share(self.intervals):.1%}")
@@ -167,7 +171,7 @@ class Canary:
     def _roll_back(self, artifact):
         """Weight 0 for the canaries, then back to ``.prev`` through the gates (only those on the new binary)."""
         self.runtime.set_weights(self.pool, {name: 0 for name in self.names})
-        self._event("canary-weight-zero", canaries=self.names)
+        self._event("canary-weights", canaries=self.names, detail="weight 0 on " + ", ".join(self.names))
         on_new = [i.name for i in self.instances if artifact is not None and i.facts()["sha256"] == artifact.sha256]
         if not on_new:
             return
@@ -204,7 +208,11 @@ class Canary:
                     interval.verdict, interval.reasons, interval.hard = FAIL, [problem], True
             self.intervals.append(interval)
             self.output.line(interval.line(self.mode))
-            self._event("canary-interval", **interval.to_dict())
+            self._event("canary-interval", **interval.to_dict(), outcome=interval.verdict,
+                        detail=f"step {interval.step:g}%: canary {interval.canary.requests} req "
+                               f"{interval.canary.error_share:.1%} 5xx, stable {interval.stable.requests} req "
+                               f"{interval.stable.error_share:.1%} 5xx" + (f"; {'; '.join(interval.reasons)}"
+                                                                           if interval.reasons else ""))
             action = decision.after(interval)
             if action in (PROMOTE, ABORT):
                 self.reason = decision.reason

@@ -50,6 +50,13 @@ def parse(stdout: str) -> list:
     return entries
 
 
+def _note(entry) -> str:
+    """The last column: the outcome, else the detail; a canary's events carry both (verdict and figures)."""
+    if str(entry.get("event", "")).startswith("canary"):
+        return " ".join(str(entry[key]) for key in ("outcome", "detail") if entry.get(key))
+    return entry.get("outcome", "") or entry.get("detail", "")
+
+
 def table(entries) -> list:
     """Rows of text: time, who, event, task, instance, from -> to, seconds, outcome."""
     rows = [f"{'time':<20} {'who':<22} {'event':<12} {'task':<16} {'instance':<18} {'from -> to':<27} {'secs':>6}  outcome"]
@@ -60,5 +67,5 @@ def table(entries) -> list:
         secs = f"{e['seconds']:.2f}" if isinstance(e.get("seconds"), (int, float)) else ""
         rows.append(f"{e.get('time', ''):<20} {str(e.get('who', ''))[:22]:<22} {e.get('event', ''):<12} "
                     f"{e.get('task', ''):<16} {e.get('instance', ''):<18} {change:<27} {secs:>6}  "
-                    f"{e.get('outcome', '') or e.get('detail', '')}".rstrip())
+                    f"{_note(e)}".rstrip())
     return rows
