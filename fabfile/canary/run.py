@@ -144,9 +144,9 @@ class Canary:
                 self.restore_weights()
             return self.decision
         except KeyboardInterrupt as interrupt:
-            self.output.line(f"canary: interrupted ({interrupt or 'SIGINT'}): weight 0, canary back to its previous "
+            self.output.line(f"canary: interrupted ({str(interrupt) or 'SIGINT'}): weight 0, canary back to its previous "
                              "binary, weights restored (interrupt again to stop at once)")
-            self._decide("interrupted", f"interrupted ({interrupt or 'SIGINT'})")
+            self._decide("interrupted", f"interrupted ({str(interrupt) or 'SIGINT'})")
             self._make_safe(artifact)
             raise
         finally:
