@@ -95,7 +95,9 @@ def write_atomic(path: str, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
-        os.chmod(temp_path, 0o644)
+        from ..output import current_umask
+
+        os.chmod(temp_path, 0o600 & ~current_umask())  # the operator's alone; a stricter umask applies
         os.replace(temp_path, path)
     except BaseException:
         if os.path.exists(temp_path):

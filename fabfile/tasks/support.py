@@ -19,6 +19,7 @@ from .. import exits
 from ..exits import StepError, UsageError
 from ..incus import IncusError
 from ..inventory import InventoryError, load_inventory
+from ..masking import safe_line, shown
 from ..operations import PreconditionFailed
 from ..output import Masker, Output, write_report
 from ..paths import resolve
@@ -53,6 +54,14 @@ class Task(invoke.Task):
     def __eq__(self, other):
         return self is other
 
+    def arg_opts(self, name, default, taken_names):
+        """Numeric flags are taken as text: the project's parser (``flags``, ``values``) reads them, so a typo
+        is one line and exit 2, never Invoke's ``int()`` traceback."""
+        opts = super().arg_opts(name, default, taken_names)
+        if opts.get("kind") in (int, float):
+            opts["kind"] = str
+        return opts
+
     def __hash__(self):
         return id(self)
 
@@ -85,10 +94,10 @@ def user_errors(task_body):
         try:
             return task_body(*args, **kwargs)
         except BAD_INPUT as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {safe_line(exc)}", file=sys.stderr)
             raise Exit(code=exits.BAD_INPUT) from None
         except FAILED_STEP as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {safe_line(exc)}", file=sys.stderr)
             raise Exit(code=exits.FAILED) from None
         except KeyboardInterrupt as interrupt:
             print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
@@ -108,7 +117,7 @@ def parse_set(values) -> dict:
     for item in values or ():
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set '{item}': expected KEY=VALUE")
+            raise UsageError(f"--set {shown(item)}: expected KEY=VALUE")
         try:
             parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
@@ -299,10 +308,9 @@ def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, e
 
 def masker_for(hosts, extra=()) -> Masker:
     """A masker for the secret-named variables of ``hosts`` plus ``extra`` values (the secrets file's)."""
-    from ..inventory import is_secret_name
+    from ..masking import secret_values
 
     values = list(extra)
     for host in hosts:
-        secret_vars = host.vars.get("secret_vars", ())
-        values += [v for k, v in host.vars.items() if is_secret_name(k, secret_vars) and isinstance(v, (str, int))]
+        values += secret_values(host.vars, host.vars.get("secret_vars", ()))
     return Masker(values)
