@@ -19,6 +19,11 @@ from .haproxy_state import PoolView, ServerStat, StateParseError, parse_show_sta
 from .shell import Command, q
 
 DEFAULT_ADMIN_SOCKET = "/run/haproxy/admin.sock"
+# Installed by the haproxy role (templates/haproxy/haproxy-server-state.sh.j2): ``save`` writes the running
+# states to the server-state file. Run after every state change the tool makes, in the same round trip,
+# so a crash right after it cannot bring back the state before it.
+SERVER_STATE_SCRIPT = "/usr/local/lib/veza-ops/haproxy-server-state"
+SAVE_STATES = f"if [ -x {SERVER_STATE_SCRIPT} ]; then {SERVER_STATE_SCRIPT} save; fi"
 SERVER_STATES = ("ready", "drain", "maint")
 COMMAND_TIMEOUT = 15  # seconds for one runtime API round trip, transport included
 
@@ -27,15 +32,17 @@ class RuntimeAPIError(Exception):
     """The runtime API could not be reached, or refused or failed a command."""
 
 
-def runtime_command(command, socket_path: str = DEFAULT_ADMIN_SOCKET) -> Command:
+def runtime_command(command, socket_path: str = DEFAULT_ADMIN_SOCKET, *, save_states: bool = False) -> Command:
     """The shell line that sends one runtime API ``command`` (or a list of them, run in order in one
-    connection: HAProxy's ``;`` separator) to the admin socket; every part quoted."""
+    connection: HAProxy's ``;`` separator) to the admin socket; every part quoted. ``save_states``:
+    then write the server-state file (a command that changes states)."""
     commands = [command] if isinstance(command, str) else list(command)
     for one in commands:
         if any(ch in one for ch in "\n\r;"):
             raise ValueError(f"runtime API command {one!r} must be one command on one line")
     line = "; ".join(commands)
-    return Command(f"echo {q(line)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}", timeout=COMMAND_TIMEOUT)
+    send = f"echo {q(line)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}"
+    return Command(f"{send} && {SAVE_STATES}" if save_states else send, timeout=COMMAND_TIMEOUT)
 
 
 def _reason(result) -> str:
@@ -55,9 +62,10 @@ class RuntimeAPI:
         self.address = socket_path
         self.name = transport.name
 
-    def send(self, command) -> str:
-        """Send one runtime API command (or a list, in one round trip) and return its reply text."""
-        result = self.transport.run(runtime_command(command, self.address), warn=True)
+    def send(self, command, *, save_states: bool = False) -> str:
+        """Send one runtime API command (or a list, in one round trip) and return its reply text;
+        ``save_states``: a state change, written to the server-state file in the same round trip."""
+        result = self.transport.run(runtime_command(command, self.address, save_states=save_states), warn=True)
         where = f"{self.transport.name}: HAProxy runtime API at {self.address}"
         if result.exited == 127:
             raise RuntimeAPIError(f"{where}: socat is not installed on the host (the common role installs it)")
@@ -105,7 +113,7 @@ class RuntimeAPI:
         commands = [f"set server {pool}/{server} state {state}"]
         if health:
             commands.append(f"set server {pool}/{server} health {health}")
-        reply = self.send(commands).strip()
+        reply = self.send(commands, save_states=True).strip()
         # Success is an empty reply; any text is HAProxy explaining a refusal.
         if reply:
             raise RuntimeAPIError(f"{self.transport.name}: '{'; '.join(commands)}' refused: {reply}")

@@ -107,9 +107,12 @@ class RecordingTransport:
 def test_commands_are_quoted_for_the_shell():
     transport = RecordingTransport()
     RuntimeAPI(transport).set_state("api_pool", "backend-api-1", "drain")
-    assert transport.commands == [runtime_command("set server api_pool/backend-api-1 state drain")]
+    assert transport.commands == [runtime_command("set server api_pool/backend-api-1 state drain", save_states=True)]
+    # A state change is written to the server-state file in the same round trip.
     assert transport.commands[0].command == (
-        "echo 'set server api_pool/backend-api-1 state drain' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+        "echo 'set server api_pool/backend-api-1 state drain' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/admin.sock"
+        " && if [ -x /usr/local/lib/veza-ops/haproxy-server-state ]; then "
+        "/usr/local/lib/veza-ops/haproxy-server-state save; fi")
     assert RuntimeAPI(transport, "/run/other.sock").address == "/run/other.sock"
 
 
@@ -117,7 +120,7 @@ def test_ready_and_health_go_in_one_round_trip():
     transport = RecordingTransport()
     RuntimeAPI(transport).set_state("api_pool", "backend-api-1", "ready", health="up")
     assert transport.commands == [runtime_command(["set server api_pool/backend-api-1 state ready",
-                                                   "set server api_pool/backend-api-1 health up"])]
+                                                   "set server api_pool/backend-api-1 health up"], save_states=True)]
     assert transport.commands[0].command.startswith(
         "echo 'set server api_pool/backend-api-1 state ready; set server api_pool/backend-api-1 health up' | socat")
     with pytest.raises(ValueError, match="one command on one line"):

@@ -47,7 +47,7 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
     engine's (``fabfile/loadtest/facade.py``): ``http_get(path, headers, timeout)``
     -> a ``Reply`` through the LB (``fetch``); ``ws_connect(path, cookie)`` -> a
     ``WsSession`` (``open_session``: ``greeting``, ``cookie(name)``, ``echo``,
-    ``wait_closed``, ``close``); ``load``: a ``BackgroundLoad`` (or None);
+    ``wait_closed``, ``close``); ``load``: a ``MixedLoad`` (new-connection and kept-alive requests) or None;
     ``metrics``: ``read()`` -> the exporter's samples (``metrics.ServerMetrics``, or None).
     """
 

@@ -20,6 +20,27 @@ from .support import task
 LOAD_MARGIN_SECONDS = 300
 MAX_WAIT_SECONDS = 3600  # --down-timeout / --up-timeout: a typo guard, far above any real check interval
 
+KEEPALIVE_HELP = {
+    "keepalive_share": "share of the background load sent on persistent connections and counted apart from the "
+                       "new-connection requests, by method and outcome (default 0.5; 0: new connections only)",
+    "keepalive_connections": "persistent connections of that share (default 8, at most 64)",
+}
+
+
+def _mixed_load(base_url: str, path: str, rate: float, share, connections, timeout: float, max_seconds: float,
+                **extra):
+    """The gates' background load: ``share`` of ``rate`` on ``connections`` kept-alive connections."""
+    from ..loadtest import LoadTestError
+    from ..loadtest.keepalive import MixedLoad
+
+    try:
+        return MixedLoad(base_url, path, rate=rate, keepalive_share=values.flag_number("keepalive-share", share),
+                         connections=int(values.flag_number("keepalive-connections", connections)), timeout=timeout,
+                         max_seconds=max_seconds, **extra)
+    except LoadTestError as exc:
+        raise support.UsageError(str(exc)) from None
+
+
 FAILOVER_HELP = {
     "victim": "the backend_api_instances host to kill (default backend-api-1)",
     "down_timeout": "seconds HAProxy may take to mark the victim DOWN (default 30)",
@@ -31,7 +52,10 @@ FAILOVER_HELP = {
                  "(--no-websocket skips them)",
     "load": "continuous background GETs through the LB from before the kill to after UP, failures counted per phase "
             "(--no-load skips it)",
-    "load_rate": "background requests per second (default 20; new connection each, 2 s timeout)",
+    "load_rate": "background requests per second (default 20, 2 s timeout; --keepalive-share of them on persistent "
+                 "connections, the rest a new connection each)",
+    "keepalive_share": KEEPALIVE_HELP["keepalive_share"],
+    "keepalive_connections": KEEPALIVE_HELP["keepalive_connections"],
     "post_every": "every Nth background request is a POST to --post-path (default 10; 0: GETs only); a POST caught "
                   "between the failure and DOWN may fail (never replayed) and is counted apart",
     "post_path": "the API route the background POSTs go to (default /api/v1/plays; the request id rides in ?id=)",
@@ -74,7 +98,7 @@ def _metrics_url(balancer, lb_vars: dict) -> str | None:
 @support.user_errors
 def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", report=None, plot=None, inventory=None,
              websocket=True, load=True, load_rate="20", stop_method=None, metrics=True, post_every="10",
-             post_path="/api/v1/plays", alerts=True):
+             post_path="/api/v1/plays", alerts=True, keepalive_share="0.5", keepalive_connections="8"):
     """Kill one API backend behind HAProxy and prove clients never notice; always starts it again.
 
     Steps: 0 pool all UP; 1 five GETs through the LB; 2 stop the victim (t0);
@@ -87,7 +111,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     from ..failover.sequence import FailoverSettings, FailoverTest
     from ..failover.stoppers import DOWN_TARGETS, STOP_METHODS, make_stopper
     from ..loadtest.engine import MAX_RATE
-    from ..loadtest.facade import BackgroundLoad, fetch, open_session
+    from ..loadtest.facade import fetch, open_session
     from ..monitoring.gate import expect_server_down
     from ..roles import haproxy_vars
     from ..transports import connect
@@ -121,10 +145,11 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     base_url = f"http://{address}:{port}"
     background = None
     if load:
-        background = BackgroundLoad(base_url, settings.health_path, rate=rate, timeout=settings.request_timeout,
-                                    max_seconds=settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS,
-                                    unsafe_every=settings.post_every, unsafe_path=settings.post_path,
-                                    id_prefix=f"failover-{secrets.token_hex(4)}")
+        background = _mixed_load(base_url, settings.health_path, rate, keepalive_share, keepalive_connections,
+                                 settings.request_timeout,
+                                 settings.down_timeout + settings.up_timeout + LOAD_MARGIN_SECONDS,
+                                 unsafe_every=settings.post_every, unsafe_path=settings.post_path,
+                                 id_prefix=f"failover-{secrets.token_hex(4)}")
     # Every balancer's exporter: with a pair, the one carrying the traffic sees the death first.
     urls = [_metrics_url(host, host.vars_with(haproxy_vars.DEFAULTS)) for host in topology.balancers] \
         if metrics else []
@@ -174,7 +199,10 @@ LB_FAILOVER_HELP = {
               "VIP samples (two holders / none), moves after the return",
     "plot": "write an SVG timeline: VIP ownership per node, request outcomes, kill/move/return marks",
     "inventory": support.COMMON_HELP["inventory"],
-    "load_rate": "background requests per second through the VIP (default 20; new connection each, 2 s timeout)",
+    "load_rate": "background requests per second through the VIP (default 20, 2 s timeout; --keepalive-share of "
+                 "them on persistent connections, the rest a new connection each)",
+    "keepalive_share": KEEPALIVE_HELP["keepalive_share"],
+    "keepalive_connections": KEEPALIVE_HELP["keepalive_connections"],
     "set": support.COMMON_HELP["set"],
     "alerts": "with a monitoring group: the killed balancer's VezaBalancerExporterDown alert must not fire before the "
               "kill, fire in Alertmanager within its rule's budget after it and resolve within its budget after the "
@@ -184,7 +212,8 @@ LB_FAILOVER_HELP = {
 
 @task(help=LB_FAILOVER_HELP, iterable=["set"])
 @support.user_errors
-def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_rate=20.0, set=None, alerts=True):
+def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_rate=20.0, set=None, alerts=True,
+                keepalive_share="0.5", keepalive_connections="8"):
     """Kill the balancer holding the VIP under load; the peer takes it, clients barely notice, no flapping.
 
     Steps: one VIP holder; a sticky WebSocket through the VIP; kill the holder (t0);
@@ -197,7 +226,8 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     from ..failover.stoppers import IncusStopper
     from ..incus import IncusError, exec_argv, instance_ref
     from ..lb_pair import vip_sampler
-    from ..loadtest.facade import BackgroundLoad, fetch, open_session
+    from ..loadtest.facade import fetch, open_session
+    from ..loadtest.keepalive import KeepAliveLoad, kind_line
     from ..monitoring.gate import expect_balancer_down
     from ..roles import haproxy_vars
     from ..transports import connect
@@ -261,7 +291,11 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
         settings, holder=holder, peer=peer,
         sampler_argv=lambda node, secs: exec_argv(refs[node], vip_sampler(pair.interface, secs).command),
         stopper=stopper, node_ready=node_ready,
-        load=BackgroundLoad(base, health_path, rate=rate, timeout=settings.request_timeout, max_seconds=max_seconds),
+        load=_mixed_load(base, health_path, rate, keepalive_share, keepalive_connections, settings.request_timeout,
+                         max_seconds),
+        # As a browser: kept-alive connections, a GET that broke on one is sent again on a fresh one.
+        browser=KeepAliveLoad(base, health_path, rate=settings.retry_rate, connections=4,
+                              timeout=settings.request_timeout, max_seconds=max_seconds, retry_idempotent=True),
         retrying=RetryingClient(lambda timeout: fetch(base, health_path, timeout=timeout), settings.retry_rate,
                                 settings.request_timeout, max_seconds),
         open_ws=lambda cookie: open_session(f"ws://{pair.vip}:{port}{settings.ws_path}", cookie=cookie, timeout=5.0),
@@ -271,6 +305,8 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     phases = result["requests"]["phases"]
     output.line("requests per phase: " + ", ".join(f"{name} {p['failed']}/{p['total']} failed"
                                                    for name, p in phases.items()))
+    output.line(f"by client kind: {kind_line(result['requests']['by_kind'])}; "
+                f"browser-like client (keep-alive, retries a broken GET once): {kind_line(result['browser_client'])}")
     output.line(f"retry-once client: {result['retry_once_client']}")
     from ..failover.lb_plot import write_svg
 
