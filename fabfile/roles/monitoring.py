@@ -2,7 +2,7 @@
 
 Defaults: see ``monitoring.settings.DEFAULTS`` (intervals, ports, each rule's ``for`` and threshold).
 Steps (every host, ``node_exporter``):
-    - package prometheus-node-exporter (Debian 12: 1.5.0); its listen port in /etc/default
+    - package prometheus-node-exporter (Debian 12: 1.5.0); its address, port and collectors in /etc/default
     - service prometheus-node-exporter enabled and running
 Steps (the monitoring group, ``monitor_role``):
     - packages prometheus (2.42) and prometheus-alertmanager (0.25)
@@ -38,9 +38,6 @@ WEBHOOK_SCRIPT = "/usr/local/lib/veza-ops/alert-webhook.py"
 WEBHOOK_UNIT = "veza-alert-webhook"
 WEBHOOK_SOURCE = Path(__file__).resolve().parent.parent.parent / "templates" / "monitoring" / "alert-webhook.py"
 NODE_EXPORTER = "prometheus-node-exporter"
-# Debian turns on the systemd collector: it walks every unit over D-Bus on each scrape (12.8 s per scrape
-# measured on a loaded lab host, with dbus-daemon busy in every container). No rule of ours reads it.
-NODE_EXPORTER_FLAGS = "--no-collector.systemd"
 
 
 def _defaults_file(args: str) -> str:
@@ -64,7 +61,9 @@ def _node_exporter_steps(context):
     listen = node_exporter_listen(context.host, settings.node_exporter_port)
     return [
         apt_packages([NODE_EXPORTER]),
-        file(f"/etc/default/{NODE_EXPORTER}", _defaults_file(f"--web.listen-address={listen} {NODE_EXPORTER_FLAGS}"),
+        file(f"/etc/default/{NODE_EXPORTER}", _defaults_file(" ".join(
+            [f"--web.listen-address={listen}", "--collector.disable-defaults",
+             *(f"--collector.{name}" for name in settings.node_exporter_collectors)])),
              notify=["restart node exporter"]),
         service(NODE_EXPORTER, enabled=True, running=True),
     ]
