@@ -35,7 +35,7 @@ def world(deployed_lab):
     runtime = BalancerSet([RuntimeAPI(connect(host)) for host in inventory.group("haproxy")])
     baseline = build_demo("api", "can-base")
     inv("api.deploy", "--binary", str(baseline), "--set", "deploy_soak_seconds=0")
-    yield {"inventory": inventory, "runtime": runtime, "lb": support.lb_address(inventory), "base": baseline}
+    yield {"inventory": inventory, "runtime": runtime, "lb": support.topology(inventory).client_address(), "base": baseline}
     inv("api.deploy", "--binary", str(build_demo("api", "v1")), "--set", "deploy_soak_seconds=0")
 
 
@@ -156,6 +156,37 @@ def test_ctrl_c_mid_canary_rolls_it_back_and_restores_the_weights(world):
     assert "free:" in inv("lock.status").stdout
     status = inv("api.status").stdout
     assert "canary in progress" not in status and "configured" not in status
+
+
+def test_a_bad_stream_canary_moves_tracks_and_is_aborted(world, tmp_path):
+    """stream_pool hashes tracks: the canary gets a share of the tracks (said in the output and the report);
+    a streamer answering 30 % 500s is aborted, only its own tracks' requests failed, the old build everywhere."""
+    streamers = world["inventory"].group("stream_server_instances")
+
+    def shas():
+        return {h.name: connect(h).run("sha256sum /opt/veza/stream-server/stream-server | cut -d' ' -f1").stdout.strip()
+                for h in streamers}
+
+    before = shas()
+    bad = build_demo("stream", "can-stream-bad", "--error-rate", "0.3")
+    loads = [MixedLoad(f"http://{world['lb']}:80", f"/hls/canary-{n}/seg-1.ts", rate=4, keepalive_share=0.5,
+                       connections=1, timeout=2, max_seconds=120) for n in range(24)]
+    for load in loads:
+        load.start()
+    report = tmp_path / "stream.json"
+    try:
+        done = inv("stream.deploy", "--binary", str(bad), "--canary", *FAST, "--canary-steps", "25,50", "--report",
+                   str(report), check=False, timeout=240)
+    finally:
+        for load in loads:
+            load.stop()
+    assert done.returncode == 1, done.stdout + done.stderr
+    canary = json.loads(report.read_text())["canary"]
+    assert canary["decision"] == "aborted" and canary["moves"] == "tracks"
+    assert "a share of the tracks, not of the requests" in done.stdout and "25.0% of the tracks" in done.stdout
+    assert shas() == before
+    failed = [s for load in loads for s in load.samples if s.failed]
+    assert failed and all(s.status == 500 and s.instance == "stream-server-1" for s in failed), failed[:3]
 
 
 def test_a_static_pool_is_refused_in_one_line(world):

@@ -10,7 +10,10 @@ from fabfile.canary.analysis import (ABORT, FAIL, HOLD, INCONCLUSIVE, NEXT, PASS
                                      CountersRestarted, Decision, Figures, Interval, counters_of, exposed_share,
                                      figures, interval_mean, judge)
 from fabfile.canary.plan import CanaryPlan, canary_plan, parse_steps, share_of, weight_mode, weights_for_share
+from fabfile.canary.run import Canary
+from fabfile.haproxy_runtime import ServerStat
 from fabfile.values import InvalidValue
+from test_deploy_unit import FakeClock, Lines
 
 
 # --- plan ---------------------------------------------------------------------------------------
@@ -163,18 +166,6 @@ def test_exposed_share_is_the_canarys_share_of_every_interval():
 
 # --- orchestration against a fake runtime -------------------------------------------------------
 
-from fabfile.canary.run import Canary  # noqa: E402
-from fabfile.haproxy_runtime import ServerStat  # noqa: E402
-
-
-class Lines:
-    def __init__(self):
-        self.lines = []
-
-    def line(self, text):
-        self.lines.append(text)
-
-
 class FakeRuntime:
     """Two balancers' worth of one pool: each read serves ``rate`` more requests, split by the weights set;
     the canary answers ``canary_errors`` of its own with 5xx."""
@@ -235,20 +226,9 @@ class Artifact:
     sha256 = "new"
 
 
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 def canary_run(runtime, instance=None, on_sleep=None, plan=PLAN):
     instance = instance or FakeInstance()
-    clock, log = Clock(), []
+    clock, log = FakeClock(), []
 
     def sleep(seconds):
         clock.sleep(seconds)

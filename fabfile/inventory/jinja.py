@@ -419,7 +419,7 @@ def _holds_plain(value) -> bool:
 
 
 def _register(value) -> None:
-    from ..output import register_secret
+    from ..masking import register_secret
 
     if isinstance(value, dict):
         for item in value.values():

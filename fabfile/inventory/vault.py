@@ -7,7 +7,7 @@ Passwords come as Ansible takes them (``Vault.from_options``): ``--vault-id labe
 ``ANSIBLE_VAULT_PASSWORD_FILE``, ``--ask-vault-pass`` (no echo). A blob names its label in
 format 1.2; the secret of that label is tried first, then the others, as Ansible does.
 Decryption is on demand and cached per blob, so a vaulted value no selected host uses needs no password.
-Every decrypted text is registered with ``output.register_secret`` and so masked in every output.
+Every decrypted text is registered with ``masking.register_secret`` and so masked in every output.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ class Vault:
             result = plain.decode("utf-8")
         except UnicodeDecodeError:
             raise VaultError(f"{where}: the decrypted vault is not UTF-8 text") from None
-        from ..output import register_secret
+        from ..masking import register_secret
 
         register_secret(result)
         self.opened[text] = result
@@ -248,7 +248,7 @@ class VaultPlain(SecretText):
 
 def secret_values(value):
     """``value`` (a vault-encrypted file's data) with every string a SecretText, every value registered."""
-    from ..output import register_secret
+    from ..masking import register_secret
 
     if isinstance(value, dict):
         return {key: secret_values(item) for key, item in value.items()}
