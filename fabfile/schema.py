@@ -193,6 +193,8 @@ def value_problem(name: str, value, var: Var | None = None) -> str | None:
     var = var or schema().get(name)
     if var is None or value is None:
         return None
+    if hasattr(value, "unresolved_reason"):  # an inventory template that failed (inventory.jinja.Unresolved)
+        return f"cannot template variable '{name}': {value.unresolved_reason}"
     if var.secret or is_secret_key(name):
         if isinstance(value, (dict, list)) or not _SECRET_TEXT.fullmatch(str(value)):
             return f"{name}: a secret must be one printable line"

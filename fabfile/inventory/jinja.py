@@ -252,12 +252,17 @@ class Templar:
             return [self.render(host, item) for item in value]
         if not is_template(value):
             return value
+        try:
+            template, names, parts = self.compile(value)
+        except TemplateFailed:
+            raise
+        except Exception as exc:  # a syntax error: one line
+            raise TemplateFailed(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None
+        if parts is not None:
+            return self.substitute(host, parts)  # no Jinja needed
         from jinja2 import TemplateError, Undefined, UndefinedError
 
         try:
-            template, names, parts = self.compile(value)
-            if parts is not None:
-                return self.substitute(host, parts)
             tainted_before = self.stack[-1] in self.secret if self.stack else False
             # Hosts sharing a template and the very values it reads (group_vars) share its result.
             key = None if names is None else (value, *(id(self.lookup(host, name)) for name in names))
@@ -291,18 +296,19 @@ class Templar:
         text made only of literal text and ``{{ name }}`` (the common case), lets ``substitute`` do
         what Jinja would without Jinja's per-render cost."""
         if text not in self.compiled:
-            from jinja2 import meta
-
-            if self.environment is None:
-                self.environment = _environment()
-            names = sorted(meta.find_undeclared_variables(self.environment.parse(text)))
-            per_host = any(name in HOST_MAGIC for name in names)
             pieces = SIMPLE_REFERENCE.split(text)
-            simple = all(not any(m in piece for m in TEMPLATE_MARKERS) for piece in pieces[::2]) and \
-                not any(piece in JINJA_LITERALS for piece in pieces[1::2])
-            parts = [(index % 2 == 1, piece) for index, piece in enumerate(pieces) if piece or index % 2] \
-                if simple else None
-            self.compiled[text] = (self.environment.from_string(text), None if per_host else names, parts)
+            if all(not any(m in piece for m in TEMPLATE_MARKERS) for piece in pieces[::2]) and \
+                    not any(piece in JINJA_LITERALS for piece in pieces[1::2]):
+                parts = [(index % 2 == 1, piece) for index, piece in enumerate(pieces) if piece or index % 2]
+                self.compiled[text] = (None, None, parts)  # no Jinja needed (nor imported)
+            else:
+                from jinja2 import meta
+
+                if self.environment is None:
+                    self.environment = _environment()
+                names = sorted(meta.find_undeclared_variables(self.environment.parse(text)))
+                per_host = any(name in HOST_MAGIC for name in names)
+                self.compiled[text] = (self.environment.from_string(text), None if per_host else names, None)
         return self.compiled[text]
 
     def substitute(self, host: str, parts: list):
@@ -324,7 +330,11 @@ class Templar:
         """What a template of ``host`` gets for ``name`` (its variable, a global, or nothing)."""
         if name in self.raw[host]:
             return self.value(host, name)
-        return self.environment.globals.get(name)
+        return self.jinja_globals().get(name)
+
+    def jinja_globals(self) -> dict:
+        """Jinja's globals (range, dict...) and ours; {} while no template has needed Jinja."""
+        return self.environment.globals if self.environment is not None else {}
 
     def scope(self, host: str) -> "_HostScope":
         if host not in self.scopes:
@@ -362,6 +372,11 @@ class Unresolved:
     __str__ = __format__ = __int__ = __float__ = __index__ = __bool__ = __iter__ = __len__ = _fail
     __getitem__ = __contains__ = __add__ = __radd__ = __mod__ = _fail
 
+    @property
+    def unresolved_reason(self) -> str:
+        """What the variable schema reports for a variable a role reads (one line)."""
+        return self.reason
+
     def __repr__(self):
         return f"<cannot template: {self.reason}>"
 
@@ -378,10 +393,10 @@ class _HostScope(Mapping):
             return self.templar.value(self.host, name)
         if name in self.magic:
             return self.magic[name]
-        return self.templar.environment.globals[name]  # range, dict, lookup (refused)...
+        return self.templar.jinja_globals()[name]  # range, dict, lookup (refused)...
 
     def __contains__(self, name):
-        return name in self.templar.raw[self.host] or name in self.magic or name in self.templar.environment.globals
+        return name in self.templar.raw[self.host] or name in self.magic or name in self.templar.jinja_globals()
 
     def __iter__(self):
         return iter({**self.magic, **self.templar.raw[self.host]})
