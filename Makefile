@@ -181,7 +181,7 @@ bench-failover: venv lab-up ## Backend failover per stop method (incus, unit, fr
 bench-canary: venv lab-up ## Canary figures: good / 500s / slow / crashing builds, default and 5 s intervals, under load through the VIP
 	$(PYTHON) scripts/bench_canary.py $(INVENTORY)
 
-bench-lb: venv lab-up ## VIP failover figures per advert interval (1, 0.5, 0.3 s) and kill method; needs the pair
+bench-lb: venv lab-up ## VIP failover per advert interval (1, 0.5, 0.3 s) and kill method, per client kind; 60 s CPU saturation -> VRRP state changes; 6 config-changing haproxy.setup runs under mixed load
 	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)
 
 bench-alerts: venv lab-up ## Alert latencies: stop a backend, a stream server, a balancer, keepalived on both (ROUNDS, default 1)
