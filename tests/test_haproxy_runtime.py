@@ -24,6 +24,7 @@ from fabfile.haproxy_runtime import (  # noqa: E402
     ServerStat,
     parse_show_stat,
 )
+from fabfile.haproxy_state import StateParseError  # noqa: E402
 from fabfile.inventory import Host  # noqa: E402
 from fabfile.polling import wait_until  # noqa: E402
 from fabfile.process import Result  # noqa: E402
@@ -83,7 +84,7 @@ def test_aggregate_rows_on_request():
 
 
 def test_parse_rejects_text_that_is_not_show_stat():
-    with pytest.raises(RuntimeAPIError, match="not a 'show stat' CSV"):
+    with pytest.raises(StateParseError, match="not a 'show stat' CSV"):
         parse_show_stat("Unknown command. Please enter one of the following commands only :\n")
 
 

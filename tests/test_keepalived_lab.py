@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def pair(deployed_lab):
     loaded = load_inventory(str(deployed_lab))
-    settings = support.lb_pair(loaded)
+    settings = support.topology(loaded).pair
     if settings is None:
         pytest.skip("the inventory has one balancer and no lb_vip; the pair tests need haproxy-2 and lb_vip")
     return loaded, settings

@@ -118,7 +118,7 @@ def test_item1_clients_use_the_socket_the_template_renders(tmp_path):
     host = loaded.group("haproxy")[0]
     assert "stats socket /run/haproxy/other.sock mode 600 level admin" in render(
         "haproxy/haproxy.cfg.j2", template_vars(host, loaded))
-    api = support.runtime_api(host)
+    api = support.topology(loaded).runtime_api(host)
     assert api.address == "/run/haproxy/other.sock"
     # The server-state script (run by the unit on reload and stop, and after each state change) too.
     assert "\nsocket=/run/haproxy/other.sock\n" in haproxy_role.server_state_script(template_vars(host, loaded))

@@ -53,8 +53,9 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
 
     def __init__(self, settings: FailoverSettings, *, runtime, stopper, http_get: Callable,
                  ws_connect: Callable | None = None, load=None, metrics=None, output, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, alerts=None):
+                 sleep: Callable[[float], None] = time.sleep, alerts=None, floor=None):
         self.settings = settings
+        self.floor = floor  # capacity.CapacityFloor of the pool (default: one server UP)
         self.runtime = runtime
         self.stopper = stopper
         self.http_get = http_get

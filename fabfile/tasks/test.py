@@ -9,7 +9,7 @@ from invoke.exceptions import Exit
 
 from .. import exits
 from ..output import Masker, Output, write_report
-from ..services import BACKEND_API as API
+from ..services import BACKEND_API as API, BALANCER_GROUP
 from .. import values
 from . import support
 from .load import load
@@ -126,10 +126,10 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
     loaded, _ = support.select(c, inventory, API.group, None)
     victim_host = _pick_victim(loaded, victim)
-    balancer = support.balancer(loaded)
-    address = support.lb_address(loaded)  # the VIP when the inventory has a pair
-    runtime = support.balancer_set(loaded)  # gates see every balancer
-    lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
+    topology = support.topology(loaded)
+    address = topology.client_address()  # the VIP when the inventory has a pair
+    runtime = topology.runtime()  # gates see every balancer
+    lb_vars = topology.balancers[0].vars_with(haproxy_vars.DEFAULTS)
     api_settings = API.settings(victim_host.vars_with(API.defaults))
     try:
         stopper = make_stopper(stop_method, victim_host, connect(victim_host), API.unit, api_settings.listen_port)
@@ -151,7 +151,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
                                  unsafe_every=settings.post_every, unsafe_path=settings.post_path,
                                  id_prefix=f"failover-{secrets.token_hex(4)}")
     # Every balancer's exporter: with a pair, the one carrying the traffic sees the death first.
-    urls = [_metrics_url(host, host.vars_with(haproxy_vars.DEFAULTS)) for host in support.balancers(loaded)] \
+    urls = [_metrics_url(host, host.vars_with(haproxy_vars.DEFAULTS)) for host in topology.balancers] \
         if metrics else []
     exporter = [ServerMetrics(url, lb_vars["haproxy_metrics_path"]) for url in urls if url] or None
     output = Output(Masker())
@@ -167,7 +167,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         http_get=lambda path, headers, timeout: fetch(base_url, path, headers, timeout),
         ws_connect=lambda path, cookie: open_session(f"ws://{address}:{port}{path}", cookie=cookie,
                                                      timeout=settings.ws_timeout),
-        load=background, metrics=exporter, output=output,
+        load=background, metrics=exporter, output=output, floor=support.floor_of(loaded, API),
     )
     result = test.run()
     _write_outputs(result, report, plot, output)
@@ -237,12 +237,13 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     if method not in LB_METHODS:
         raise support.UsageError(f"--method {method}: use one of {', '.join(LB_METHODS)}")
     rate = values.seconds("--load-rate", load_rate, 0.5, 200)
-    loaded, _ = support.select(c, inventory, support.BALANCER_GROUP, None, set)
-    pair = support.lb_pair(loaded)
+    loaded, _ = support.select(c, inventory, BALANCER_GROUP, None, set)
+    topology = support.topology(loaded)
+    pair = topology.pair
     if pair is None:
-        raise support.UsageError(f"{loaded.path}: no lb_vip on group '{support.BALANCER_GROUP}': test.lb-failover "
+        raise support.UsageError(f"{loaded.path}: no lb_vip on group '{BALANCER_GROUP}': test.lb-failover "
                                  "needs a balancer pair behind a VIP")
-    hosts = {h.name: h for h in support.balancers(loaded)}
+    hosts = {h.name: h for h in topology.balancers}
     for host in hosts.values():
         if host.connection != "incus":
             raise support.UsageError(f"balancer '{host.name}': connection {host.connection}; the 100 ms VIP samplers "
@@ -251,7 +252,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
         refs = {name: instance_ref(h.vars.get("incus_name", name), h.vars.get("incus_remote")) for name, h in hosts.items()}
     except IncusError as exc:
         raise support.UsageError(str(exc)) from None
-    rows = pair_status(loaded, pair)
+    rows = pair_status(topology)
     holders = [row["balancer"] for row in rows if row["holds_vip"]]
     not_ready = [f"{row['balancer']} (keepalived {row['keepalived']}, haproxy {row['haproxy']})" for row in rows
                  if (row["keepalived"], row["haproxy"]) != ("active", "active")]
@@ -272,7 +273,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     stopper = IncusStopper(refs[holder]) if method == "incus" else ProcessKiller(connect(hosts[holder]))
 
     def node_ready() -> bool:
-        row = next(r for r in pair_status(loaded, pair) if r["balancer"] == holder)
+        row = next(r for r in pair_status(topology) if r["balancer"] == holder)
         return (row["keepalived"], row["haproxy"]) == ("active", "active") and row["vrrp_state"] in ("BACKUP", "MASTER")
 
     def fetch_ok() -> bool:
