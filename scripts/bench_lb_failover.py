@@ -121,10 +121,10 @@ def cpu_saturation(inventory: str) -> int:
 def reloads(inventory: str, runs: int = 6) -> int:
     """Config-changing haproxy.setup runs under mixed load through the VIP; failed per run and kind."""
     from fabfile.loadtest.keepalive import MixedLoad, kind_counts
-    from fabfile.tasks.support import lb_address
+    from fabfile.topology import Topology
 
     _, loaded = balancer_transports(inventory)
-    load = MixedLoad(f"http://{lb_address(loaded)}:80", "/api/v1/health", rate=120, keepalive_share=0.5,
+    load = MixedLoad(f"http://{Topology.of(loaded).client_address()}:80", "/api/v1/health", rate=120, keepalive_share=0.5,
                      connections=8, timeout=2, max_seconds=30 + 12 * runs)
     load.start()
     time.sleep(2)

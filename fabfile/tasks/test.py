@@ -355,15 +355,16 @@ def reload(c, reloads="5", interval="2", drain_timeout="30", load_rate="60", kee
     settings = ReloadSettings(reloads=count, interval=values.flag_number("interval", interval, 600),
                               drain_timeout=values.flag_number("drain-timeout", drain_timeout, MAX_WAIT_SECONDS))
     rate = values.flag_number("load-rate", load_rate, 2000)
-    loaded, _ = support.select(c, inventory, support.BALANCER_GROUP, None, set)
-    hosts = support.balancers(loaded)
+    loaded, _ = support.select(c, inventory, BALANCER_GROUP, None, set)
+    topology = support.topology(loaded)
+    hosts = topology.balancers
     lb_vars = hosts[0].vars_with(haproxy_vars.DEFAULTS)
     problems = haproxy_vars.validate_vars(haproxy_vars.template_vars(hosts[0], loaded))
     if problems:
         raise support.UsageError(problems[0])
     api_hosts = loaded.group(API.group)
     health_path = API.settings((api_hosts[0] if api_hosts else hosts[0]).vars_with(API.defaults)).health_path
-    base = f"http://{support.lb_address(loaded)}:{int(lb_vars['haproxy_http_port'])}"
+    base = f"http://{topology.client_address()}:{int(lb_vars['haproxy_http_port'])}"  # the VIP with a pair
     transports = {host.name: connect(host) for host in hosts}
     budget = count * len(hosts) * (settings.interval + 10) + settings.drain_timeout + 60
 
@@ -381,6 +382,7 @@ def reload(c, reloads="5", interval="2", drain_timeout="30", load_rate="60", kee
             return True, f"new worker {new[-1] if new else '?'} ({len(after)} running)", new[-1] if new else None
         return run
 
+    load = _mixed_load(base, health_path, rate, keepalive_share, keepalive_connections, 2.0, budget)  # checked first
     output = Output(Masker())
     output.line(f"== test.reload: {count} reloads on each of {', '.join(h.name for h in hosts)}, "
                 f"{settings.interval:g}s apart, {rate:g} req/s through {base}")
@@ -388,8 +390,7 @@ def reload(c, reloads="5", interval="2", drain_timeout="30", load_rate="60", kee
         settings, balancers=[h.name for h in hosts], reloaders={h.name: reloader(h) for h in hosts},
         samplers={h.name: WorkerSampler(h.name, lambda cmd, t=transports[h.name]: t.run(cmd, warn=True, timeout=10).stdout,
                                         settings.sample_interval, budget) for h in hosts},
-        load=_mixed_load(base, health_path, rate, keepalive_share, keepalive_connections, 2.0, budget),
-        output=output,
+        load=load, output=output,
     )
     result = run.run()
     for entry in result["reloads"]:
