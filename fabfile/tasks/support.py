@@ -229,14 +229,14 @@ def floor_of(loaded, config):
 def secrets_for(hosts, path: str | None):
     """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root);
     none when neither is given."""
-    from ..secrets_file import load_secrets
-
-    from ..secrets_file import Secrets
+    from ..secrets_file import Secrets, load_secrets
 
     chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
-    if not chosen:  # every secret may come from the inventory's Ansible Vault (Secrets.with_vault)
+    if not chosen:  # every secret may come from the inventory's Ansible Vault (secrets_file.with_vault)
         return Secrets({}, None)
-    return load_secrets(str(resolve(chosen)))
+    from ..flags import input_file
+
+    return load_secrets(input_file("secrets", str(resolve(chosen)), "secrets file"))
 
 
 def lock_wait_value(value) -> float:
