@@ -222,8 +222,8 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     at most once. VIP ownership is sampled on both nodes every 100 ms throughout.
     Exit 0 when every step passed; 1 otherwise; the killed node is always started again.
     """
-    from ..failover.lb_failover import LbFailoverRun, LbFailoverSettings, ProcessKiller, RetryingClient
-    from ..failover.stoppers import IncusStopper
+    from ..failover.lb_failover import LbFailoverRun, LbFailoverSettings, RetryingClient
+    from ..failover.stoppers import IncusStopper, ProcessKiller
     from ..incus import IncusError, exec_argv, instance_ref
     from ..lb_pair import vip_sampler
     from ..loadtest.facade import fetch, open_session
