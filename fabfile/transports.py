@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 
-from . import incus
+from . import incus, incus_api
 from .process import TIMED_OUT, ProcessNotFound, Result, run_argv
 from .shell import Command, Upload, q
 
@@ -114,7 +114,7 @@ class LocalTransport(Transport):
 
 
 class IncusTransport(Transport):
-    """An instance of the local daemon through its REST API (``incus.LocalAPI``: no CLI process per
+    """An instance of the local daemon through its REST API (``incus_api.LocalAPI``: no CLI process per
     call); on a remote (or without the local socket), ``incus exec -- REMOTE:NAME sh -c CMD`` and
     ``incus file push --mode``. Either way a timeout also ends the command inside the instance."""
 
@@ -126,8 +126,8 @@ class IncusTransport(Transport):
         except incus.IncusError as exc:
             raise TransportError(f"{host.name}: {exc}") from None
         local = self.instance == name  # no remote prefix: the local daemon
-        socket_path = incus.local_socket() if local else None
-        self.api = incus.LocalAPI(socket_path) if socket_path else None
+        socket_path = incus_api.local_socket() if local else None
+        self.api = incus_api.LocalAPI(socket_path) if socket_path else None
 
     def _run(self, command, *, timeout, stdin):
         started = time.monotonic()
@@ -151,7 +151,7 @@ class IncusTransport(Transport):
 
     def _instance_running(self) -> bool:
         remote, _, name = self.instance.rpartition(":")
-        state = incus.Incus().query(f"{remote + ':' if remote else ''}/1.0/instances/{name}/state")
+        state = incus_api.Incus().query(f"{remote + ':' if remote else ''}/1.0/instances/{name}/state")
         return isinstance(state, dict) and state.get("status") == "Running"
 
     def _put(self, local_path, remote, mode):

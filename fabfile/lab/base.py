@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..incus import Incus, IncusError
+from ..incus import IncusError
+from ..incus_api import Incus
 from ..output import Output
 from ..paths import REPO_ROOT
 from ..process import ProcessNotFound, run_argv
