@@ -9,10 +9,12 @@ when an ssh host is actually reached, so tasks on incus or local hosts start fas
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 
 from . import incus, incus_api
+from .files import atomic_file
 from .process import TIMED_OUT, ProcessNotFound, Result, run_argv
 from .shell import Command, Upload, q
 
@@ -93,23 +95,13 @@ class LocalTransport(Transport):
         return _local(["sh", "-c", command], command, timeout, stdin)
 
     def _put(self, local_path, remote, mode):
-        directory = os.path.dirname(os.path.abspath(remote))
+        # A fresh name made with O_EXCL in the target directory, born with its mode: no planted symlink is
+        # followed, and the file appears complete or not at all.
         try:
-            # A fresh name made with O_EXCL in the target directory: no planted symlink is followed.
-            handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(remote)}.veza-put-", dir=directory)
+            with atomic_file(remote, int(str(mode), 8), apply_umask=False) as staging, \
+                    open(local_path, "rb") as source, open(staging, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
         except OSError as exc:
-            raise TransportError(f"{self.name}: cannot write in {directory}: {exc.strerror}") from None
-        try:
-            with os.fdopen(handle, "wb") as out, open(local_path, "rb") as source:
-                for chunk in iter(lambda: source.read(1 << 20), b""):
-                    out.write(chunk)
-            os.chmod(staging, int(str(mode), 8))
-            os.replace(staging, remote)
-        except OSError as exc:
-            try:
-                os.unlink(staging)
-            except FileNotFoundError:
-                pass
             raise TransportError(f"{self.name}: cannot write {remote}: {exc.strerror}") from None
 
 
