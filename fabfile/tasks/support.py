@@ -24,6 +24,7 @@ from ..masking import safe_line, shown
 from ..operations import PreconditionFailed
 from ..output import Masker
 from ..paths import resolve
+from ..schema import check_set_keys, host_problems
 from ..templating import TemplateError
 from ..transports import TransportError
 from ..values import InvalidValue
@@ -120,11 +121,12 @@ def parse_set(values) -> dict:
     for item in values or ():
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {shown(item)}: expected KEY=VALUE")
+            raise UsageError(f"--set {shown(item)}: expected NAME=VALUE")
         try:
             parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
             parsed[key.strip()] = raw
+    check_set_keys(parsed)
     return parsed
 
 
@@ -139,7 +141,18 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
+    refuse_bad_hosts(hosts)
     return loaded, hosts
+
+
+def refuse_bad_hosts(hosts) -> None:
+    """The variable schema's verdict on each targeted host's resolved variables (inventory + --set): a host
+    with a problem makes the task refuse before anything runs (exit 2); --limit away from it works."""
+    for host in hosts:
+        problems = host_problems(host.vars)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise InvalidValue(f"host '{host.name}': {problems[0]}{more}")
 
 
 def check_host_names(hosts) -> None:
@@ -162,7 +175,9 @@ def topology(loaded):
     """The ``Topology`` of ``loaded`` (balancers, VIP, runtime APIs, lock and audit host), built once per task."""
     from ..topology import Topology
 
-    return Topology.of(loaded)
+    topology = Topology.of(loaded)
+    refuse_bad_hosts(topology.balancers)  # runtime API, lock and audit reach these hosts too
+    return topology
 
 
 
