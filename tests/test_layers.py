@@ -22,7 +22,8 @@ FABFILE = REPO / "fabfile"
 # Modules that only decide what to run (commands as data) or hold facts, whatever their docstrings say.
 COMMAND_MODULES = {
     "shell", "operations", "values", "services", "templating", "haproxy_runtime", "haproxy_state", "capacity",
-    "incus", "roles/base", "roles/common", "roles/haproxy", "roles/haproxy_vars", "roles/binary_service",
+    "incus", "roles/base", "roles/common", "roles/haproxy", "roles/haproxy_vars", "roles/haproxy_defaults",
+    "roles/binary_service",
     "deploy/commands", "deploy/artifact", "deploy/lock", "deploy/audit", "lb_pair",
 }
 FORBIDDEN = {
