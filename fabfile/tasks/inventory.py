@@ -7,7 +7,6 @@ import json
 
 from invoke import Collection
 
-from ..inventory import InventoryError, load_inventory, masked
 from . import support
 from .support import task
 
@@ -22,6 +21,8 @@ HELP = {
 @support.user_errors
 def show(c, inventory=None, host=None, graph=False):
     """Hosts, groups and variables as the loader resolved them; bad input is one error line, exit 2."""
+    from ..inventory import load_inventory  # here, not at import: `inv --list` stays fast
+
     loaded = load_inventory(support.inventory_path(c, inventory))
     if host is not None:
         print(host_vars_text(loaded, host))
@@ -33,6 +34,8 @@ def show(c, inventory=None, host=None, graph=False):
 
 def host_vars_text(loaded, name: str) -> str:
     """One host's inventory variables (Ansible's and our normalised names) as sorted JSON, secrets masked."""
+    from ..inventory import InventoryError, masked
+
     if name not in loaded.hosts:
         raise InventoryError(f"{loaded.path}: no host '{name}'; known hosts: {', '.join(loaded.hosts) or 'none'}")
     values = loaded.hosts[name].inventory_vars

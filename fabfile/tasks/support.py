@@ -17,17 +17,8 @@ from invoke.exceptions import Exit
 
 from .. import exits
 from ..exits import StepError, UsageError
-from ..deploy.locking import LockHeld
-from ..incus import IncusError
-from ..inventory import InventoryError, load_inventory
-from ..masking import safe_line, shown
-from ..operations import PreconditionFailed
-from ..output import Masker
-from ..paths import resolve
-from ..schema import check_set_keys, host_problems
-from ..templating import TemplateError
-from ..transports import TransportError
-from ..values import InvalidValue
+
+# Everything else is imported where it is used: ``inv --list`` imports this module and must stay fast.
 
 COMMON_HELP = {
     "inventory": "inventory file in Ansible's YAML shape (default: invoke.yaml's veza.inventory, hosts.yaml)",
@@ -39,8 +30,26 @@ COMMON_HELP = {
     "forks": "hosts worked on at once (default 10)",
 }
 
-BAD_INPUT = (UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError)
-FAILED_STEP = (TransportError, StepError)
+# The only short flags, the same letter for the same flag in every task (Ansible's where it has one: -i, -l,
+# -C, -D, -e, -f). Every other flag is long only: Invoke's automatic short flags gave -b to --binary in one
+# task and to --batch in its sibling, and "-" (a dash for an underscore) to --post-path.
+SHORT_FLAGS = {"inventory": "i", "limit": "l", "check": "C", "diff": "D", "set": "e", "forks": "f",
+               "binary": "b", "message": "m", "report": "r"}
+
+
+
+def _outcomes() -> tuple:
+    """(bad input: exit 2, a failed step: exit 1, the lock held: exit 3) exception classes."""
+    from ..deploy.locking import LockHeld
+    from ..incus import IncusError
+    from ..inventory import InventoryError
+    from ..operations import PreconditionFailed
+    from ..templating import TemplateError
+    from ..transports import TransportError
+    from ..values import InvalidValue
+
+    return ((UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError),
+            (TransportError, StepError), LockHeld)
 
 
 class Task(invoke.Task):
@@ -57,17 +66,21 @@ class Task(invoke.Task):
 
     def arg_opts(self, name, default, taken_names):
         """Numeric flags are taken as text: the project's parser (``flags``, ``values``) reads them, so a typo
-        is one line and exit 2, never Invoke's ``int()`` traceback."""
+        is one line and exit 2, never Invoke's ``int()`` traceback. Short flags come from ``SHORT_FLAGS``
+        only (the tasks are declared with ``auto_shortflags=False``)."""
         opts = super().arg_opts(name, default, taken_names)
         if opts.get("kind") in (int, float):
             opts["kind"] = str
+        short = SHORT_FLAGS.get(name)
+        if short and short not in taken_names and short not in opts["names"]:
+            opts["names"] = [*opts["names"], short]
         return opts
 
     def __hash__(self):
         return id(self)
 
 
-task = functools.partial(invoke.task, klass=Task)
+task = functools.partial(invoke.task, klass=Task, auto_shortflags=False)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -94,15 +107,22 @@ def user_errors(task_body):
         previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             return task_body(*args, **kwargs)
-        except BAD_INPUT as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.BAD_INPUT) from None
-        except FAILED_STEP as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.FAILED) from None
-        except LockHeld as exc:
-            print(f"locked: {exc}", file=sys.stderr)
-            raise Exit(code=exits.LOCKED) from None
+        except Exit:
+            raise
+        except Exception as exc:
+            from ..masking import safe_line
+
+            bad_input, failed_step, locked = _outcomes()
+            if isinstance(exc, bad_input):
+                print(f"error: {safe_line(exc)}", file=sys.stderr)
+                raise Exit(code=exits.BAD_INPUT) from None
+            if isinstance(exc, failed_step):
+                print(f"error: {safe_line(exc)}", file=sys.stderr)
+                raise Exit(code=exits.FAILED) from None
+            if isinstance(exc, locked):
+                print(f"locked: {exc}", file=sys.stderr)
+                raise Exit(code=exits.LOCKED) from None
+            raise
         except KeyboardInterrupt as interrupt:
             print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
             raise Exit(code=exit_code_of(interrupt)) from None
@@ -116,6 +136,9 @@ def user_errors(task_body):
 def parse_set(values) -> dict:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML scalars)."""
     import yaml
+
+    from ..masking import shown
+    from ..schema import check_set_keys
 
     parsed = {}
     for item in values or ():
@@ -132,12 +155,16 @@ def parse_set(values) -> dict:
 
 def inventory_path(c, inventory: str | None) -> str:
     """``--inventory``, else invoke.yaml's ``veza.inventory``; relative paths from the repo root."""
+    from ..paths import resolve
+
     default = c.config.get("veza", {}).get("inventory", "hosts.yaml") if c is not None else "hosts.yaml"
     return str(resolve(inventory, default))
 
 
 def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
     """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
+    from ..inventory import load_inventory
+
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
@@ -148,6 +175,9 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
 def refuse_bad_hosts(hosts) -> None:
     """The variable schema's verdict on each targeted host's resolved variables (inventory + --set): a host
     with a problem makes the task refuse before anything runs (exit 2); --limit away from it works."""
+    from ..schema import host_problems
+    from ..values import InvalidValue
+
     for host in hosts:
         problems = host_problems(host.vars)
         if problems:
@@ -157,7 +187,7 @@ def refuse_bad_hosts(hosts) -> None:
 
 def check_host_names(hosts) -> None:
     """Host and Incus instance names that could become an option or add a line: refused (exit 2) up front."""
-    from ..incus import instance_ref
+    from ..incus import IncusError, instance_ref
     from ..values import CONTROL_CHARACTER
 
     for host in hosts:
@@ -180,7 +210,6 @@ def topology(loaded):
     return topology
 
 
-
 def floor_of(loaded, config):
     """The ``CapacityFloor`` of a service's pool (its whole group, whatever ``--limit`` picked)."""
     from ..capacity import CapacityFloor
@@ -190,6 +219,7 @@ def floor_of(loaded, config):
 
 def secrets_for(hosts, path: str | None):
     """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
+    from ..paths import resolve
     from ..secrets_file import load_secrets
 
     chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
@@ -232,9 +262,10 @@ def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, e
     return result
 
 
-def masker_for(hosts, extra=()) -> Masker:
+def masker_for(hosts, extra=()):
     """A masker for the secret-named variables of ``hosts`` plus ``extra`` values (the secrets file's)."""
     from ..masking import secret_values
+    from ..output import Masker
 
     values = list(extra)
     for host in hosts:
