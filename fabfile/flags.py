@@ -112,6 +112,24 @@ def output_path(flag: str, path) -> str | None:
     return text
 
 
+def output_folder(flag: str, path) -> str | None:
+    """A folder we may write into: an existing writable folder, or one we can create (its nearest
+    existing parent is a writable folder)."""
+    if path in (None, ""):
+        return None
+    text = _text(flag, path)
+    if "\x00" in text:
+        raise UsageError(f"--{flag} {shown(text)}: not a path")
+    existing = os.path.abspath(text)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--{flag} {shown(text)}: {shown(existing)} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--{flag} {shown(text)}: {shown(existing)} is not writable")
+    return text
+
+
 def input_file(flag: str, path, what: str = "file") -> str:
     """A readable regular UTF-8 text file (a folder, a device or a binary file is one line, exit 2)."""
     text = _text(flag, path)

@@ -31,7 +31,10 @@ LOCK_HELP = {
 
 
 def who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    from ..masking import escaped
+
+    # LOGNAME/USER come from the environment: escaped here, so the lock and the audit trail hold one printable line.
+    return escaped(f"{getpass.getuser()}@{socket.gethostname()}")
 
 
 def stale_seconds(variables) -> float:
@@ -148,10 +151,9 @@ def held(loaded, task_name, **kwargs):
 def status(c, inventory=None, set=None):
     """Who holds the deploy lock (on the first balancer that answers), since when, and whether it is stale."""
     from ..deploy import lock
-    from ..inventory import load_inventory
     from ..transports import connect
 
-    loaded = load_inventory(support.inventory_path(c, inventory), cli_vars=support.parse_set(set))
+    loaded = support.load(c, inventory, set)
     balancer = support.lock_balancer(loaded)
     state = lock.parse(connect(balancer).run(lock.status()).stdout)
     if state.state == lock.FREE:
@@ -170,10 +172,9 @@ def status(c, inventory=None, set=None):
 def release(c, inventory=None, force=False, set=None):
     """Release the deploy lock: your own leftover (same user@workstation, pid gone) or, with --force, any."""
     from ..deploy import lock
-    from ..inventory import load_inventory
     from ..transports import connect
 
-    loaded = load_inventory(support.inventory_path(c, inventory), cli_vars=support.parse_set(set))
+    loaded = support.load(c, inventory, set)
     balancer = support.lock_balancer(loaded)
     transport = connect(balancer)
     state = lock.parse(transport.run(lock.status()).stdout)

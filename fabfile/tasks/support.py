@@ -92,6 +92,7 @@ def user_errors(task_body):
     def wrapper(*args, **kwargs):
         previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
+            check_common_flags(kwargs)
             return task_body(*args, **kwargs)
         except BAD_INPUT as exc:
             print(f"error: {safe_line(exc)}", file=sys.stderr)
@@ -107,6 +108,18 @@ def user_errors(task_body):
                 signal.signal(sig, handler)
 
     return wrapper
+
+
+def check_common_flags(flags: dict) -> None:
+    """The flags many tasks share, checked before the task reads anything: --forks, and the output
+    paths (a report that cannot be written is refused now, exit 2, not after the play did its work)."""
+    from ..flags import output_folder, output_path
+
+    if "forks" in flags:
+        forks_value(flags["forks"])
+    for flag in ("report", "plot"):
+        output_path(flag, flags.get(flag))
+    output_folder("out", flags.get("out"))
 
 
 def parse_set(values) -> dict:
@@ -131,9 +144,21 @@ def inventory_path(c, inventory: str | None) -> str:
     return str(resolve(inventory, default))
 
 
+def load(c, inventory, set_values=None):
+    """The inventory with ``--set`` applied; every value under a secret name (any host, any depth)
+    registered for masking, so no error line or output of this run shows it."""
+    from ..masking import register_secret, secret_values
+
+    loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    for host in loaded.hosts.values():
+        listed = host.vars.get("secret_vars")
+        register_secret(secret_values(host.vars, listed if isinstance(listed, (list, tuple)) else ()))
+    return loaded
+
+
 def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
     """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
-    loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    loaded = load(c, inventory, set_values)
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
     return loaded, hosts
