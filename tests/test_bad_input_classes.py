@@ -116,3 +116,20 @@ def test_output_paths_refused_before_anything_runs(tmp_path, task, flag, where):
 def test_a_name_saying_where_a_secret_lives_holds_a_path_shown_in_errors(name):
     assert not masking.is_secret_key(name)
     assert masking.is_secret_key(name.rsplit("_", 1)[0])
+
+
+def test_a_file_name_in_an_error_line_is_not_taken_for_a_secret_name():
+    line = "/srv/ops/secrets.yaml: secret 'jwt_secret' is missing"
+    assert masking.mask_text(line) == line
+
+
+def test_whatever_a_task_prints_is_masked_and_escaped(capsys):
+    from fabfile.output import printable_streams
+
+    masking.register_secret("remote-pw-77")
+    with printable_streams():
+        print("server web\x1b[2J1 said remote-pw-77\tok")
+        print("error: \x1b]0;title\x07", file=__import__("sys").stderr)
+    captured = capsys.readouterr()
+    assert captured.out == "server web\\x1b[2J1 said ********\tok\n"
+    assert captured.err == "error: \\x1b]0;title\\x07\n"

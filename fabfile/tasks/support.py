@@ -21,7 +21,7 @@ from ..incus import IncusError
 from ..inventory import InventoryError, load_inventory
 from ..masking import safe_line, shown
 from ..operations import PreconditionFailed
-from ..output import Masker, Output, write_report
+from ..output import Masker, Output, printable_streams, write_report
 from ..paths import resolve
 from ..services import BALANCER_GROUP
 from ..templating import TemplateError
@@ -92,22 +92,29 @@ def user_errors(task_body):
     def wrapper(*args, **kwargs):
         previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            check_common_flags(kwargs)
-            return task_body(*args, **kwargs)
-        except BAD_INPUT as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.BAD_INPUT) from None
-        except FAILED_STEP as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.FAILED) from None
-        except KeyboardInterrupt as interrupt:
-            print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
-            raise Exit(code=exit_code_of(interrupt)) from None
+            with printable_streams():
+                return _run_checked(task_body, args, kwargs)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     return wrapper
+
+
+def _run_checked(task_body, args, kwargs):
+    """The task body; its known failures become one ``error:`` line and the table's exit code."""
+    try:
+        check_common_flags(kwargs)
+        return task_body(*args, **kwargs)
+    except BAD_INPUT as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.BAD_INPUT) from None
+    except FAILED_STEP as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.FAILED) from None
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
+        raise Exit(code=exit_code_of(interrupt)) from None
 
 
 def check_common_flags(flags: dict) -> None:
