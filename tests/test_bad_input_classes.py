@@ -133,3 +133,12 @@ def test_whatever_a_task_prints_is_masked_and_escaped(capsys):
     captured = capsys.readouterr()
     assert captured.out == "server web\\x1b[2J1 said ********\tok\n"
     assert captured.err == "error: \\x1b]0;title\\x07\n"
+
+
+@pytest.mark.parametrize("steps", ["\u0661\u0660,25", "10,nan", "10,inf", "1e400"])
+def test_canary_percentages_are_ascii_finite_numbers(steps):
+    from fabfile.canary.plan import parse_steps
+    from fabfile.values import InvalidValue
+
+    with pytest.raises(InvalidValue, match="--canary-steps"):
+        parse_steps(steps)
