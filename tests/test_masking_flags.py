@@ -45,7 +45,7 @@ def test_registered_values_masked_everywhere_even_under_plain_names():
 
 @pytest.mark.parametrize("text, secret", [
     ("-o ProxyCommand='sshpass -p Tr0ub4dor ssh -W %h:%p jump'", "Tr0ub4dor"),
-    ("--set 'database_password:Tr0ub4dor': expected KEY=VALUE", "Tr0ub4dor"),
+    ("--set 'database_password:Tr0ub4dor': expected NAME=VALUE", "Tr0ub4dor"),
     ("DB_PASSWORD=Tr0ub4dor", "Tr0ub4dor"),
     ('{"api_token": "Tr0ub4dor"}', "Tr0ub4dor"),
     ("https://veza:Tr0ub4dor@registry.example/v2", "Tr0ub4dor"),

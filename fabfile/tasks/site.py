@@ -32,14 +32,13 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
 
     from ..roles import common, haproxy
     from ..roles.binary_service import role_for
-    from .lock import held, lock_wait_value
-
     loaded, hosts = support.select(c, inventory, "all", limit, set)
-    wait = lock_wait_value(lock_wait)
+    topology = support.topology(loaded)
+    guard = support.guard(loaded, "site.setup", lock_wait, topology)
     services = [config for config in SERVICES.values() if any(config.group in h.groups for h in hosts)]
     secret_values = support.secrets_for(hosts, secrets) if services else {}
     balancer_roles = [haproxy.ROLE]
-    if support.lb_pair(loaded) is not None:  # lb_vip set: the pair's keepalived, as haproxy.setup does
+    if topology.pair is not None:  # lb_vip set: the pair's keepalived, as haproxy.setup does
         from ..roles import keepalived
 
         secret_values = {**secret_values, **support.secrets_for(hosts, secrets)}
@@ -62,10 +61,10 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
         return [baseline, *exporter,
                 *(role for group, group_roles in roles.items() if group in host.groups for role in group_roles)]
 
-    floors = [(config.group, *support.restart_floor(loaded, config)) for config in services]
+    floors = [(config.group, support.floor_of(loaded, config)) for config in services]
     support.play("site.setup", loaded, hosts, None, check=check, diff=diff, report=report,
                  extra_secrets=secret_values.values(), forks=forks, roles_for=roles_for, floors=floors,
-                 guard=lambda: held(loaded, "site.setup", lock_wait=wait))
+                 guard=guard)
 
 
 collection = Collection("site", setup)
