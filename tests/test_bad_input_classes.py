@@ -142,3 +142,12 @@ def test_canary_percentages_are_ascii_finite_numbers(steps):
 
     with pytest.raises(InvalidValue, match="--canary-steps"):
         parse_steps(steps)
+
+
+@pytest.mark.parametrize("text", ["p99<\u0665\u0660ms", "errors<\u0660.1%", "rate>=\uff11\uff10\uff10"])
+def test_load_thresholds_take_ascii_digits_only(text):
+    from fabfile.loadtest import LoadTestError
+    from fabfile.loadtest.thresholds import parse_one
+
+    with pytest.raises(LoadTestError, match="threshold"):
+        parse_one(text)
