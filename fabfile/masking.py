@@ -29,7 +29,7 @@ _SECRET_NAME = re.compile(
 # A name saying where a secret lives (secrets_file, ansible_ssh_private_key_file, vault_password_file) or a
 # file's name (secrets.yaml) holds or is a path, not a secret: masking it would hide the path an error line must name.
 _WHERE_A_SECRET_LIVES = re.compile(r"[\W_](?:file|path|dir)$|\.(?:ya?ml|json|ini|txt|cfg|conf|pem|crt|env)$", re.IGNORECASE)
-_ASSIGNMENT = re.compile(r"""(?<![/A-Za-z0-9_.-])(?P<name>[A-Za-z0-9_.-]+)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
+_ASSIGNMENT = re.compile(r"""(?<![\w./-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
 _INLINE = [
     # sshpass -p VALUE; --password VALUE, --token=VALUE
     re.compile(r"(?P<name>\bsshpass\s+-p\s*)(?P<value>\S+)"),
@@ -99,8 +99,8 @@ def mask_text(text: str, values=()) -> str:
     text = str(text)
     for secret in sorted({*registered(), *values}, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME is secret by the rule
-    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name"))
+    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME (its last dotted part: not a file's suffix) is secret
+    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name").rsplit(".", 1)[-1])
                            else m.group(0), text)
     for pattern in _INLINE:
         text = pattern.sub(lambda m: m.group("name") + MASK, text)

@@ -206,7 +206,7 @@ LB_FAILOVER_HELP = {
     "set": support.COMMON_HELP["set"],
     "alerts": "with a monitoring group: the killed balancer's VezaBalancerExporterDown alert must not fire before the "
               "kill, fire in Alertmanager within its rule's budget after it and resolve within its budget after the "
-              "node is back (--no-alerts skips it)",
+              "node is back; VezaVipHoldersNotOne must never fire (--no-alerts skips it)",
 }
 
 
@@ -228,7 +228,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     from ..lb_pair import vip_sampler
     from ..loadtest.facade import fetch, open_session
     from ..loadtest.keepalive import KeepAliveLoad, kind_line
-    from ..monitoring.gate import expect_balancer_down
+    from ..monitoring.gate import expect_balancer_down, unwanted_during_vip_move
     from ..roles import haproxy_vars
     from ..transports import connect
     from .lb import pair_status
@@ -284,7 +284,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
 
     max_seconds = 300
     output = Output(Masker())
-    gate = alert_gate(loaded, expect_balancer_down, holder) if alerts else None
+    gate = alert_gate(loaded, expect_balancer_down, holder, unwanted=unwanted_during_vip_move) if alerts else None
     output.line(f"== test.lb-failover: VIP {pair.vip} on {holder} (peer {peer}), kill by {stopper.describe('stop')}, "
                 f"advert {pair.advert_interval:g}s, preemption {'on' if pair.preempt else 'off'}")
     run = LbFailoverRun(
