@@ -104,13 +104,14 @@ def run_cli(argv: list) -> tuple:
 
 
 @pytest.fixture(autouse=True)
-def stub_transports(monkeypatch):
+def stub_transports(monkeypatch, world):
+    monkeypatch.chdir(world)  # a relative --out/--report drawn from the garbage lands in the test's folder
     for kind in list(transports.TRANSPORT_CLASSES):
         monkeypatch.setitem(transports.TRANSPORT_CLASSES, kind, StubTransport)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 @given(task=st.sampled_from(TASKS), sets=st.lists(st.tuples(_key(), _value()), max_size=3),
        flags=st.lists(st.sampled_from(sorted(FLAGS)).flatmap(
            lambda flag: st.tuples(st.just(flag), st.one_of(st.sampled_from(FLAGS[flag]), st.sampled_from(NASTY)))),
