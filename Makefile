@@ -171,6 +171,13 @@ test-unit: venv host-deps ## Unit tests only (no lab)
 test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 	$(VENV)/bin/pytest $(ARGS)
 
+FILE ?= tests/test_deploy_unit.py
+N ?= 50
+
+.PHONY: test-repeat
+test-repeat: venv ## Run one test file N times in fresh processes and count the failed runs (FILE=..., N=50)
+	$(PYTHON) scripts/test_repeat.py --file $(FILE) --runs $(N) $(ARGS)
+
 bench-failover: venv lab-up ## Backend failover per stop method (incus, unit, freeze, drop) at 20 and 200 req/s: DOWN, failed GETs, POSTs caught, WebSocket
 	$(PYTHON) scripts/bench_failover.py $(INVENTORY)
 

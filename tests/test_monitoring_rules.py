@@ -95,6 +95,8 @@ def test_monitor_rules_needs_out_and_refuses_bad_values(tmp_path):
     ("monitoring_scrape_interval", "1 s"), ("monitoring_scrape_interval", "0s"), ("monitoring_5xx_share", 5),
     ("monitoring_5xx_share", "0"), ("monitoring_check_failures", "many"), ("monitoring_webhook_log", "log.jsonl"),
     ("monitoring_prometheus_port", 9093), ("monitoring_server_down_for", "1m\n- alert: x"),
+    ("monitoring_node_exporter_collectors", ["cpu"]), ("monitoring_node_exporter_collectors", "textfile"),
+    ("monitoring_node_exporter_collectors", ["textfile", "cpu --web.listen-address=:1"]),
 ])
 def test_settings_refuse_values_that_do_not_fit(name, value):
     with pytest.raises(InvalidValue) as caught:

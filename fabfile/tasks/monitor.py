@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from invoke import Collection
 
 from ..output import Masker, write_report
@@ -99,6 +101,7 @@ def status(c, inventory=None, report=None, set=None, notifications=0):
         write_report(report, {"targets": [t.__dict__ for t in targets], "alerts": [a.__dict__ for a in alerts],
                               "notifications": sent}, Masker())
     if down or alerts:
+        sys.stdout.flush()  # the table before the error line, on a terminal or a pipe
         raise support.StepError(f"{len(down)} target(s) down, {len(alerts)} alert(s) firing")
 
 
