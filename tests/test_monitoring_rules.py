@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_error_line, inv
+from fabfile.capacity import CapacityFloor
 from fabfile.inventory import load_inventory
 from fabfile.monitoring import rules
 from fabfile.monitoring.gate import expect_balancer_down, expect_server_down
-from fabfile.monitoring.settings import MonitoringSettings, PoolFloor
+from fabfile.monitoring.settings import MonitoringSettings
 from fabfile.values import InvalidValue
 
 TESTS = REPO / "tests" / "promtool"
@@ -27,7 +28,7 @@ TEST_SETTINGS = {"monitoring_evaluation_interval": "5s", "monitoring_pool_empty_
                  "monitoring_node_down_for": "1m", "monitoring_balancer_down_for": "30s",
                  "monitoring_vip_holders_for": "15s", "monitoring_5xx_share": 0.05, "monitoring_5xx_window": "5m",
                  "monitoring_5xx_for": "2m", "monitoring_check_failures": 3, "monitoring_check_failures_window": "5m"}
-TEST_FLOORS = [PoolFloor("api_pool", 3, 2), PoolFloor("stream_pool", 2, 1)]
+TEST_FLOORS = [CapacityFloor("api_pool", 3, 2), CapacityFloor("stream_pool", 2, 1)]
 
 
 def promtool() -> str:

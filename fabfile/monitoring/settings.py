@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from .. import values
+from ..capacity import CapacityFloor
 from ..services import BALANCER_GROUP, SERVICES
 
 MONITOR_GROUP = "monitoring"
@@ -102,13 +103,6 @@ class Target:
     address: str  # host:port
     instance: str  # the label alerts name: the inventory host
     path: str = "/metrics"
-
-
-@dataclass(frozen=True)
-class PoolFloor:
-    pool: str
-    size: int
-    floor: int  # deploy_min_up as a count: deploys keep at least this many servers UP
 
 
 @dataclass(frozen=True)
@@ -223,12 +217,6 @@ def haproxy_targets(inventory, haproxy_defaults: dict) -> list:
 
 
 def pool_floors(inventory) -> list:
-    """Each service pool with instances: its size and deploy floor (``deploy_min_up``, as deploys count it)."""
-    floors = []
-    for config in SERVICES.values():
-        pool = inventory.group(config.group)
-        if not pool:
-            continue
-        spec = pool[0].vars_with(config.defaults).get("deploy_min_up", 1)
-        floors.append(PoolFloor(config.pool, len(pool), values.count_or_percent("deploy_min_up", spec, len(pool), low=0)))
-    return floors
+    """The ``CapacityFloor`` of each service pool with instances: the floor deploys keep (``deploy_min_up``)."""
+    return [CapacityFloor.of_pool(config.pool, inventory.group(config.group), config.defaults)
+            for config in SERVICES.values() if inventory.group(config.group)]
