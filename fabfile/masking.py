@@ -27,7 +27,7 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _NAME_CHARS = r"[A-Za-z0-9_.-]*"
-_ASSIGNMENT = re.compile(r"""(?P<name>[A-Za-z0-9_.-]+)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
+_ASSIGNMENT = re.compile(r"""(?<![\w./-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
 _INLINE = [
     # sshpass -p VALUE; --password VALUE, --token=VALUE
     re.compile(r"(?P<name>\bsshpass\s+-p\s*)(?P<value>\S+)"),
@@ -89,8 +89,8 @@ def mask_text(text: str, values=()) -> str:
     text = str(text)
     for secret in sorted({*registered(), *values}, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME is secret by the rule
-    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name"))
+    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME (its last dotted part: not a file's suffix) is secret
+    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name").rsplit(".", 1)[-1])
                            else m.group(0), text)
     for pattern in _INLINE:
         text = pattern.sub(lambda m: m.group("name") + MASK, text)

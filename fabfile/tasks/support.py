@@ -195,7 +195,9 @@ def secrets_for(hosts, path: str | None):
     chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
     if not chosen:
         raise UsageError("no secrets file: pass --secrets PATH or set secrets_file in the inventory")
-    return load_secrets(str(resolve(chosen)))
+    from ..flags import input_file
+
+    return load_secrets(input_file("secrets", str(resolve(chosen)), "secrets file"))
 
 
 def lock_wait_value(value) -> float:
