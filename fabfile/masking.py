@@ -26,8 +26,10 @@ _SECRET_NAME = re.compile(
     r"pass(?:word|wd|phrase)|secret|token|credential|private[\W_]?key|(?:^|[\W_])(?:key|pass|pwd)$",
     re.IGNORECASE,
 )
-_NAME_CHARS = r"[A-Za-z0-9_.-]*"
-_ASSIGNMENT = re.compile(r"""(?P<name>[A-Za-z0-9_.-]+)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
+# A name saying where a secret lives (secrets_file, ansible_ssh_private_key_file, vault_password_file) or a
+# file's name (secrets.yaml) holds or is a path, not a secret: masking it would hide the path an error line must name.
+_WHERE_A_SECRET_LIVES = re.compile(r"[\W_](?:file|path|dir)$|\.(?:ya?ml|json|ini|txt|cfg|conf|pem|crt|env)$", re.IGNORECASE)
+_ASSIGNMENT = re.compile(r"""(?<![\w./-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
 _INLINE = [
     # sshpass -p VALUE; --password VALUE, --token=VALUE
     re.compile(r"(?P<name>\bsshpass\s+-p\s*)(?P<value>\S+)"),
@@ -46,7 +48,7 @@ def is_secret_key(name, extra_names=()) -> bool:
     """True when a variable (or nested key) named ``name`` holds a secret (the rule above) or is listed."""
     if not isinstance(name, str):
         return False
-    return bool(_SECRET_NAME.search(name)) or name in extra_names
+    return (bool(_SECRET_NAME.search(name)) and not _WHERE_A_SECRET_LIVES.search(name)) or name in extra_names
 
 
 def pieces_of(value) -> list:
@@ -84,13 +86,21 @@ def forget_registered() -> None:
         _registered.clear()
 
 
+def mask_registered(text: str) -> str:
+    """``text`` with the registered secrets masked (no inline rule: for free-form output)."""
+    for secret in registered():
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
 def mask_text(text: str, values=()) -> str:
     """``text`` with registered secrets, ``values`` and inline secrets (``NAME=VALUE``...) masked."""
     text = str(text)
     for secret in sorted({*registered(), *values}, key=len, reverse=True):
         text = text.replace(secret, MASK)
-    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME is secret by the rule
-    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name"))
+    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME (its last dotted part: not a file's suffix) is secret
+    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name").rsplit(".", 1)[-1])
                            else m.group(0), text)
     for pattern in _INLINE:
         text = pattern.sub(lambda m: m.group("name") + MASK, text)

@@ -40,7 +40,7 @@ class Var:
     """One variable: ``kind`` (int, number, bool, line, path, url_path, token, user, host, hostport, time,
     duration, ip, network, choice, list, map, servers, secret, any), its range or choices, list items' kind."""
 
-    kind: str
+    kind: str  # choices: for a host, the texts allowed besides a host name ("" where empty means unset)
     low: float | None = None
     high: float | None = None
     choices: tuple = ()
@@ -69,7 +69,7 @@ GRAMMAR = {
     "haproxy_http_port": _port(), "haproxy_https_port": _port(), "haproxy_stats_socket_port": _port(),
     "haproxy_backend_api_port": _port(), "haproxy_stream_server_port": _port(),
     "haproxy_stats_socket_address": Var("ip"), "haproxy_stats_socket_level": Var("choice", choices=("user", "operator")),
-    "haproxy_metrics_bind": Var("hostport"), "haproxy_bind_address": Var("host"),
+    "haproxy_metrics_bind": Var("hostport", choices=("",)), "haproxy_bind_address": Var("host", choices=("",)),
     "haproxy_fallback": Var("choice", choices=("fallback", "refuse")),
     "haproxy_reload_timeout": Var("number", 0.5, 120),
     "haproxy_health_expect_status": Var("int", 100, 599), "haproxy_check_fall": Var("int", 1, 1000),
@@ -243,7 +243,7 @@ def _check(name: str, value, var: Var) -> None:
     elif kind == "path_tail":
         values.matching(name, value, re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*"), "a zone name like Etc/UTC")
     elif kind in ("host", "hostport"):
-        if value != "":
+        if value not in var.choices:  # the empty text only where it means "unset"
             values.hostname(name, value)
     elif kind == "ip":
         if value != "":

@@ -105,4 +105,5 @@ def test_lb_failover_by_process_kill(pair, tmp_path):
     alert = result["alert"]
     assert alert["alert"] == "VezaBalancerExporterDown" and alert["labels"] == {"instance": result["holder"]}
     assert alert["fire_within_budget"] and alert["resolve_within_budget"], alert
+    assert alert["unwanted_seen"] == []  # the pair never went without exactly one VIP holder for long
     assert (tmp_path / "lbf.svg").read_text().startswith("<svg")

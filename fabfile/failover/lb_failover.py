@@ -229,6 +229,8 @@ class LbFailoverRun:
         watch_from = self.clock()
         if self.alerts is not None and self._passed("alert fired") and back is not None:
             self._alert_step("alert resolved", lambda: self.alerts.wait_resolved(back))
+        if self.alerts is not None and self.alerts.unwanted and self._passed("alert not firing"):
+            self._alert_step("no VIP-holder alert", self.alerts.stayed_silent)
         self.sleep(max(0.0, s.watch_after_return + (s.preempt_delay if s.preempt else 0) - (self.clock() - watch_from)))
         self.marks["watch_end"] = self.clock()
 

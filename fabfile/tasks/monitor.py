@@ -56,16 +56,18 @@ def monitor_api(loaded):
     return MonitorAPI(connect(monitor), MonitoringSettings.from_vars(monitor.vars))
 
 
-def alert_gate(loaded, build, *args):
+def alert_gate(loaded, build, *args, unwanted=None):
     """An ``AlertGate`` for the alert ``build(settings, rules, *args)`` expects (``monitoring.gate.expect_*``),
-    or None when the inventory has no monitoring group (the gates then skip their alert steps)."""
+    with ``unwanted(rules)`` naming alerts that must stay silent, or None when the inventory has no
+    monitoring group (the gates then skip their alert steps)."""
     if MONITOR_GROUP not in loaded.groups or not loaded.group(MONITOR_GROUP):
         return None
     from ..monitoring.gate import AlertGate
     from ..roles.monitoring import rules_for
 
     api = monitor_api(loaded)
-    return AlertGate(api.alerts, build(api.settings, rules_for(loaded, api.settings), *args))
+    rules = rules_for(loaded, api.settings)
+    return AlertGate(api.alerts, build(api.settings, rules, *args), unwanted=unwanted(rules) if unwanted else ())
 
 
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "report", "set")} | {

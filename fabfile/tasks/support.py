@@ -17,8 +17,17 @@ from invoke.exceptions import Exit
 
 from .. import exits
 from ..exits import StepError, UsageError
-
-# Everything else is imported where it is used: ``inv --list`` imports this module and must stay fast.
+from ..deploy.locking import LockHeld
+from ..incus import IncusError
+from ..inventory import InventoryError, load_inventory
+from ..masking import safe_line, shown
+from ..operations import PreconditionFailed
+from ..output import Masker, printable_streams
+from ..paths import resolve
+from ..schema import check_set_keys, host_problems
+from ..templating import TemplateError
+from ..transports import TransportError
+from ..values import InvalidValue
 
 COMMON_HELP = {
     "inventory": "inventory file in Ansible's YAML shape (default: invoke.yaml's veza.inventory, hosts.yaml)",
@@ -36,20 +45,8 @@ COMMON_HELP = {
 SHORT_FLAGS = {"inventory": "i", "limit": "l", "check": "C", "diff": "D", "set": "e", "forks": "f",
                "binary": "b", "message": "m", "report": "r"}
 
-
-
-def _outcomes() -> tuple:
-    """(bad input: exit 2, a failed step: exit 1, the lock held: exit 3) exception classes."""
-    from ..deploy.locking import LockHeld
-    from ..incus import IncusError
-    from ..inventory import InventoryError
-    from ..operations import PreconditionFailed
-    from ..templating import TemplateError
-    from ..transports import TransportError
-    from ..values import InvalidValue
-
-    return ((UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError),
-            (TransportError, StepError), LockHeld)
+BAD_INPUT = (UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError)
+FAILED_STEP = (TransportError, StepError)
 
 
 class Task(invoke.Task):
@@ -106,26 +103,8 @@ def user_errors(task_body):
     def wrapper(*args, **kwargs):
         previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            return task_body(*args, **kwargs)
-        except Exit:
-            raise
-        except Exception as exc:
-            from ..masking import safe_line
-
-            bad_input, failed_step, locked = _outcomes()
-            if isinstance(exc, bad_input):
-                print(f"error: {safe_line(exc)}", file=sys.stderr)
-                raise Exit(code=exits.BAD_INPUT) from None
-            if isinstance(exc, failed_step):
-                print(f"error: {safe_line(exc)}", file=sys.stderr)
-                raise Exit(code=exits.FAILED) from None
-            if isinstance(exc, locked):
-                print(f"locked: {exc}", file=sys.stderr)
-                raise Exit(code=exits.LOCKED) from None
-            raise
-        except KeyboardInterrupt as interrupt:
-            print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
-            raise Exit(code=exit_code_of(interrupt)) from None
+            with printable_streams():
+                return _run_checked(task_body, args, kwargs)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -133,12 +112,40 @@ def user_errors(task_body):
     return wrapper
 
 
+def _run_checked(task_body, args, kwargs):
+    """The task body; its known failures become one ``error:`` line and the table's exit code."""
+    try:
+        check_common_flags(kwargs)
+        return task_body(*args, **kwargs)
+    except BAD_INPUT as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.BAD_INPUT) from None
+    except FAILED_STEP as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.FAILED) from None
+    except LockHeld as exc:
+        print(f"locked: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.LOCKED) from None
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
+        raise Exit(code=exit_code_of(interrupt)) from None
+
+
+def check_common_flags(flags: dict) -> None:
+    """The flags many tasks share, checked before the task reads anything: --forks, and the output
+    paths (a report that cannot be written is refused now, exit 2, not after the play did its work)."""
+    from ..flags import output_folder, output_path
+
+    if "forks" in flags:
+        forks_value(flags["forks"])
+    for flag in ("report", "plot"):
+        output_path(flag, flags.get(flag))
+    output_folder("out", flags.get("out"))
+
+
 def parse_set(values) -> dict:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML scalars)."""
     import yaml
-
-    from ..masking import shown
-    from ..schema import check_set_keys
 
     parsed = {}
     for item in values or ():
@@ -155,17 +162,25 @@ def parse_set(values) -> dict:
 
 def inventory_path(c, inventory: str | None) -> str:
     """``--inventory``, else invoke.yaml's ``veza.inventory``; relative paths from the repo root."""
-    from ..paths import resolve
-
     default = c.config.get("veza", {}).get("inventory", "hosts.yaml") if c is not None else "hosts.yaml"
     return str(resolve(inventory, default))
 
 
-def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
-    """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
-    from ..inventory import load_inventory
+def load(c, inventory, set_values=None):
+    """The inventory with ``--set`` applied; every value under a secret name (any host, any depth)
+    registered for masking, so no error line or output of this run shows it."""
+    from ..masking import register_secret, secret_values
 
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    for host in loaded.hosts.values():
+        listed = host.vars.get("secret_vars")
+        register_secret(secret_values(host.vars, listed if isinstance(listed, (list, tuple)) else ()))
+    return loaded
+
+
+def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
+    """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
+    loaded = load(c, inventory, set_values)
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
     refuse_bad_hosts(hosts)
@@ -175,9 +190,6 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
 def refuse_bad_hosts(hosts) -> None:
     """The variable schema's verdict on each targeted host's resolved variables (inventory + --set): a host
     with a problem makes the task refuse before anything runs (exit 2); --limit away from it works."""
-    from ..schema import host_problems
-    from ..values import InvalidValue
-
     for host in hosts:
         problems = host_problems(host.vars)
         if problems:
@@ -187,7 +199,7 @@ def refuse_bad_hosts(hosts) -> None:
 
 def check_host_names(hosts) -> None:
     """Host and Incus instance names that could become an option or add a line: refused (exit 2) up front."""
-    from ..incus import IncusError, instance_ref
+    from ..incus import instance_ref
     from ..values import CONTROL_CHARACTER
 
     for host in hosts:
@@ -210,6 +222,7 @@ def topology(loaded):
     return topology
 
 
+
 def floor_of(loaded, config):
     """The ``CapacityFloor`` of a service's pool (its whole group, whatever ``--limit`` picked)."""
     from ..capacity import CapacityFloor
@@ -219,13 +232,14 @@ def floor_of(loaded, config):
 
 def secrets_for(hosts, path: str | None):
     """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
-    from ..paths import resolve
     from ..secrets_file import load_secrets
 
     chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
     if not chosen:
         raise UsageError("no secrets file: pass --secrets PATH or set secrets_file in the inventory")
-    return load_secrets(str(resolve(chosen)))
+    from ..flags import input_file
+
+    return load_secrets(input_file("secrets", str(resolve(chosen)), "secrets file"))
 
 
 def lock_wait_value(value) -> float:
@@ -262,10 +276,9 @@ def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, e
     return result
 
 
-def masker_for(hosts, extra=()):
+def masker_for(hosts, extra=()) -> Masker:
     """A masker for the secret-named variables of ``hosts`` plus ``extra`` values (the secrets file's)."""
     from ..masking import secret_values
-    from ..output import Masker
 
     values = list(extra)
     for host in hosts:
