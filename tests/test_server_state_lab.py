@@ -1,4 +1,5 @@
-"""The server-state file on the real lab never brings back an old state: a MAINT lifted by the tool or
+"""Reloads on the real lab: test.reload loses no request of either client kind, and the server-state
+file never brings back an old state: a MAINT lifted by the tool or
 by hand stays lifted through a reload, a restart and a kill -9 of the master; a MAINT the tool set
 survives all three. One balancer, one server, each state put back at the end."""
 
@@ -106,3 +107,22 @@ def test_kill_9_of_the_master_brings_back_nothing_lifted(balancer):
     transport.run("sleep 1.1")  # the lift falls in a later second than the save (journal --since is per second)
     api.send(f"enable server {POOL}/{SERVER}")
     assert kill_master(transport, api) & MAINT == 0
+
+
+def test_reload_gate_loses_no_request_of_either_kind(deployed_lab, tmp_path):
+    """inv test.reload, short: two reloads of each balancer under 60 req/s, half on kept-alive connections."""
+    import json
+
+    report = tmp_path / "reload.json"
+    done = inv("test.reload", "--reloads", "2", "--interval", "1", "--report", str(report), "--plot",
+               str(tmp_path / "reload.svg"), check=False, timeout=300)
+    result = json.loads(report.read_text())
+    assert done.returncode == 0, done.stdout + done.stderr
+    balancers = len(result["balancers"])
+    assert [r["n"] for r in result["reloads"]] == [1] * balancers + [2] * balancers
+    assert all(r["ok"] and r["new_worker"] for r in result["reloads"])
+    kinds = result["requests"]["by_kind"]
+    assert kinds["new"]["total"] > 0 and kinds["keepalive"]["total"] > 0
+    assert kinds["new"]["failed"] == kinds["keepalive"]["failed"] == 0
+    assert all(not w["still_running"] for r in result["reloads"] for w in r["old_workers"])
+    assert (tmp_path / "reload.svg").read_text().startswith("<svg")
