@@ -8,6 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait as wait
 from dataclasses import dataclass
 
 from ..haproxy_runtime import RuntimeAPIError
+from ..placement import would_empty_host
 from ..values import InvalidValue, count_or_percent, integer
 from .artifact import Artifact, DeployError
 from .gates import Stopped
@@ -78,19 +79,22 @@ class Staging:
                     pass
 
 
-def pick_batch(queue, up_now, batch: int, min_up: int, at_risk=()) -> list:
+def pick_batch(queue, up_now, batch: int, min_up: int, at_risk=(), per_host=None) -> list:
     """The first instances of ``queue`` (names, in order) that may go out together, at most ``batch``.
 
     Every UP server taken out costs one of the ``len(up_now) - min_up`` spare ones; a server that is not
     UP costs nothing. ``at_risk`` (a batch still soaking) counts as out already: with it, the pick is the
     whole next batch or nothing, so a batch starts while another soaks only when the floor would still
-    hold if every soaking instance went down as well."""
+    hold if every soaking instance went down as well. ``per_host`` (server -> host, floor), from
+    ``deploy_min_up_per_host``, keeps that many UP on each host too."""
     at_risk = set(at_risk)
     spare = len(set(up_now) - at_risk) - min_up
     chosen = []
     for name in queue[:batch]:
         if name in up_now:
             if spare <= 0:
+                break
+            if per_host is not None and would_empty_host(name, set(up_now) - at_risk - set(chosen), *per_host):
                 break
             spare -= 1
         chosen.append(name)
@@ -265,7 +269,8 @@ class BatchRunner:
             return queue[:self.batch]
         stats = [s for s in self._settled_stats(ignore=at_risk) if s.pool == self.pool]
         up_now = {s.server for s in stats if s.is_up}
-        names = pick_batch([i.name for i in queue], up_now, self.batch, self.min_up, at_risk)
+        names = pick_batch([i.name for i in queue], up_now, self.batch, self.min_up, at_risk,
+                           getattr(self, "per_host_floor", None))
         return queue[:len(names)]
 
     _stop = None  # why the rollout stops (max-fail reached): workers take it at their next checkpoint

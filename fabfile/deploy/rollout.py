@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
+from ..placement import would_empty_host
 from ..polling import WaitTimeout, wait_until
 from ..transports import CommandFailed, TransportError
 from .artifact import ELF_MACHINES, Artifact, DeployError
@@ -64,6 +65,7 @@ class Rollout(InstanceGates, BatchRunner):
         self.batch = batch  # instances taken out together at most
         self.min_up = min_up  # servers of the pool that must stay UP in HAProxy (the capacity floor)
         self.max_fail = max_fail  # the rollout stops once this many instances have failed
+        self.per_host_floor = None  # (server -> host, deploy_min_up_per_host) from placement.py, when set
 
     # -- helpers ---------------------------------------------------------
     def _say(self, name, phase, seconds, detail=""):
@@ -108,6 +110,10 @@ class Rollout(InstanceGates, BatchRunner):
         """
         pool = [s for s in stats if s.pool == self.pool]
         up = sum(s.is_up for s in pool)
+        if self.per_host_floor is not None:  # deploy_min_up_per_host: no host's servers all out at once
+            hosts, floor = self.per_host_floor
+            if would_empty_host(name, {s.server for s in pool if s.is_up}, hosts, floor):
+                return True
         return any(s.server == name and s.is_up for s in pool) and up - 1 < self.min_up
 
     @staticmethod

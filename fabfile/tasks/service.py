@@ -57,8 +57,10 @@ def rollout_for(config: ServiceConfig, loaded, hosts, output, audit=None, finish
     timeouts = timeouts_from(variables)
     plan = batching(batch, variables.get("deploy_min_up", 1), max_fail, len(hosts), len(loaded.group(config.group)))
     instances = [Instance(host.name, connect(host), config.settings(host.vars_with(config.defaults))) for host in hosts]
-    return Rollout(instances, support.balancer_set(loaded), config.pool, output, timeouts,
-                   audit=audit, finish_hint=finish_hint, batch=plan.batch, min_up=plan.min_up, max_fail=plan.max_fail)
+    rollout = Rollout(instances, support.balancer_set(loaded), config.pool, output, timeouts,
+                      audit=audit, finish_hint=finish_hint, batch=plan.batch, min_up=plan.min_up, max_fail=plan.max_fail)
+    rollout.per_host_floor = support.per_host_floor(loaded, config)
+    return rollout
 
 
 def finish(rollout, artifact, report, title, output, canary=None) -> None:
@@ -108,6 +110,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         from .lock import held, lock_wait_value, who
 
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
+        support.check_placement(loaded)
         output = Output(support.masker_for(hosts))
         wait = lock_wait_value(lock_wait)
         if message is not None:

@@ -33,6 +33,7 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     from .lock import held, lock_wait_value
 
     loaded, hosts = support.select(c, inventory, "all", limit, set)
+    support.check_placement(loaded)
     wait = lock_wait_value(lock_wait)
     services = [config for config in SERVICES.values() if any(config.group in h.groups for h in hosts)]
     secret_values = support.secrets_for(hosts, secrets) if services else {}

@@ -235,6 +235,22 @@ def forks_value(forks) -> int:
     return integer("--forks", forks, 1, 256)
 
 
+def check_placement(loaded) -> None:
+    """The placement rules (``placement.py``) for the balancer pair and every service pool; exit 2."""
+    from ..placement import check_placement as check
+    from ..services import SERVICES
+
+    check(loaded, [(f"{config.pool} pool", config.group) for config in SERVICES.values()])
+
+
+def per_host_floor(loaded, config):
+    """(server -> host, ``deploy_min_up_per_host``) for a pool's rollout; InvalidValue: exit 2."""
+    from ..placement import host_of, per_host_floor as floor
+
+    pool = loaded.group(config.group)
+    return {host.name: host_of(host) for host in pool}, floor(pool)
+
+
 def restart_floor(loaded, config) -> tuple:
     """(pool size, floor) of a service's pool: ``deploy_min_up`` (N or P% of the pool, default 1), the
     same floor deploys keep; checked before anything (InvalidValue: exit 2)."""
