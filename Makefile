@@ -15,7 +15,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover bench-failover bench-lb bench-canary site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale lock-status lock-release audit inventory-show
+        test-lb-failover test-reload bench-failover bench-lb bench-canary site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale lock-status lock-release audit inventory-show
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -82,6 +82,10 @@ test-lb-failover: venv ## Kill the VIP holder (METHOD=incus|process) under load;
 	@mkdir -p reports
 	$(INV) test.lb-failover --method $(METHOD) --inventory $(INVENTORY) --report reports/lb-failover.json \
 	  --plot reports/lb-failover.svg $(ARGS)
+
+test-reload: venv ## Reload HAProxy N times on every balancer under mixed load (ARGS="--reloads N"); reports/reload.json + .svg
+	@mkdir -p reports
+	$(INV) test.reload --inventory $(INVENTORY) --report reports/reload.json --plot reports/reload.svg $(ARGS)
 
 site-setup: venv ## The whole stack in one parallel play (common, haproxy, api, stream), like site.yml
 	$(INV) site.setup --inventory $(INVENTORY) $(ARGS)
@@ -171,13 +175,20 @@ test-unit: venv host-deps ## Unit tests only (no lab)
 test: venv host-deps lab-up ## Unit + lab integration tests (what CI runs)
 	$(VENV)/bin/pytest $(ARGS)
 
+FILE ?= tests/test_deploy_unit.py
+N ?= 50
+
+.PHONY: test-repeat
+test-repeat: venv ## Run one test file N times in fresh processes and count the failed runs (FILE=..., N=50)
+	$(PYTHON) scripts/test_repeat.py --file $(FILE) --runs $(N) $(ARGS)
+
 bench-failover: venv lab-up ## Backend failover per stop method (incus, unit, freeze, drop) at 20 and 200 req/s: DOWN, failed GETs, POSTs caught, WebSocket
 	$(PYTHON) scripts/bench_failover.py $(INVENTORY)
 
 bench-canary: venv lab-up ## Canary figures: good / 500s / slow / crashing builds, default and 5 s intervals, under load through the VIP
 	$(PYTHON) scripts/bench_canary.py $(INVENTORY)
 
-bench-lb: venv lab-up ## VIP failover figures per advert interval (1, 0.5, 0.3 s) and kill method; needs the pair
+bench-lb: venv lab-up ## VIP failover per advert interval (1, 0.5, 0.3 s) and kill method, per client kind; 60 s CPU saturation -> VRRP state changes; 6 config-changing haproxy.setup runs under mixed load
 	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)
 
 bench-alerts: venv lab-up ## Alert latencies: stop a backend, a stream server, a balancer, keepalived on both (ROUNDS, default 1)

@@ -22,42 +22,9 @@ status tables. Reads are sent to every balancer at once too.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 
 from .haproxy_runtime import RuntimeAPIError
-
-# Lower is worse. A state not listed (a new HAProxy wording) counts as the worst.
-_RANK = {"MAINT": 0, "DOWN": 1, "NOLB": 4, "DRAIN": 5, "no check": 6, "UP": 7}
-
-
-def rank(status: str) -> int:
-    if status in _RANK:
-        return _RANK[status]
-    if status.startswith("DOWN "):
-        return 2  # going up, not there yet
-    if status.startswith(("UP ", "NOLB ")):
-        return 3  # going down, or slow-starting
-    if status.startswith("MAINT"):
-        return 0
-    return 0
-
-
-def merge(rows_by_balancer: list) -> list:
-    """One row per (pool, server) in the first balancer's order: the worst status, summed sessions."""
-    merged, order = {}, []
-    for rows in rows_by_balancer:
-        for stat in rows:
-            key = (stat.pool, stat.server)
-            current = merged.get(key)
-            if current is None:
-                merged[key] = stat
-                order.append(key)
-                continue
-            worst = stat if rank(stat.status) < rank(current.status) else current
-            sessions = None if current.current_sessions is None and stat.current_sessions is None else \
-                (current.current_sessions or 0) + (stat.current_sessions or 0)
-            merged[key] = replace(worst, current_sessions=sessions)
-    return [merged[key] for key in order]
+from .haproxy_state import merge, rank
 
 
 class BalancersFailed(RuntimeAPIError):

@@ -8,21 +8,23 @@ seed had (``127.0.0.1:9100``) stays for the exporter sidecar at ``level user``:
 ``show stat`` works there, ``set server`` is refused.
 
 ``runtime_command`` builds the command line (pure, tested by value); ``RuntimeAPI``
-sends it through whatever transport it is given.
+sends it through whatever transport it is given; ``haproxy_state`` reads what comes back.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from dataclasses import dataclass, field
 
+from .haproxy_state import PoolView, ServerStat, StateParseError, parse_show_stat
 from .shell import Command, q
 
 DEFAULT_ADMIN_SOCKET = "/run/haproxy/admin.sock"
+# Installed by the haproxy role (templates/haproxy/haproxy-server-state.sh.j2): ``save`` writes the running
+# states to the server-state file. Run after every state change the tool makes, in the same round trip,
+# so a crash right after it cannot bring back the state before it.
+SERVER_STATE_SCRIPT = "/usr/local/lib/veza-ops/haproxy-server-state"
+SAVE_STATES = f"if [ -x {SERVER_STATE_SCRIPT} ]; then {SERVER_STATE_SCRIPT} save; fi"
 SERVER_STATES = ("ready", "drain", "maint")
-AGGREGATE_ROWS = ("FRONTEND", "BACKEND")
 COMMAND_TIMEOUT = 15  # seconds for one runtime API round trip, transport included
 
 
@@ -30,76 +32,17 @@ class RuntimeAPIError(Exception):
     """The runtime API could not be reached, or refused or failed a command."""
 
 
-@dataclass
-class ServerStat:
-    """One row of ``show stat``: a server, or a FRONTEND/BACKEND aggregate."""
-
-    pool: str  # pxname
-    server: str  # svname
-    status: str  # raw: "UP", "DOWN", "UP 1/3", "DOWN 1/2", "MAINT", "DRAIN", "no check", ...
-    weight: int | None
-    current_sessions: int | None  # scur
-    last_check: str  # check_status, e.g. "L7OK", "L4TOUT", "* L4CON" while a check runs
-    last_check_detail: str = ""  # last_chk, e.g. "Connection refused"
-    raw: dict = field(default_factory=dict, repr=False)  # every column by name
-
-    @property
-    def is_up(self) -> bool:
-        """Fully up. Transitional states such as "UP 1/3" (going down) are not."""
-        return self.status == "UP"
-
-    @property
-    def is_down(self) -> bool:
-        """Fully down by its checks (MAINT is reported separately)."""
-        return self.status == "DOWN"
-
-    @property
-    def is_aggregate(self) -> bool:
-        """A FRONTEND or BACKEND summary row rather than a server."""
-        return self.server in AGGREGATE_ROWS
-
-
-def _int_or_none(text: str | None) -> int | None:
-    text = (text or "").strip()
-    return int(text) if text.lstrip("-").isdigit() else None
-
-
-def parse_show_stat(csv_text: str, *, include_aggregates: bool = False) -> list:
-    """Rows of ``show stat`` CSV as ServerStat, servers only unless ``include_aggregates``.
-
-    The header line starts with "# "; columns are looked up by name, so the
-    parser does not depend on the column order of one HAProxy version.
-    """
-    lines = [line for line in csv_text.splitlines() if line.strip()]
-    if not lines or not lines[0].startswith("# "):
-        raise RuntimeAPIError(f"not a 'show stat' CSV (no '# pxname,...' header): {csv_text[:120]!r}")
-    reader = csv.DictReader(io.StringIO("\n".join([lines[0][2:]] + lines[1:])))
-    stats = []
-    for row in reader:
-        stat = ServerStat(
-            pool=row.get("pxname", ""),
-            server=row.get("svname", ""),
-            status=(row.get("status") or "").strip(),
-            weight=_int_or_none(row.get("weight")),
-            current_sessions=_int_or_none(row.get("scur")),
-            last_check=(row.get("check_status") or "").strip(),
-            last_check_detail=(row.get("last_chk") or "").strip(),
-            raw={key: value for key, value in row.items() if key},
-        )
-        if include_aggregates or not stat.is_aggregate:
-            stats.append(stat)
-    return stats
-
-
-def runtime_command(command, socket_path: str = DEFAULT_ADMIN_SOCKET) -> Command:
+def runtime_command(command, socket_path: str = DEFAULT_ADMIN_SOCKET, *, save_states: bool = False) -> Command:
     """The shell line that sends one runtime API ``command`` (or a list of them, run in order in one
-    connection: HAProxy's ``;`` separator) to the admin socket; every part quoted."""
+    connection: HAProxy's ``;`` separator) to the admin socket; every part quoted. ``save_states``:
+    then write the server-state file (a command that changes states)."""
     commands = [command] if isinstance(command, str) else list(command)
     for one in commands:
         if any(ch in one for ch in "\n\r;"):
             raise ValueError(f"runtime API command {one!r} must be one command on one line")
     line = "; ".join(commands)
-    return Command(f"echo {q(line)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}", timeout=COMMAND_TIMEOUT)
+    send = f"echo {q(line)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}"
+    return Command(f"{send} && {SAVE_STATES}" if save_states else send, timeout=COMMAND_TIMEOUT)
 
 
 def _reason(result) -> str:
@@ -119,9 +62,10 @@ class RuntimeAPI:
         self.address = socket_path
         self.name = transport.name
 
-    def send(self, command) -> str:
-        """Send one runtime API command (or a list, in one round trip) and return its reply text."""
-        result = self.transport.run(runtime_command(command, self.address), warn=True)
+    def send(self, command, *, save_states: bool = False) -> str:
+        """Send one runtime API command (or a list, in one round trip) and return its reply text;
+        ``save_states``: a state change, written to the server-state file in the same round trip."""
+        result = self.transport.run(runtime_command(command, self.address, save_states=save_states), warn=True)
         where = f"{self.transport.name}: HAProxy runtime API at {self.address}"
         if result.exited == 127:
             raise RuntimeAPIError(f"{where}: socat is not installed on the host (the common role installs it)")
@@ -140,17 +84,20 @@ class RuntimeAPI:
             reply = self.send("show stat")
         if not reply.strip():
             raise RuntimeAPIError(f"{self.transport.name}: empty reply to 'show stat' from {self.address} (twice)")
-        return parse_show_stat(reply, include_aggregates=include_aggregates)
+        try:
+            return parse_show_stat(reply, include_aggregates=include_aggregates)
+        except StateParseError as exc:
+            raise RuntimeAPIError(f"{self.transport.name}: {exc}") from None
 
     def server(self, pool: str, name: str) -> ServerStat:
         """The state of ``pool/name``; a clear error naming what exists if it does not."""
         stats = self.show_stat()
-        for stat in stats:
-            if stat.pool == pool and stat.server == name:
-                return stat
-        in_pool = [stat.server for stat in stats if stat.pool == pool]
-        if in_pool:
-            known = f"servers of {pool}: {', '.join(in_pool)}"
+        view = PoolView(pool, stats)
+        stat = view.row(name)
+        if stat is not None:
+            return stat
+        if view:
+            known = f"servers of {pool}: {', '.join(view.names)}"
         else:
             known = f"no pool {pool!r}; pools: {', '.join(sorted({stat.pool for stat in stats})) or 'none'}"
         raise RuntimeAPIError(f"{self.transport.name}: no server {pool}/{name} in HAProxy ({known})")
@@ -166,7 +113,7 @@ class RuntimeAPI:
         commands = [f"set server {pool}/{server} state {state}"]
         if health:
             commands.append(f"set server {pool}/{server} health {health}")
-        reply = self.send(commands).strip()
+        reply = self.send(commands, save_states=True).strip()
         # Success is an empty reply; any text is HAProxy explaining a refusal.
         if reply:
             raise RuntimeAPIError(f"{self.transport.name}: '{'; '.join(commands)}' refused: {reply}")
@@ -195,3 +142,6 @@ class RuntimeAPI:
         reply = self.send(commands).strip()
         if reply:
             raise RuntimeAPIError(f"{self.transport.name}: 'set weight' refused for {pool}: {' '.join(reply.split())}")
+
+
+__all__ = ["RuntimeAPI", "RuntimeAPIError", "ServerStat", "parse_show_stat", "runtime_command"]

@@ -15,39 +15,25 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
-MASK = "********"
-MIN_SECRET_LENGTH = 3  # shorter values would mask ordinary words
+from . import masking
+
+MASK = masking.MASK
 
 
 class Masker:
-    """Replaces secret values with asterisks in text and in structured data."""
+    """Masks, by ``masking``'s one rule, the registered secrets plus ``secrets`` (e.g. a play's hosts'
+    secret-named values) in text and in structured data."""
 
     def __init__(self, secrets=()):
-        pieces = set()
-        for secret in secrets:
-            if secret is None or isinstance(secret, bool):
-                continue
-            text = str(secret)
-            # A multi-line value is also masked line by line: a diff or a log shows one line at a time.
-            for piece in [text, *text.splitlines(), json.dumps(text)[1:-1]]:
-                if len(piece.strip()) >= MIN_SECRET_LENGTH:
-                    pieces.add(piece)
-        self.secrets = sorted(pieces, key=len, reverse=True)
+        # A multi-line value is also masked line by line: a diff or a log shows one line at a time.
+        self.secrets = sorted({piece for secret in secrets for piece in masking.pieces_of(secret)}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
+        return masking.mask_text(text, self.secrets)
 
     def data(self, value):
-        """``value`` (dicts, lists, strings...) with every string masked, before any serialisation."""
-        if isinstance(value, str):
-            return self(value)
-        if isinstance(value, dict):
-            return {self.data(key) if isinstance(key, str) else key: self.data(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.data(item) for item in value]
-        return value
+        """``value`` (dicts, lists, strings...) masked (secret-named keys at any depth too), before serialisation."""
+        return masking.mask_data(value, values=self.secrets)
 
     def extended(self, more) -> "Masker":
         return Masker([*self.secrets, *more])
@@ -74,7 +60,7 @@ class Output:
 
     def line(self, text: str) -> None:
         with self.lock:
-            self.stream.write(self.masker(text) + "\n")
+            self.stream.write(masking.escaped(self.masker(text), keep_newlines=True) + "\n")
             self.stream.flush()
 
     def step(self, host: str, status: str, seconds: float, step: str, detail: str = "") -> None:
@@ -95,12 +81,27 @@ class Output:
     def error(self, text: str) -> None:
         """One ``error:`` line on stderr, masked."""
         with self.lock:
-            sys.stderr.write(f"error: {self.masker(text)}\n")
+            sys.stderr.write(f"error: {masking.escaped(self.masker(text))}\n")
             sys.stderr.flush()
 
 
-def write_private(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write ``path`` through a temporary file born with ``mode``, then rename over it.
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc tells; else set and restored at once)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write ``path`` through a temporary file born with ``mode`` (0600: reports, plots and exports are
+    the operator's alone; a stricter umask still applies), then rename over it.
 
     The temporary file is created with O_EXCL in the target's directory (never
     through a planted symlink), and a symlink at ``path`` itself is replaced,
@@ -109,7 +110,7 @@ def write_private(path: str, data: bytes, mode: int = 0o644) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
     try:
-        os.fchmod(handle, mode)
+        os.fchmod(handle, mode & ~current_umask())
         with os.fdopen(handle, "wb") as out:
             out.write(data)
         os.replace(staging, path)

@@ -46,9 +46,10 @@ class HostPlan:
     handler_slot: object = None  # a semaphore shared by the hosts of one pool: held while handlers run
 
 
-def restart_slots(plans, group: str, pool_size: int, min_up: int) -> None:
-    """Give every plan of a host in ``group`` the same slot: (pool size - floor) handlers at once."""
-    slot = threading.BoundedSemaphore(max(1, pool_size - min_up))
+def restart_slots(plans, group: str, floor) -> None:
+    """Give every plan of a host in ``group`` the same slot: ``floor.restart_slots`` handlers at once
+    (pool size - the ``CapacityFloor``'s min_up, at least one)."""
+    slot = threading.BoundedSemaphore(floor.restart_slots)
     for plan in plans:
         if group in plan.host.groups:
             plan.handler_slot = slot

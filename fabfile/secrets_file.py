@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import yaml
 
+from .masking import register_secret
 from .templating import TemplateError
 
 
@@ -53,4 +54,5 @@ def load_secrets(path: str) -> Secrets:
         if value.strip() in ("", "~", "null", "Null", "NULL"):
             continue  # reported as missing by name if a template needs it
         values[str(name)] = value
+    register_secret(list(values.values()))  # secret by origin: masked in every output from now on
     return Secrets(values, path)

@@ -34,6 +34,13 @@ def url_credential(value) -> str:
     return quote(values.text("URL credential", value), safe="")
 
 
+def shell_quote(value) -> str:
+    """A value as one POSIX shell word (``shell.q``), for scripts rendered from templates."""
+    from .shell import q
+
+    return q(values.text("shell value", value))
+
+
 @functools.lru_cache(maxsize=1)
 def _environment():
     import jinja2
@@ -50,6 +57,7 @@ def _environment():
     )
     environment.filters["env_value"] = env_value
     environment.filters["url_credential"] = url_credential
+    environment.filters["shell_quote"] = shell_quote
     return environment
 
 

@@ -8,7 +8,6 @@ the one line shown (exit 2, before any host is touched).
 
 from __future__ import annotations
 
-import math
 import re
 
 
@@ -22,11 +21,15 @@ _FILE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
 _URL_PATH = re.compile(r"/[A-Za-z0-9._~/%+-]*")
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?(:[0-9]{1,5})?")
 
 
 def _shown(value) -> str:
-    return repr(value)[:80]
+    """Input quoted in an error line: masked, control characters escaped, shortened."""
+    from .masking import shown
+
+    return shown(value, limit=80)
 
 
 def text(name: str, value) -> str:
@@ -92,12 +95,9 @@ def port(name: str, value) -> int:
 
 def seconds(name: str, value, low: float = 0.0, high: float = 86400.0, allow_low: bool = True) -> float:
     """A duration in seconds (int or float, or a string of one), within bounds."""
-    if isinstance(value, bool):
-        raise InvalidValue(f"{name}: {value!r} is not a number of seconds")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidValue(f"{name}: {_shown(value)} is not a number of seconds") from None
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or _DECIMAL.fullmatch(str(value).strip())):
+        raise InvalidValue(f"{name}: {_shown(value)} is not a number of seconds (ASCII digits)")
+    number = float(value)
     if number != number or number > high or number < low or (number == low and not allow_low):
         bound = ">" if not allow_low else ">="
         raise InvalidValue(f"{name}: {number:g} must be {bound} {low:g} and <= {high:g} seconds")
@@ -125,12 +125,11 @@ def count_or_percent(name: str, value, total: int, low: int = 1, high: int | Non
 
 
 def flag_number(flag: str, text, most: float | None = None) -> float:
-    """A numeric command-line flag that arrives as text (so a typo is one line, not invoke's traceback);
+    """A numeric command-line flag that arrives as text (``flags.number``: ASCII digits, one line on a typo);
     with ``most``, it must also be a finite number in (0, most]."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise InvalidValue(f"--{flag} {text!r}: not a number") from None
-    if most is not None and not (math.isfinite(value) and 0 < value <= most):
+    from .flags import number
+
+    value = number(flag, text)
+    if most is not None and not 0 < value <= most:
         raise InvalidValue(f"--{flag} {text}: must be a number > 0 and <= {most:g}")
     return value

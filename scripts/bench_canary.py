@@ -61,7 +61,7 @@ def run(inventory: str, lb: str, binary: Path, settings: list, work: Path) -> di
 
 def main(argv) -> int:
     inventory = next((a for a in argv if not a.startswith("--")), "hosts.yaml")
-    lb = support.lb_address(load_inventory(str(REPO / inventory)))
+    lb = support.topology(load_inventory(str(REPO / inventory))).client_address()
     settings = {k: v for k, v in SETTINGS.items() if "--short-only" not in argv or k != "defaults (30 s x 2)"}
     print(f"{'settings':<20} {'build':<17} {'decision':<9} {'to decision':>11} {'bound':>6} {'exposed':>8} "
           f"{'intervals':>9}  failed new / keep-alive")

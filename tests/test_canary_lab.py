@@ -35,7 +35,7 @@ def world(deployed_lab):
     runtime = BalancerSet([RuntimeAPI(connect(host)) for host in inventory.group("haproxy")])
     baseline = build_demo("api", "can-base")
     inv("api.deploy", "--binary", str(baseline), "--set", "deploy_soak_seconds=0")
-    yield {"inventory": inventory, "runtime": runtime, "lb": support.lb_address(inventory), "base": baseline}
+    yield {"inventory": inventory, "runtime": runtime, "lb": support.topology(inventory).client_address(), "base": baseline}
     inv("api.deploy", "--binary", str(build_demo("api", "v1")), "--set", "deploy_soak_seconds=0")
 
 

@@ -117,7 +117,8 @@ def test_haproxy_stopped_on_the_peer_mid_instance_rolls_it_back_and_a_rerun_conv
     the VIP): one line names it, the instance goes back through the VIP holder, report written, lock released;
     once that HAProxy is back the same deploy converges."""
     loaded = world["inventory"]
-    pair = support.lb_pair(loaded)
+    topology = support.topology(loaded)
+    pair = topology.pair
     if pair is None:
         pytest.skip("needs the balancer pair (lb_vip)")
     holder = next(h for h in loaded.group("haproxy") if pair.vip in connect(h).run("ip -4 -o addr").stdout)
@@ -142,7 +143,7 @@ def test_haproxy_stopped_on_the_peer_mid_instance_rolls_it_back_and_a_rerun_conv
                                                                              *FAST, check=False)
 
     code, out, err, lock_after, again = under_load(world, stopped_mid_instance_then_rerun, lb=pair.vip,
-                                                   runtime=support.runtime_api(holder))
+                                                   runtime=topology.runtime_api(holder))
     assert code == 1 and "Traceback" not in out + err, out + err
     failures = [line for line in out.splitlines() if " FAILED " in line]
     assert len(failures) == 1 and f"{peer.name}: HAProxy runtime API" in failures[0], out
@@ -151,7 +152,7 @@ def test_haproxy_stopped_on_the_peer_mid_instance_rolls_it_back_and_a_rerun_conv
     assert outcomes["backend-api-2"]["status"] == "untouched"
     assert lock_after.startswith("free"), lock_after
     assert again.returncode == 0, again.stdout + again.stderr
-    assert all(s.status == "UP" for s in support.balancer_set(loaded).show_stat() if s.pool == "api_pool")
+    assert all(s.status == "UP" for s in topology.runtime().show_stat() if s.pool == "api_pool")
     assert inv("api.status").stdout.count(target.name.split("veza-api-", 1)[1]) == 2
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, build_demo, inv
 from fabfile.haproxy_runtime import RuntimeAPI
 from fabfile.inventory import load_inventory
-from fabfile.loadtest.facade import BackgroundLoad
+from fabfile.loadtest.keepalive import MixedLoad, kind_counts
 from fabfile.transports import connect
 
 pytestmark = pytest.mark.lab
@@ -78,7 +78,9 @@ def remote_state(transport, kind):
 
 def deploy_under_load(world, kind, binary, *, expect_ok=True):
     svc = SERVICES[kind]
-    load = BackgroundLoad(f"http://{world['lb']}:80", svc["path"], rate=20, timeout=2, max_seconds=240)
+    # Real clients keep connections open: half the load on 8 kept-alive connections, counted apart.
+    load = MixedLoad(f"http://{world['lb']}:80", svc["path"], rate=40, keepalive_share=0.5, connections=8, timeout=2,
+                     max_seconds=240)
     with PoolWatcher(world["runtime"], svc["pool"]) as watcher:
         load.start()
         try:
@@ -123,6 +125,8 @@ def test_rolling_deploy_under_load_has_no_failed_request(world, kind):
     done, samples, watcher = deploy_under_load(world, kind, v2)
     failed = [s for s in samples if s.failed]
     assert len(samples) > 20 and not failed, failed[:5]
+    kinds = kind_counts(samples)  # drain, restart, ready: neither client kind loses a request
+    assert kinds["new"]["total"] > 10 and kinds["keepalive"]["total"] > 10, kinds
     assert watcher.snapshots and not watcher.moments_with_nothing_up()
     for name, transport in instances(world, kind).items():
         port = transport.run(f"grep ^LISTEN_PORT= {SERVICES[kind]['env']}").stdout.split("=")[1].strip()

@@ -9,7 +9,8 @@ import pytest
 
 from fabfile.deploy import audit, lock
 from fabfile.deploy.artifact import DeployError, read_artifact
-from fabfile.deploy.batches import pick_batch
+from fabfile.capacity import CapacityFloor
+from fabfile.haproxy_state import ServerStat
 from fabfile.deploy.rollout import Instance, Rollout, Timeouts
 from fabfile.deploy.commands import ServiceCommands
 from fabfile.process import Result
@@ -105,13 +106,8 @@ def untouched(lab, *names):
         lab.hosts[n]["pending"] is None for n in names)
 
 
-class Stat:
-    def __init__(self, pool, server, status, sessions=0):
-        self.pool, self.server, self.status, self.current_sessions = pool, server, status, sessions
-
-    @property
-    def is_up(self):
-        return self.status == "UP"
+def Stat(pool, server, status, sessions=0):  # noqa: N802 - reads like the row type it builds
+    return ServerStat(pool, server, status, 1, sessions, "L7OK")
 
 
 class FakeRuntime:
@@ -151,11 +147,12 @@ class FakeClock:
         self.now += seconds
 
 
-def make_rollout(lab):
+def make_rollout(lab, runtime=None, batch=1, min_up=1, max_fail=1):
     clock = FakeClock()
     instances = [Instance(n, FakeTransport(lab, n), SETTINGS) for n in lab.hosts]
-    return Rollout(instances, FakeRuntime(lab), "api_pool", Lines(), Timeouts(drain=2, health=3, haproxy_up=3, interval=0.5),
-                   clock=clock, sleep=clock.sleep)
+    return Rollout(instances, runtime or FakeRuntime(lab), "api_pool", Lines(),
+                   Timeouts(drain=2, health=3, haproxy_up=3, interval=0.5), clock=clock, sleep=clock.sleep,
+                   batch=batch, floor=CapacityFloor("api_pool", len(instances), min_up), max_fail=max_fail)
 
 
 @pytest.fixture
@@ -344,7 +341,7 @@ class FailingRuntime(FakeRuntime):
 def test_runtime_api_error_after_the_swap_is_the_rollback_path(binary):
     lab = Lab(["b1", "b2"])
     rollout = make_rollout(lab)
-    rollout.runtime = FailingRuntime(lab, ("b1", "ready"))
+    rollout.context.runtime = FailingRuntime(lab, ("b1", "ready"))
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
     assert "haproxy restarting" in rollout.outcomes[0].detail
@@ -374,7 +371,7 @@ class PairWithOneStopping(FakeRuntime):
 def test_a_balancer_that_stops_answering_mid_instance_rolls_it_back_through_the_other(binary):
     lab = Lab(["b1", "b2"])
     rollout = make_rollout(lab)
-    rollout.runtime = PairWithOneStopping(lab)
+    rollout.context.runtime = PairWithOneStopping(lab)
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
     assert lab.hosts["b1"]["running"] == "sha-v1" and lab.admin["b1"] == "ready" and not lab.pool_violations
@@ -468,9 +465,8 @@ class FloorLab(Lab):
         self.out_at_once = max(self.out_at_once, sum(self.admin[n] != "ready" for n in self.hosts))
 
 
-def batched_rollout(lab, batch, min_up, max_fail=1):
-    rollout = make_rollout(lab)
-    rollout.batch, rollout.min_up, rollout.max_fail = batch, min_up, max_fail
+def batched_rollout(lab, batch, min_up, max_fail=1, runtime=None):
+    rollout = make_rollout(lab, runtime, batch, min_up, max_fail)
     rollout.timeouts.soak = 1
     return rollout
 
@@ -490,9 +486,40 @@ def test_batches_never_take_the_pool_below_the_floor(binary):
     assert lab.events.index("b3:haproxy:health-up") < lab.events.index("b4:haproxy:drain")
 
 
+class InstallSeen(FakeTransport):
+    """Sets ``installed`` once its instance's new binary is in place."""
+
+    def __init__(self, lab, name):
+        super().__init__(lab, name)
+        self.installed = threading.Event()
+
+    def run(self, command, warn=False, timeout=None):
+        result = super().run(command, warn=warn, timeout=timeout)
+        if command == self.commands.install_incoming():
+            self.installed.set()
+        return result
+
+
+class HealthWaitsTransport(FakeTransport):
+    """Health probes wait (bounded, real time) for ``event``."""
+
+    def __init__(self, lab, name, event):
+        super().__init__(lab, name)
+        self.event = event
+
+    def run(self, command, warn=False, timeout=None):
+        if command == self.commands.health():
+            self.event.wait(timeout=5)
+        return super().run(command, warn=warn, timeout=timeout)
+
+
 def test_a_batch_failure_rolls_back_the_whole_batch_and_stops(binary):
+    """b2 fails its health gate once b1 runs the new binary too: both go back. (Unordered, the fake clock lets
+    b2 fail before b1 was taken out, and then b1 is rightly left untouched: that was the flaky run.)"""
     lab = FloorLab(["b1", "b2", "b3", "b4"], broken_on=["b2"])
     rollout = batched_rollout(lab, batch=2, min_up=1)
+    rollout.instances[0].transport = InstallSeen(lab, "b1")
+    rollout.instances[1].transport = HealthWaitsTransport(lab, "b2", rollout.instances[0].transport.installed)
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["rolled-back", "rolled-back", "untouched", "untouched"]
     assert all(lab.hosts[n]["running"] == "sha-v1" and lab.status(n) == "UP" for n in lab.hosts)
@@ -556,7 +583,7 @@ def test_ctrl_c_in_a_batch_makes_every_instance_of_the_batch_safe(binary):
     rollout = batched_rollout(lab, batch=2, min_up=1)
     both_installing = threading.Barrier(2)  # once every instance of the batch is busy installing, one sends
     for instance in rollout.instances[:2]:
-        instance.transport = SigintTransport(lab, instance.name, lambda: rollout._interrupt is not None,
+        instance.transport = SigintTransport(lab, instance.name, lambda: rollout.control.interrupt is not None,
                                              send_now=lambda: both_installing.wait(timeout=5) == 0)
     with pytest.raises(KeyboardInterrupt):
         rollout.run(binary, rollout.preflight(binary, force=False))
@@ -567,18 +594,24 @@ def test_ctrl_c_in_a_batch_makes_every_instance_of_the_batch_safe(binary):
 
 
 def test_batching_input_is_checked_before_anything():
-    from fabfile.deploy.rollout import batching
+    from fabfile.deploy.rollout import Batching, batching
     from fabfile.values import InvalidValue
 
-    assert batching("25%", 1, 1, targets=12, pool_size=12).batch == 3
-    assert batching("50%", "75%", 2, targets=12, pool_size=12) == batching(6, 9, 2, 12, 12).__class__(3, 9, 2)
-    assert batching(5, 1, 1, targets=2, pool_size=2).batch == 1  # the floor caps the batch
-    for bad, message in [((0, 1, 1), "--batch: 0 must be from 1"), (("150%", 1, 1), "--batch: 150% must be"),
-                         ((1, "100%", 1), "deploy_min_up: 100% keeps all 12 servers"),
-                         ((1, 12, 1), "lower it to at most 11"), ((1, 1, 0), "--max-fail: 0 must be from 1"),
-                         (("two", 1, 1), "--batch: 'two' is not a count")]:
+    def floor(spec, size=12):
+        return CapacityFloor.parse("api_pool", spec, size)
+
+    assert batching("25%", floor(1), 1, targets=12).batch == 3
+    assert batching("50%", floor("75%"), 2, targets=12) == Batching(3, floor(9), 2)
+    assert batching(5, floor(1, 2), 1, targets=2).batch == 1  # the floor caps the batch
+    for bad, message in [((0, 1), "--batch: 0 must be from 1"), (("150%", 1), "--batch: 150% must be"),
+                         ((1, 0), "--max-fail: 0 must be from 1"), (("two", 1), "--batch: 'two' is not a count")]:
         with pytest.raises(InvalidValue, match=message):
-            batching(*bad, targets=12, pool_size=12)
+            batching(bad[0], floor(1), bad[1], targets=12)
+    for spec, message in [("100%", "deploy_min_up: 100% keeps all 12 servers"), (12, "lower it to at most 11")]:
+        with pytest.raises(InvalidValue, match=message):
+            floor(spec)
+    with pytest.raises(InvalidValue, match="lower it to at most 0"):  # a pool of one with floor 1: no deploy
+        batching(1, floor(1, 1), 1, targets=1)
 
 
 class RestartedBySystemdTransport(FakeTransport):
@@ -620,6 +653,10 @@ def test_a_failed_upload_stops_before_taking_the_instance_out(binary):
 # -- pipelined soak: the next batch starts while the previous one soaks, within the floor -------------------
 
 
+
+
+def pick_batch(queue, up_now, batch, min_up, at_risk=()):
+    return CapacityFloor("api_pool", 12, min_up).pick(queue, up_now, batch, at_risk)
 
 
 def test_overlap_needs_the_floor_to_hold_with_the_soaking_batch_counted_as_down():
@@ -670,7 +707,7 @@ def test_twelve_at_a_quarter_with_floor_half_overlap_one_batch_with_the_soak(bin
     names = [f"b{i}" for i in range(1, 13)]
     lab = FloorLab(names)
     rollout = batched_rollout(lab, batch=3, min_up=6)
-    rollout.runtime = DrainSeen(lab, "b4")  # b3 soaks until b4 is drained (5 s at most): no race with a fake clock
+    rollout.context.runtime = DrainSeen(lab, "b4")  # b3 soaks until b4 is drained (5 s at most): no race with a fake clock
     rollout.instances[2].transport = SoakWaitsTransport(lab, "b3", rollout.runtime.drained)
     rollout.run(binary, rollout.preflight(binary, force=False))
     assert [o.status for o in rollout.outcomes] == ["changed"] * 12
@@ -757,10 +794,10 @@ def test_a_crash_in_the_soak_rolls_back_the_batch_in_flight_and_stops(binary, po
     names = [f"b{i}" for i in range(1, 9)]
     lab = SoakCrashLab(names, victim="b1")
     rollout = batched_rollout(lab, batch=2, min_up=4)
-    stopped = lambda: rollout._stop is not None  # noqa: E731
+    stopped = lambda: rollout.control.stopping  # noqa: E731
     rollout.instances[0].transport = SoakUntilReachedTransport(lab, "b1")
     if point == "maint":
-        rollout.runtime = HoldAtRuntime(lab, "b3", "maint", stopped)
+        rollout.context.runtime = HoldAtRuntime(lab, "b3", "maint", stopped)
     else:
         rollout.instances[2].transport = HoldAtTransport(lab, "b3", "restart", stopped)
     rollout.run(binary, rollout.preflight(binary, force=False))
@@ -830,7 +867,7 @@ def test_ctrl_c_while_one_batch_soaks_and_the_next_is_out_makes_both_safe(binary
     lab = FloorLab(names)
     rollout = batched_rollout(lab, batch=2, min_up=4)
     rollout.timeouts.soak = 1000  # fake seconds: the other workers' naps advance the shared fake clock too
-    taken = lambda: rollout._interrupt is not None  # noqa: E731
+    taken = lambda: rollout.control.interrupt is not None  # noqa: E731
     rollout.instances[0].transport = SoakWaitsTransport(lab, "b1", Until(taken))  # b1 soaks past the Ctrl-C
     rollout.instances[2].transport = SigintTransport(lab, "b3", taken)
     with pytest.raises(KeyboardInterrupt):

@@ -734,7 +734,7 @@ def test_task_rejects_bad_flags_before_touching_anything(tmp_path, capsys):
         ({"stop_method": "incus"}, "not reached through incus"),
         ({"load_rate": "0"}, "--load-rate 0: must be a number > 0 and <= 50000"),
         ({"load_rate": "abc"}, "--load-rate 'abc': not a number"),
-        ({"load_rate": "nan"}, "--load-rate nan: must be a number > 0"),
+        ({"load_rate": "nan"}, "--load-rate 'nan': not a number"),
         ({"load_rate": "1e9"}, "--load-rate 1e9: must be a number > 0 and <= 50000"),
         ({"down_timeout": "-1"}, "--down-timeout -1: must be a number > 0 and <= 3600"),
         ({"up_timeout": "x"}, "--up-timeout 'x': not a number"),

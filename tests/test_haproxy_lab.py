@@ -121,3 +121,6 @@ def test_a_reload_that_starts_no_worker_restores_the_previous_config(balancer):
     assert workers
     lb = load_inventory(REPO / "hosts.yaml").hosts["haproxy"].address
     assert fetch(f"http://{lb}:80", "/api/v1/health").status in (200, 503)  # still serving on :80 (503 only if no backend runs yet)
+    # keepalived's frontend check took the refused port too (the keepalived role's step succeeded):
+    # put the pair back on the inventory's port, or both nodes fault and the VIP is gone for later tests.
+    inv("haproxy.setup")

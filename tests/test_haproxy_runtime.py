@@ -24,6 +24,7 @@ from fabfile.haproxy_runtime import (  # noqa: E402
     ServerStat,
     parse_show_stat,
 )
+from fabfile.haproxy_state import StateParseError  # noqa: E402
 from fabfile.inventory import Host  # noqa: E402
 from fabfile.polling import wait_until  # noqa: E402
 from fabfile.process import Result  # noqa: E402
@@ -83,7 +84,7 @@ def test_aggregate_rows_on_request():
 
 
 def test_parse_rejects_text_that_is_not_show_stat():
-    with pytest.raises(RuntimeAPIError, match="not a 'show stat' CSV"):
+    with pytest.raises(StateParseError, match="not a 'show stat' CSV"):
         parse_show_stat("Unknown command. Please enter one of the following commands only :\n")
 
 
@@ -106,9 +107,12 @@ class RecordingTransport:
 def test_commands_are_quoted_for_the_shell():
     transport = RecordingTransport()
     RuntimeAPI(transport).set_state("api_pool", "backend-api-1", "drain")
-    assert transport.commands == [runtime_command("set server api_pool/backend-api-1 state drain")]
+    assert transport.commands == [runtime_command("set server api_pool/backend-api-1 state drain", save_states=True)]
+    # A state change is written to the server-state file in the same round trip.
     assert transport.commands[0].command == (
-        "echo 'set server api_pool/backend-api-1 state drain' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+        "echo 'set server api_pool/backend-api-1 state drain' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/admin.sock"
+        " && if [ -x /usr/local/lib/veza-ops/haproxy-server-state ]; then "
+        "/usr/local/lib/veza-ops/haproxy-server-state save; fi")
     assert RuntimeAPI(transport, "/run/other.sock").address == "/run/other.sock"
 
 
@@ -116,7 +120,7 @@ def test_ready_and_health_go_in_one_round_trip():
     transport = RecordingTransport()
     RuntimeAPI(transport).set_state("api_pool", "backend-api-1", "ready", health="up")
     assert transport.commands == [runtime_command(["set server api_pool/backend-api-1 state ready",
-                                                   "set server api_pool/backend-api-1 health up"])]
+                                                   "set server api_pool/backend-api-1 health up"], save_states=True)]
     assert transport.commands[0].command.startswith(
         "echo 'set server api_pool/backend-api-1 state ready; set server api_pool/backend-api-1 health up' | socat")
     with pytest.raises(ValueError, match="one command on one line"):

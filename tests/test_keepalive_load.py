@@ -118,3 +118,24 @@ def test_bad_settings_are_one_line(kwargs, message):
 def test_only_plain_http_targets():
     with pytest.raises(LoadTestError, match="expected http://HOST:PORT"):
         KeepAliveLoad("https://127.0.0.1:9", "/")
+
+
+def test_plots_draw_each_client_kind_apart():
+    """A dot per new-connection request, a square per kept-alive one, in both failover plots."""
+    import xml.etree.ElementTree as ET
+
+    from fabfile.failover.lb_plot import render_svg as lb_svg
+    from fabfile.failover.plot import render_svg as failover_svg
+
+    kinds = ["new", "keepalive", "keepalive", "new", "keepalive"]
+    samples = [{"t": 0.1 * i, "kind": kind, "method": "GET", "outcome": "ok", "ok": True, "status": 200,
+                "instance": "backend-api-1", "seconds": 0.01, "error": "", "lag": 0.0} for i, kind in enumerate(kinds)]
+    by_kind = kind_counts([Sample(0.0, "ok", 200, connection=kind) for kind in kinds])
+    requests = {"enabled": True, "total": 5, "failed": 0, "samples": samples, "by_kind": by_kind}
+    svg = "{http://www.w3.org/2000/svg}"
+    for render, panels, size in ((failover_svg, 2, "5.0"), (lb_svg, 1, "4.0")):
+        root = ET.fromstring(render({"passed": True, "steps": [], "requests": requests}))
+        squares = [r for r in root.iter(f"{svg}rect") if r.get("width") == size and r.get("height") == size]
+        assert len(squares) == 3 * panels
+        texts = " ".join(t.text or "" for t in root.iter(f"{svg}text"))
+        assert "new 0/2 failed, keepalive 0/3 failed" in texts

@@ -46,7 +46,7 @@ def test_pair_priorities_and_unicast_peers_follow_inventory_order(tmp_path):
     assert pair.vip == "10.9.0.100" and pair.prefix == 24
     assert [(n.name, n.priority, n.peer) for n in pair.nodes] == [("haproxy", 150, "10.9.0.11"),
                                                                    ("haproxy-2", 100, "10.9.0.10")]
-    assert pair.preempt is False and pair.version == 3 and pair.advert_interval == 1.0
+    assert pair.preempt is False and pair.version == 3 and pair.advert_interval == 0.3
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -97,7 +97,7 @@ def test_rendered_config_is_unicast_v3_nopreempt_and_tracks_haproxy(tmp_path):
 
 
 def test_v2_carries_the_password_and_preemption_moves_back_after_a_delay(tmp_path):
-    text = render(tmp_path, lb_vrrp_version=2, lb_vrrp_preempt=True, lb_track_process=True)
+    text = render(tmp_path, lb_vrrp_version=2, lb_vrrp_advert_interval=1, lb_vrrp_preempt=True, lb_track_process=True)
     assert "auth_pass abc12345" in text and "vrrp_version 2" in text
     assert "preempt_delay 10" in text and "nopreempt" not in text
     assert "vrrp_track_process haproxy" in text and "delay 0.5" in text
@@ -213,3 +213,10 @@ def test_a_handover_between_two_samples_is_neither_two_holders_nor_none():
     checks = ownership_checks(samples, moved_at=1.0, returned_at=2.0)
     assert checks["two_holder_samples"] == 0 and checks["no_holder_samples_after_move"] == 0
     assert checks["in_transition_samples"] == 4 and [c["to"] for c in checks["moves_after_return"]] == ["a"]
+
+
+def test_sub_second_adverts_and_fast_gratuitous_arps_by_default(tmp_path):
+    text = render(tmp_path)
+    assert "advert_int 0.3" in text and "vrrp_version 3" in text
+    assert "vrrp_garp_master_repeat 3" in text and "vrrp_garp_master_delay 1" in text
+    assert "vrrp_garp_master_refresh 30" in text

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.lab
 @pytest.fixture(scope="module")
 def pair(deployed_lab):
     loaded = load_inventory(str(deployed_lab))
-    settings = support.lb_pair(loaded)
+    settings = support.topology(loaded).pair
     if settings is None:
         pytest.skip("the inventory has one balancer and no lb_vip; the pair tests need haproxy-2 and lb_vip")
     return loaded, settings
@@ -95,9 +95,14 @@ def test_lb_failover_by_process_kill(pair, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert result["vip_samples"]["two_holder_samples"] == 0
     assert result["vip_move_seconds"] is not None and result["websocket"]["reconnected_to"] == result["websocket"]["pinned_to"]
-    assert result["requests"]["phases"]["after_move"]["failed"] == 0
+    # New connections after the move all succeed; a kept-alive connection to the killed haproxy loses
+    # at most the one request it sends next (the step checks it), even when that is after the move.
+    assert result["requests"]["phases"]["after_move"]["by_kind"]["new"]["failed"] == 0
+    assert result["requests"]["by_kind"]["keepalive"]["failed"] <= result["requests"]["load"]["keepalive_connections"]
+    assert result["browser_client"]["keepalive"]["total"] > 0
     # haproxy killed: its exporter stops answering, the monitor's alert fires and resolves within budget.
     alert = result["alert"]
     assert alert["alert"] == "VezaBalancerExporterDown" and alert["labels"] == {"instance": result["holder"]}
     assert alert["fire_within_budget"] and alert["resolve_within_budget"], alert
+    assert alert["unwanted_seen"] == []  # the pair never went without exactly one VIP holder for long
     assert (tmp_path / "lbf.svg").read_text().startswith("<svg")

@@ -93,7 +93,7 @@ def test_timeout_when_nobody_answers():
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
 def test_reset_when_the_server_closes_at_once(reset):
     with closing_server(reset) as url:
-        section = _errors(url, keepalive=False)
+        section = _errors(url)
     assert section["errors"] == {"reset": 10}, section["error_examples"]
 
 
@@ -119,6 +119,11 @@ def test_api_split_hls_consistency_and_ws_stickiness(lb):
     assert ws["sticky"] and ws["requests"] == 16 and ws["error_count"] == 0
     assert sorted(s["pinned"] for s in ws["per_session"]) == ["backend-api-1"] * 2 + ["backend-api-2"] * 2
     assert report["reached"] and report["generator"]["cpu_seconds"] > 0
+    # Half of each HTTP scenario on 8 kept-alive connections, counted apart.
+    assert api["by_kind"]["new"]["by_method"] == {"GET": {"ok": 100}}
+    assert api["by_kind"]["keepalive"]["by_method"] == {"GET": {"ok": 100}}
+    assert api["keepalive"] == {"share": 0.5, "connections": 8, "connections_opened": 8}
+    assert hls["by_kind"]["keepalive"]["total"] == hls["by_kind"]["new"]["total"] == 100
     assert len(api["timeline"]) >= 2 and api["timeline"][0]["sent"] == 100
 
 

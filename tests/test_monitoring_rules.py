@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, assert_one_error_line, inv
+from fabfile.capacity import CapacityFloor
 from fabfile.inventory import load_inventory
 from fabfile.monitoring import rules
 from fabfile.monitoring.gate import expect_balancer_down, expect_server_down
-from fabfile.monitoring.settings import MonitoringSettings, PoolFloor
+from fabfile.monitoring.settings import MonitoringSettings
 from fabfile.values import InvalidValue
 
 TESTS = REPO / "tests" / "promtool"
@@ -27,7 +28,7 @@ TEST_SETTINGS = {"monitoring_evaluation_interval": "5s", "monitoring_pool_empty_
                  "monitoring_node_down_for": "1m", "monitoring_balancer_down_for": "30s",
                  "monitoring_vip_holders_for": "15s", "monitoring_5xx_share": 0.05, "monitoring_5xx_window": "5m",
                  "monitoring_5xx_for": "2m", "monitoring_check_failures": 3, "monitoring_check_failures_window": "5m"}
-TEST_FLOORS = [PoolFloor("api_pool", 3, 2), PoolFloor("stream_pool", 2, 1)]
+TEST_FLOORS = [CapacityFloor("api_pool", 3, 2), CapacityFloor("stream_pool", 2, 1)]
 
 
 def promtool() -> str:
@@ -95,6 +96,8 @@ def test_monitor_rules_needs_out_and_refuses_bad_values(tmp_path):
     ("monitoring_scrape_interval", "1 s"), ("monitoring_scrape_interval", "0s"), ("monitoring_5xx_share", 5),
     ("monitoring_5xx_share", "0"), ("monitoring_check_failures", "many"), ("monitoring_webhook_log", "log.jsonl"),
     ("monitoring_prometheus_port", 9093), ("monitoring_server_down_for", "1m\n- alert: x"),
+    ("monitoring_node_exporter_collectors", ["cpu"]), ("monitoring_node_exporter_collectors", "textfile"),
+    ("monitoring_node_exporter_collectors", ["textfile", "cpu --web.listen-address=:1"]),
 ])
 def test_settings_refuse_values_that_do_not_fit(name, value):
     with pytest.raises(InvalidValue) as caught:

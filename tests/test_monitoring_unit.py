@@ -243,3 +243,16 @@ def test_notify_script_writes_whether_the_node_holds_the_vip(tmp_path, state, he
     assert [p.name for p in (tmp_path / "textfile").iterdir()] == ["veza-keepalived.prom"]
     subprocess.run(["sh", str(script), "GROUP", "g", "MASTER", "100"], check=True, timeout=10)  # groups: ignored
     assert f"state=\"{state}\"" in (tmp_path / "textfile" / "veza-keepalived.prom").read_text()
+
+
+def test_an_unwanted_alert_seen_in_any_read_fails_stayed_silent():
+    clock = Clock()
+    vip = Alert("VezaVipHoldersNotOne", {"vip": "10.0.0.100"}, "", "")
+    mine = Alert("VezaServerDown", {"proxy": "api_pool", "server": VICTIM}, "", "")
+    answers = iter([[], [vip, mine], [mine], []])
+    checks = AlertGate(lambda: next(answers), EXPECTED, clock=clock, sleep=clock.sleep, unwanted=("VezaVipHoldersNotOne",))
+    assert checks.quiet().passed and checks.wait_fired(100.0).passed  # the VIP alert rode along in that read
+    silent = checks.stayed_silent()
+    assert not silent.passed and "VezaVipHoldersNotOne fired" in silent.detail
+    quiet = AlertGate(lambda: [], EXPECTED, clock=clock, sleep=clock.sleep, unwanted=("VezaVipHoldersNotOne",))
+    assert quiet.stayed_silent().passed

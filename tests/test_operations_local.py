@@ -172,6 +172,7 @@ def most_at_once(lines):
 def test_restart_handlers_stay_within_the_capacity_floor(tmp_path):
     """Four hosts of one pool configured at once; with a floor of 3 UP only one restarts at a time,
     with a floor of 2, two."""
+    from fabfile.capacity import CapacityFloor
     from fabfile.runner import restart_slots
 
     for floor, expected in ((3, 1), (2, 2)):
@@ -182,7 +183,7 @@ def test_restart_handlers_stay_within_the_capacity_floor(tmp_path):
             target = tmp_path / f"floor{floor}-{index}.env"
             plans.append(HostPlan(host=host, operations=[file(str(target), "1\n", owner=ME, group=ME, notify=["restart"])],
                                   handlers={"restart": f"echo start >> {log}; sleep 0.3; echo end >> {log}"}))
-        restart_slots(plans, "api", pool_size=4, min_up=floor)
+        restart_slots(plans, "api", CapacityFloor.parse("api_pool", floor, 4))
         result = run_play("setup", plans, output=Output(Masker(), io.StringIO()), forks=4,
                           transport_factory=LocalTransport)
         lines = log.read_text().split()

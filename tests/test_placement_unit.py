@@ -2,7 +2,7 @@
 
 import pytest
 
-from fabfile.deploy.batches import pick_batch
+from fabfile.capacity import CapacityFloor
 from fabfile.exits import UsageError
 from fabfile.inventory import load_inventory
 from fabfile.placement import check_placement, host_of, per_host_floor, would_empty_host
@@ -81,8 +81,10 @@ def test_per_host_floor_is_a_count(tmp_path):
 def test_a_batch_never_empties_one_host():
     hosts = {"a1": "incus:local", "a2": "incus:local", "b1": "incus:incus-2", "b2": "incus:incus-2"}
     up = set(hosts)
+    plain = CapacityFloor("api_pool", 4, 1)
+    per_host = CapacityFloor("api_pool", 4, 1, 1, tuple(hosts.items()))
     # Without the per-host floor a batch of 2 takes b1 and b2: host incus-2 has nothing left UP.
-    assert pick_batch(["b1", "b2", "a1", "a2"], up, batch=2, min_up=1) == ["b1", "b2"]
-    assert pick_batch(["b1", "b2", "a1", "a2"], up, batch=2, min_up=1, per_host=(hosts, 1)) == ["b1"]
-    assert would_empty_host("b2", {"b2", "a1"}, hosts, 1) and not would_empty_host("b2", {"b2", "a1"}, hosts, 0)
+    assert plain.pick(["b1", "b2", "a1", "a2"], up, 2) == ["b1", "b2"]
+    assert per_host.pick(["b1", "b2", "a1", "a2"], up, 2) == ["b1"]
+    assert per_host.would_break("b2", {"b2", "a1"}) and not plain.would_break("b2", {"b2", "a1"})
     assert not would_empty_host("b2", {"a1"}, hosts, 1)  # not UP: costs nothing

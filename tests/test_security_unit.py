@@ -118,14 +118,14 @@ def test_item1_clients_use_the_socket_the_template_renders(tmp_path):
     host = loaded.group("haproxy")[0]
     assert "stats socket /run/haproxy/other.sock mode 600 level admin" in render(
         "haproxy/haproxy.cfg.j2", template_vars(host, loaded))
-    api = support.runtime_api(host)
+    api = support.topology(loaded).runtime_api(host)
     assert api.address == "/run/haproxy/other.sock"
-    # The reload handler's state dump goes to the same socket too.
-    assert "UNIX-CONNECT:/run/haproxy/other.sock" in haproxy_role.reload_command(template_vars(host, loaded))
+    # The server-state script (run by the unit on reload and stop, and after each state change) too.
+    assert "\nsocket=/run/haproxy/other.sock\n" in haproxy_role.server_state_script(template_vars(host, loaded))
     fake = RecordingTransport()
     RuntimeAPI(fake, api.address).set_state("api_pool", "backend-api-1", "maint")
-    assert fake.commands == ["echo 'set server api_pool/backend-api-1 state maint' | "
-                             "socat -t 2 stdio UNIX-CONNECT:/run/haproxy/other.sock"]
+    assert len(fake.commands) == 1 and fake.commands[0].startswith(
+        "echo 'set server api_pool/backend-api-1 state maint' | socat -t 2 stdio UNIX-CONNECT:/run/haproxy/other.sock && ")
     assert "9100" not in runtime_command("show stat").command
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from ..balancers import merge
+from ..haproxy_state import PoolView, merge
 from .analysis import (ABORT, FAIL, HOLD, INCONCLUSIVE, NEXT, PROMOTE, CountersRestarted, Decision, Figures,
                        Interval, exposed_share, figures, judge, snapshot)
 from .plan import share_of, weights_for_share
@@ -104,10 +104,10 @@ class Canary:
     def run(self, artifact, facts, force=False) -> str:
         """Deploy the canaries, analyse, decide; returns "promoted" or "aborted". An interrupt (Ctrl-C,
         SIGTERM) makes everything safe first, then is raised again."""
-        stats = [s for s in self.runtime.show_stat() if s.pool == self.pool]
-        self.stables = [s.server for s in stats if s.server not in self.names]
-        self.up_stables = [s.server for s in stats if s.server in self.stables and s.is_up]
-        servers = [s.server for s in stats]
+        view = PoolView.read(self.runtime, self.pool)
+        self.stables = [name for name in view.names if name not in self.names]
+        self.up_stables = [name for name in self.stables if name in view.up]
+        servers = view.names
         self.initial = self.runtime.weights(self.pool, servers)[0][1]
         if self.mode == "keys":
             self.output.line(f"canary: {self.pool} hashes its keys (consistent hash): a weight moves a share of the "

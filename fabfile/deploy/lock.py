@@ -5,13 +5,13 @@ a directory ``/var/lock/veza-ops/deploy.lock`` taken with ``mkdir`` (atomic),
 with ``owner.json`` inside written in the same round trip. ``/var/lock`` is a
 tmpfs on Debian: a balancer reboot clears the lock, which is what we want (no
 deploy survives it). With a keepalived pair the lock lives on the first balancer that
-answers, in inventory order (``tasks/support.lock_balancer``): normally the first; the
+answers, in inventory order (``Topology.control_host``): normally the first; the
 second only while the first is down (then only setup runs can proceed: a deploy needs
 every balancer's runtime API).
 
 The heartbeat is the mtime of ``owner.json``, refreshed by the holder; the age
 is computed with the balancer's own clock, so workstation clock skew does not
-matter. ``tasks/lock.py`` carries these commands out.
+matter. ``deploy/locking.py`` carries these commands out.
 """
 
 from __future__ import annotations

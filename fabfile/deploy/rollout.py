@@ -1,139 +1,121 @@
 """Rolling binary deploy and rollback for a binary_service, in batches (default: one instance).
 
-Orchestration only: what runs where and in which order. The per-instance
-sequence is: drain in HAProxy (bounded wait for sessions to end), maint, push to
-a temporary name, verify its sha256 on the host, keep the current binary as
-``<name>.prev``, atomic rename, restart, health gate on the instance itself,
-ready in HAProxy, wait for UP. A failure after the swap puts ``.prev`` back
-through the same gates. Once ``max_fail`` instances failed the rollout stops, the
-stopping batch goes back to its previous binary and later instances stay untouched.
+Orchestration only: what runs where and in which order. A ``Rollout`` is made of named collaborators,
+each owning its own state:
 
-A batch runs the sequence for its instances at once (one thread each, whole output
-lines). Before each batch, HAProxy's view decides how many may go out: at least
-``min_up`` servers of the pool stay UP (the capacity floor; unless --force). Pipelined soak: once
-every instance of a batch soaks, the next batch may go out if the floor still holds with the soaking
-instances counted as down too (a pool of two never overlaps); a crash in the soak that reaches
-``max_fail`` stops both batches (each instance back to its previous binary, or to ready if it was
-not swapped yet).
-The runtime is used only through ``show_stat``, ``server`` and ``set_state`` (and
-``answering`` when it has one), so a composite over several balancers
-fits. A balancer whose runtime API stops answering mid-instance is a failure like any other:
-the instance goes back to its previous binary through the balancers that still answer, and
-the rollout stops.
+- ``RolloutControl`` (``control.py``): the failure count, the stop it triggers at ``max_fail``, the
+  operator's interrupts, each worker's flags, and their lock;
+- ``BatchScheduler`` (``scheduler.py``): which instances go out together and when, within the
+  ``CapacityFloor`` (at least ``min_up`` servers of the pool UP in HAProxy's view, unless --force),
+  pipelining the next batch into the previous one's soak when the floor holds with the soaking
+  instances counted as down;
+- ``InstanceRun`` (``instance_run.py``), one per instance: drain, maint, install the staged binary
+  (keeping ``.prev``) or swap back, then ``Gates`` (``gates.py``): restart, identity, health, ready,
+  soak, HAProxy UP. A failure after the swap puts ``.prev`` back through the same gates;
+- ``Staging`` (``staging.py``): the uploads ahead of each instance's turn;
+- ``RolloutContext`` (``context.py``): what they share (runtime API, pool, floor, output, timeouts,
+  clock, audit, control).
+
+Once ``max_fail`` instances failed the rollout stops, the batches under way go back to their previous
+binary and later instances stay untouched. The runtime is used only through ``show_stat``, ``server``
+and ``set_state`` (and ``answering`` when it has one), so a ``BalancerSet`` over several balancers fits:
+a balancer whose runtime API stops answering mid-instance is a failure like any other, the instance goes
+back to its previous binary through the balancers that still answer, and the rollout stops.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 
-from ..placement import would_empty_host
-from ..polling import WaitTimeout, wait_until
+from ..capacity import CapacityFloor
+from ..haproxy_state import PoolView
+from ..polling import WaitTimeout
 from ..transports import CommandFailed, TransportError
+from ..values import InvalidValue, count_or_percent, integer
 from .artifact import ELF_MACHINES, Artifact, DeployError
-from .batches import Batching, BatchRunner, batching
-from .gates import InstanceGates
+from .context import RolloutContext
+from .control import RolloutControl
 from .instance import Instance, InstanceOutcome, Timeouts
+from .scheduler import BatchScheduler
+from .staging import Staging
 
 PREFLIGHT_FORKS = 10  # targets whose facts are read at once, as setup's default --forks
 
 __all__ = ["Batching", "Instance", "InstanceOutcome", "Rollout", "Timeouts", "batching"]
 
 
-class Rollout(InstanceGates, BatchRunner):
+@dataclass
+class Batching:
+    """How a rollout goes through a pool: ``batch`` out at once at most, within ``floor``, stop after
+    ``max_fail`` failed instances. Built from user input by ``batching``."""
+
+    batch: int
+    floor: CapacityFloor
+    max_fail: int = 1
+
+
+def batching(batch, floor: CapacityFloor, max_fail, targets: int) -> Batching:
+    """Check ``--batch`` (N or P% of the targets) and ``--max-fail`` against the pool's floor before
+    anything is touched; a floor no batch can satisfy is refused too (``InvalidValue``: exit 2)."""
+    # A count above the targets is the whole lot (``--limit`` often leaves fewer than the batch).
+    size = count_or_percent("--batch", batch, max(targets, 1), high=None)
+    if floor.out_at_once < 1:
+        raise InvalidValue(f"deploy_min_up: {floor.min_up} keeps all {floor.size} servers of the pool UP, so no "
+                           f"batch can go out; lower it to at most {floor.size - 1}")
+    fails = integer("--max-fail", max_fail, 1)
+    return Batching(batch=min(size, floor.out_at_once), floor=floor, max_fail=fails)
+
+
+class Rollout:
     """Drives instances through the gates, talking to HAProxy's runtime API.
 
-    ``audit(event, instance=None, **fields)`` is called for every event (drained, maint,
-    pushed, restarted, ready, rolled-back...); ``finish_hint`` is the command that
-    finishes the job when a second interrupt stops the run at once.
+    ``audit(event, instance=None, **fields)`` is called for every event (drained, maint, pushed,
+    restarted, ready, rolled-back...); ``floor`` defaults to one server UP in a pool of the targets.
     """
 
     def __init__(self, instances, runtime, pool: str, output, timeouts: Timeouts | None = None,
-                 clock=time.monotonic, sleep=time.sleep, audit=None, finish_hint: str = "",
-                 batch: int = 1, min_up: int = 1, max_fail: int = 1):
+                 clock=time.monotonic, sleep=time.sleep, audit=None, batch: int = 1,
+                 floor: CapacityFloor | None = None, max_fail: int = 1):
         self.instances = instances
-        self.runtime = runtime
-        self.pool = pool
-        self.output = output
-        self.timeouts = timeouts or Timeouts()
-        self.clock = clock
-        self.sleep = sleep
-        self.audit = audit or (lambda event, instance=None, **fields: None)
-        self.finish_hint = finish_hint
+        self.batch = batch  # instances taken out together at most
+        self.control = RolloutControl(max_fail)
+        self.context = RolloutContext(
+            runtime=runtime, pool=pool, floor=floor or CapacityFloor(pool, len(instances), 1), output=output,
+            timeouts=timeouts or Timeouts(), clock=clock, sleep=sleep,
+            audit=audit or (lambda event, instance=None, **fields: None), control=self.control)
         self.outcomes = []
         self.pool_states = {}
-        self.batch = batch  # instances taken out together at most
-        self.min_up = min_up  # servers of the pool that must stay UP in HAProxy (the capacity floor)
-        self.max_fail = max_fail  # the rollout stops once this many instances have failed
-        self.per_host_floor = None  # (server -> host, deploy_min_up_per_host) from placement.py, when set
 
-    # -- helpers ---------------------------------------------------------
-    def _say(self, name, phase, seconds, detail=""):
-        self.output.line(f"{name:<16} {phase:<11} {seconds:6.2f}s  {detail}".rstrip())
+    @property
+    def runtime(self):
+        return self.context.runtime
 
-    def _nap(self, seconds):
-        self._checkpoint()
-        self.sleep(seconds)
+    @property
+    def output(self):
+        return self.context.output
 
-    def _wait(self, probe, done, timeout, what, runtime_probe=False):
-        """``wait_until`` on the rollout's clock. A ``runtime_probe`` (HAProxy's runtime API) failing for
-        ``runtime_grace`` seconds in a row ends the wait: that balancer is gone, not restarting."""
-        grace = self.timeouts.runtime_grace if runtime_probe else None
-        return wait_until(probe, timeout=timeout, interval=self.timeouts.interval, done=done, what=what,
-                          clock=self.clock, sleep=self._nap, error_grace=grace)
+    @property
+    def timeouts(self):
+        return self.context.timeouts
 
-    def _answering(self):
-        """The balancers that answer now: the ones a recovery can still put the instance back through."""
-        answering = getattr(self.runtime, "answering", None)
-        return answering() if answering else self.runtime
-
-    def _timed(self, outcome, phase, action, detail=""):
-        self._checkpoint()
-        started = self.clock()
-        value = action()
-        seconds = self.clock() - started
-        outcome.phases[phase] = round(seconds, 3)
-        self._say(outcome.name, phase, seconds, detail(value) if callable(detail) else detail)
-        return value
-
-    def _event(self, event, instance, **fields):
-        try:
-            self.audit(event, instance, **fields)
-        except Exception as exc:  # the audit trail never breaks a rollout; say so once per event
-            self.output.line(f"warning: audit line '{event}' not written: {exc}")
-
-    def would_break_floor(self, name, stats) -> bool:
-        """True when ``name`` is UP and taking it out leaves fewer than ``min_up`` servers of the pool UP.
-
-        A server that is not UP costs nothing: a pool with nothing UP (a first deploy, say) has no
-        availability left to protect.
-        """
-        pool = [s for s in stats if s.pool == self.pool]
-        up = sum(s.is_up for s in pool)
-        if self.per_host_floor is not None:  # deploy_min_up_per_host: no host's servers all out at once
-            hosts, floor = self.per_host_floor
-            if would_empty_host(name, {s.server for s in pool if s.is_up}, hosts, floor):
-                return True
-        return any(s.server == name and s.is_up for s in pool) and up - 1 < self.min_up
-
-    @staticmethod
-    def transitional(status: str) -> bool:
-        """"UP 1/3", "DOWN 1/2", slowstart ("UP 50%")...: a state HAProxy is still moving out of."""
-        return status.startswith(("UP ", "DOWN ", "NOLB ")) or status == "NOLB"
+    @property
+    def abandoned(self) -> bool:
+        return self.control.abandoned
 
     # -- preflight -------------------------------------------------------
-    def _settled_stats(self, ignore=()):
-        """``show stat`` once no server of the pool (but the ``ignore``d: a soaking batch, counted as down
-        anyway) is in a transitional state (bounded by ``settle``)."""
-        def probe():
-            return [s for s in self.runtime.show_stat()]
+    def settled_view(self, ignore=()) -> PoolView:
+        """The pool once no server of it (but the ``ignore``d: a soaking batch, counted as down anyway) is in
+        a transitional state (bounded by ``settle``)."""
+        ctx = self.context
 
-        def settled(stats):
-            return not any(self.transitional(s.status) for s in stats if s.pool == self.pool and s.server not in ignore)
+        def probe():
+            return PoolView.read(ctx.runtime, ctx.pool)
 
         try:  # a balancer that keeps failing is not a state that settles: no waiting the whole settle for it
-            return self._wait(probe, settled, self.timeouts.settle, f"{self.pool} states to settle",
-                              runtime_probe=True).value
+            return ctx.wait(probe, lambda view: view.settled(ignore), ctx.timeouts.settle,
+                            f"{ctx.pool} states to settle", runtime_probe=True).value
         except WaitTimeout:
             return probe()  # still moving: decide on the latest states (the per-instance check repeats it)
 
@@ -148,7 +130,7 @@ class Rollout(InstanceGates, BatchRunner):
 
     def preflight(self, artifact: Artifact | None, force: bool) -> dict:
         """Read every target's facts (all at once) and the pool; refuse before touching anything."""
-        from concurrent.futures import ThreadPoolExecutor
+        ctx = self.context
 
         def read(instance):
             try:
@@ -169,26 +151,64 @@ class Rollout(InstanceGates, BatchRunner):
                         f"({'/'.join(expected) or 'unknown'}) but {instance.name} is {machine}; build for {machine}"
                     )
         try:
-            stats = self._settled_stats()
+            view = self.settled_view()
         except Exception as exc:  # the runtime API's own errors name the socket
             raise DeployError(f"HAProxy runtime API does not answer: {exc}") from None
-        self.pool_states = {s.server: s.status for s in stats if s.pool == self.pool}
+        self.pool_states = view.statuses()
         for instance in self.instances:
             if instance.name not in self.pool_states:
-                raise DeployError(f"{instance.name} is not a server of HAProxy's {self.pool}; run inv haproxy.setup")
+                raise DeployError(f"{instance.name} is not a server of HAProxy's {ctx.pool}; run inv haproxy.setup")
         first = next((i for i in self.instances if self.needs_work(i.name, facts, artifact)), None)
-        if first is not None and not force and self.would_break_floor(first.name, stats):
-            floor = "no server" if self.min_up <= 1 else f"fewer than {self.min_up} servers"
+        if first is not None and not force and ctx.floor.would_break(first.name, view.up):
             raise DeployError(
-                f"taking {first.name} out would leave {floor} UP in {self.pool}; "
+                f"taking {first.name} out would leave {ctx.floor.describe()} UP in {ctx.pool}; "
                 "bring another instance up first, lower deploy_min_up, or pass --force"
             )
         return facts
 
+    # -- the run -----------------------------------------------------------
+    def run(self, artifact: Artifact | None, facts: dict, force: bool = False) -> list:
+        """Deploy ``artifact`` (or, when None, swap back to .prev) batch by batch, in inventory order; an
+        interrupt is raised again once every instance under way is safe."""
+        ctx = self.context
+        queue = []
+        for instance in self.instances:
+            if self.needs_work(instance.name, facts, artifact):
+                queue.append(instance)
+                continue
+            self.outcomes.append(InstanceOutcome(instance.name, "ok", state="ready (UP)"))
+            if artifact is not None:
+                ctx.say(instance.name, "ok", 0, f"already runs sha256 {artifact.sha256[:12]}; nothing restarted")
+            else:
+                ctx.say(instance.name, "ok", 0, "no previous binary to roll back to")
+        if artifact is not None:
+            ctx.staging = Staging([i for i in queue if facts[i.name]["sha256"] != artifact.sha256], artifact,
+                                  workers=self.batch)
+        try:
+            BatchScheduler(ctx, self.instances, self.outcomes, self.batch, self.settled_view).run(
+                queue, artifact, facts, force)
+        finally:
+            if ctx.staging is not None:
+                ctx.staging.close()
+            self._untouched_rest()
+        if self.control.interrupt is not None:
+            raise self.control.interrupt
+        return self.outcomes
+
+    def _untouched_rest(self):
+        """Every instance without an outcome is untouched; outcomes in inventory order."""
+        seen = {o.name for o in self.outcomes}
+        for instance in self.instances:
+            if instance.name not in seen:
+                self.outcomes.append(InstanceOutcome(instance.name, "untouched", state="as before"))
+        order = {instance.name: index for index, instance in enumerate(self.instances)}
+        self.outcomes.sort(key=lambda o: order.get(o.name, len(order)))
+
+    # -- results -------------------------------------------------------------
     def state_lines(self) -> list:
         """One line per instance: its outcome and where it was left (HAProxy's view when it answers)."""
         try:
-            live = {s.server: s.status for s in self.runtime.show_stat() if s.pool == self.pool}
+            live = PoolView.read(self.runtime, self.context.pool).statuses()
         except Exception:
             live = {}
         lines = []
@@ -203,7 +223,7 @@ class Rollout(InstanceGates, BatchRunner):
 
     def report(self, artifact: Artifact | None) -> dict:
         return {
-            "pool": self.pool,
+            "pool": self.context.pool,
             "artifact": asdict(artifact) if artifact else None,
             "failed": self.failed,
             "abandoned": self.abandoned,

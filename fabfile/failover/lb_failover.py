@@ -9,8 +9,10 @@
                    on the same backend (stickiness survives a balancer failover)
     5 return       the killed node is brought back; within the watch window the VIP moves back
                    at most once (zero times with preemption off)
-    throughout     continuous GETs through the VIP counted per phase; a second client that
-                   retries once after 250 ms; every VIP sample with two holders, or none after
+    throughout     continuous GETs through the VIP counted per phase and per client kind (a share on
+                   kept-alive connections: at most one failure per open connection); a client that
+                   retries once after 250 ms; a browser-like keep-alive client that retries a broken
+                   GET once on a fresh connection; every VIP sample with two holders, or none after
                    the move, fails the run
 
 Whatever happens the killed node is started again before ``run`` returns. The samplers are
@@ -219,8 +221,9 @@ class LbFailoverRun:
     sampler_argv: object  # node -> argv of the sampler loop (seconds) -> list
     stopper: object  # stop(), start(), describe(action)
     node_ready: object  # () -> bool: the killed node is back (keepalived and haproxy active)
-    load: object  # BackgroundLoad through the VIP
+    load: object  # MixedLoad through the VIP (new-connection and kept-alive requests)
     retrying: object  # RetryingClient
+    browser: object  # KeepAliveLoad with retry_idempotent: the browser's rule on kept-alive connections
     open_ws: object  # (cookie) -> WsSession
     fetch_ok: object  # () -> bool: one GET through the VIP answered 200
     output: object
@@ -254,6 +257,7 @@ class LbFailoverRun:
             self.marks["started"] = self.clock()
             self.load.start()
             self.retrying.start()
+            self.browser.start()
             self.sleep(2.0)
             self.marks["load_flowing"] = self.clock()
             started = self.clock()
@@ -313,6 +317,7 @@ class LbFailoverRun:
                 self._bring_back(samplers, budget)
             self.load.stop()
             self.retrying.stop()
+            self.browser.stop()
             for node_samplers in samplers.values():
                 for sampler in node_samplers:
                     sampler.stop()
@@ -337,6 +342,8 @@ class LbFailoverRun:
         watch_from = self.clock()
         if self.alerts is not None and self._passed("alert fired") and back is not None:
             self._alert_step("alert resolved", lambda: self.alerts.wait_resolved(back))
+        if self.alerts is not None and self.alerts.unwanted and self._passed("alert not firing"):
+            self._alert_step("no VIP-holder alert", self.alerts.stayed_silent)
         self.sleep(max(0.0, s.watch_after_return + (s.preempt_delay if s.preempt else 0) - (self.clock() - watch_from)))
         self.marks["watch_end"] = self.clock()
 
@@ -358,6 +365,7 @@ class LbFailoverRun:
 
     def _verdict(self, samplers) -> dict:
         from ..loadtest.facade import phase_counts
+        from ..loadtest.keepalive import KEEPALIVE, kind_counts
 
         s, m = self.settings, self.marks
         # Up to the end of the watch: the samplers' own ends (stopped by us) are not ownership.
@@ -386,6 +394,15 @@ class LbFailoverRun:
                                                   ("kill_to_move", m.get("kill_issued")),
                                                   ("after_move", m.get("vip_on_peer")),
                                                   ("return", m.get("start_issued"))])
+        # Kept-alive connections to the dead holder each lose at most the request they were sending
+        # (no retry: the client sees it); a request on a connection opened again after that must not fail.
+        by_kind = kind_counts(self.load.samples)
+        connections = getattr(getattr(self.load, "keepalive", None), "connections", 0)
+        keepalive_failed = by_kind[KEEPALIVE]["failed"]
+        if connections:
+            self._step("keep-alive clients", keepalive_failed <= connections,
+                       f"{keepalive_failed} of {by_kind[KEEPALIVE]['total']} failed on {connections} kept-alive "
+                       f"connections (at most one per open connection)", started)
         retried = {}
         for _, outcome in self.retrying.results:
             retried[outcome] = retried.get(outcome, 0) + 1
@@ -407,11 +424,13 @@ class LbFailoverRun:
             "steps": [step.__dict__ for step in self.steps],
             "requests": {"phases": phases, "total": len(self.load.samples),
                          "failed": sum(1 for x in self.load.samples if x.failed),
-                         "samples": [{"t": rel(x.t), "ok": not x.failed, "outcome": x.outcome,
+                         "by_kind": by_kind, "load": self.load.describe() if hasattr(self.load, "describe") else None,
+                         "samples": [{"t": rel(x.t), "kind": x.connection, "ok": not x.failed, "outcome": x.outcome,
                                       "lag": round(x.lag, 4),
                                       "seconds": round(x.seconds, 4) if x.seconds is not None else None}
                                      for x in sorted(self.load.samples, key=lambda x: x.t)]},
             "retry_once_client": {"retry_after_seconds": RETRY_AFTER, **retried},
+            "browser_client": kind_counts(self.browser.samples),
             "websocket": self.websocket,
             "alert": self.alerts.report() if self.alerts is not None else None,
             "vip_samples": {"interval": SAMPLE_INTERVAL, "count": {n: len(v) for n, v in per_node.items()},

@@ -1,13 +1,15 @@
 """The SVG timeline of a test.lb-failover run (hand-written SVG, as ``plot.py`` for test.failover).
 
 Top panel: latency of every request through the VIP (green ok, red failed; a failure sits at the
-top edge). Below: one lane per balancer, filled while its sampler saw the VIP on it. Vertical
-lines mark the kill (t0), the VIP on the peer, the start of the killed node and its return.
+top edge; dots are new-connection requests, squares requests on kept-alive connections). Below:
+one lane per balancer, filled while its sampler saw the VIP on it. Vertical lines mark the kill
+(t0), the VIP on the peer, the start of the killed node and its return.
 """
 
 from __future__ import annotations
 
-from ..svg import nice_step, text
+from ..loadtest.keepalive import kind_line
+from ..svg import nice_step, request_marker, text
 from .plot import FAILED, GRID, MARK, OK, TEXT
 
 WIDTH, HEIGHT, LEFT, RIGHT = 960, 400, 120, 20
@@ -45,7 +47,9 @@ def render_svg(report: dict) -> str:
              text(LEFT, 42, (f"VIP on peer {move:.2f}s after t0" if move is not None else "VIP did not move")
                    + f" · advert {report.get('advert_interval')}s · {req.get('total', 0)} requests, "
                    f"{req.get('failed', 0)} failed · two-holder samples "
-                   f"{report.get('vip_samples', {}).get('two_holder_samples')}", size=12)]
+                   f"{report.get('vip_samples', {}).get('two_holder_samples')}", size=12),
+             text(LEFT, 60, (kind_line(req["by_kind"]) if req.get("by_kind") else "")
+                  + " · dot: new connection, square: kept-alive connection", size=11)]
     step = nice_step(end - start)
     tick = start - start % step
     for _ in range(200):
@@ -61,7 +65,7 @@ def render_svg(report: dict) -> str:
     for s in samples:
         color = OK if s["ok"] else FAILED
         cy = y(s["seconds"] or 0) if s["ok"] else LATENCY[0]
-        parts.append(f'<circle cx="{x(s["t"]):.1f}" cy="{cy:.1f}" r="2" fill="{color}"/>')
+        parts.append(request_marker(x(s["t"]), cy, color, s.get("kind", "new"), size=2))
     for index, (node, points) in enumerate(per_node.items()):
         lane_y = LANES_TOP + index * LANE
         parts.append(text(LEFT - 8, lane_y + LANE / 2 + 4, node, size=11, anchor="end"))

@@ -11,11 +11,13 @@ from collections import Counter
 
 from .checks import PHASES, SAFE_METHODS, StepFailed, instance_counts
 from ..loadtest.facade import phase_counts
+from ..loadtest.keepalive import kind_counts, kind_line
 
 
 class LoadChecks:
     """Mixin of FailoverTest: ``self.http_get`` for the GET steps (``loadtest.facade.fetch``), ``self.load`` for
-    the background load (``loadtest.facade.BackgroundLoad``: the load engine's open-model scheduler)."""
+    the background load (``loadtest.keepalive.MixedLoad``: new-connection requests and requests on
+    kept-alive connections, both open-model)."""
 
     def _gets(self, count: int) -> list:
         """``count`` GETs of the health path through the LB: [(Reply or None, error text)]."""
@@ -110,6 +112,7 @@ class LoadChecks:
         detail = f"{len(failed)} of {len(samples)} requests failed ({methods}); per phase: " + ", ".join(
             f"{name} {phase['failed']}/{phase['total']}" + (f" ({phase['timeouts']} timeouts)" if phase["timeouts"] else "")
             for name, phase in phases.items())
+        detail += f"; by client kind: {kind_line(kind_counts(samples))}"
         if caught:
             detail += f"; {len(caught)} POST caught in the failure window (not replayed, not counted)"
         if failed:

@@ -1,7 +1,8 @@
 """One SVG picture of a failover run, for the incident channel (hand-written SVG, no plotting library).
 
 Top panel: latency of every background request over time (green ok, red
-failed; a timeout sits at the top edge). Bottom panel: which backend answered
+failed; a timeout sits at the top edge; a dot is a new-connection request, a
+square one on a kept-alive connection). Bottom panel: which backend answered
 each request, one lane per instance plus a lane for failures. Vertical lines
 mark t0 (stop), DOWN, start and UP; the down window is shaded.
 """
@@ -9,8 +10,9 @@ mark t0 (stop), DOWN, start and UP; the down window is shaded.
 from __future__ import annotations
 
 import math
-from xml.sax.saxutils import escape
-from ..svg import nice_step, text
+
+from ..loadtest.keepalive import kind_line
+from ..svg import nice_step, request_marker, text
 
 WIDTH, HEIGHT = 960, 470
 LEFT, RIGHT = 120, 20
@@ -39,6 +41,8 @@ def _title(report: dict) -> tuple:
     if requests.get("enabled"):
         parts.append(f"{requests.get('total', 0)} requests, {requests.get('failed', 0)} failed "
                      f"({requests.get('timeouts', 0)} timeouts)")
+        if requests.get("by_kind"):
+            parts.append(kind_line(requests["by_kind"]))
     return first, " · ".join(parts)
 
 
@@ -104,10 +108,10 @@ def render_svg(report: dict) -> str:
     for sample in samples:
         color = FAILED if sample["outcome"] != "ok" else OK
         x = x_of(sample["t"])
-        tip = f"<title>{escape(_describe(sample))}</title>"
-        parts.append(f'<circle cx="{x:.1f}" cy="{y_of(sample["seconds"] * 1000):.1f}" r="2.5" fill="{color}">{tip}</circle>')
+        kind = sample.get("kind", "new")
+        parts.append(request_marker(x, y_of(sample["seconds"] * 1000), color, kind, tip=_describe(sample)))
         lane = "failed" if sample["outcome"] != "ok" or not sample.get("instance") else sample["instance"]
-        parts.append(f'<circle cx="{x:.1f}" cy="{lane_y[lane]:.1f}" r="2.5" fill="{color}"/>')
+        parts.append(request_marker(x, lane_y[lane], color, kind))
     if not samples:
         parts.append(text((LEFT + plot_right) / 2, (top + bottom) / 2, "no background load in this run",
                            size=13, anchor="middle", color=MARK))
@@ -140,7 +144,8 @@ def _legend(x: float, y: float) -> str:
         text(x + 92, y, "failed (non-200, timeout, connection error)", size=11),
         f'<rect x="{x + 360}" y="{y - 8}" width="8" height="8" fill="{FAILED}" fill-opacity="0.15"/>',
         text(x + 372, y, "victim DOWN in HAProxy", size=11),
-        text(x + 525, y, "dot = one request (new connection, no cookie)", size=11, color=MARK),
+        text(x + 525, y, "dot = one request on a new connection, square = on a kept-alive one", size=11,
+             color=MARK),
     ])
 
 

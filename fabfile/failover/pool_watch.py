@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..capacity import CapacityFloor
+from ..haproxy_state import PoolView
 from ..polling import WaitTimeout, wait_until
 from .checks import StepFailed
 
@@ -12,7 +14,7 @@ class PoolWatch:
     """Mixin of FailoverTest: reads ``self.runtime`` for ``self.settings.pool``."""
 
     def _pool_rows(self) -> list:
-        return [stat for stat in self.runtime.show_stat() if stat.pool == self.settings.pool]
+        return PoolView.read(self.runtime, self.settings.pool).rows
 
     def _victim_stat(self):
         for stat in self._pool_rows():
@@ -47,12 +49,13 @@ class PoolWatch:
     def _settled_rows(self) -> list:
         """The pool's rows once no server is in an in-between state, waiting at most settle_timeout.
 
-        A reload or a restart a moment ago leaves states such as "UP 1/3" for a few checks;
-        those are "not yet", while DOWN and MAINT are final and are judged at once.
+        A reload or a restart a moment ago leaves transitional states (``haproxy_state.transitional``:
+        "UP 1/3", NOLB) for a few checks; those are "not yet", while DOWN and MAINT are final and are
+        judged at once.
         """
         try:
             return wait_until(self._pool_rows, timeout=self.settings.settle_timeout, interval=0.25,
-                              done=lambda rows: not any("/" in (stat.status or "") for stat in rows),
+                              done=lambda rows: not any(stat.is_transitional for stat in rows),
                               clock=self.clock, sleep=self.sleep, what=f"{self.settings.pool} states to settle").value
         except WaitTimeout as exc:
             return exc.last_value or []
@@ -76,4 +79,9 @@ class PoolWatch:
                               f"{': ' + stat.last_check_detail if stat.last_check_detail else ''})"
                               for stat in not_up)
             raise StepFailed(f"{which} — the pool must be all UP first; nothing was stopped", {"pool": states})
+        floor = self.floor or CapacityFloor(pool, len(names), 1)
+        up = {stat.server for stat in rows if stat.is_up}
+        if floor.would_break(victim, up):
+            raise StepFailed(f"stopping {victim} would leave {floor.describe()} UP in {pool} (deploy_min_up "
+                             f"{floor.min_up}); nothing was stopped")
         return f"{pool}: {states}", {"pool": states}

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import asdict
 
 from ..loadtest.facade import phase_counts
+from ..loadtest.keepalive import kind_counts
 from .checks import WS_STEPS
 
 
@@ -65,6 +66,8 @@ class Reporting:
                 "by_outcome": dict(Counter(sample.outcome for sample in samples)),
                 "by_method": {method: dict(Counter(s.outcome for s in samples if s.method == method))
                               for method in sorted({s.method for s in samples})},
+                "by_kind": kind_counts(samples),
+                "load": self.load.describe() if hasattr(self.load, "describe") else None,
                 "post_id_prefix": getattr(self.load, "id_prefix", None),
                 "unsafe_caught_in_failure_window": [
                     {"t": self._rel(s.t), "id": s.key, "outcome": s.outcome, "error": s.error}
@@ -86,6 +89,7 @@ class Reporting:
 
     def _sample_report(self, sample) -> dict:
         """One request as the plot and the JSON consumers read it; ``lag``: how late the engine sent it."""
-        return {"t": self._rel(sample.t), "method": sample.method, "outcome": sample.outcome, "status": sample.status,
+        return {"t": self._rel(sample.t), "kind": sample.connection, "method": sample.method,
+                "outcome": sample.outcome, "status": sample.status,
                 "instance": sample.instance, "seconds": round(sample.seconds, 4), "error": sample.error,
                 "lag": round(sample.lag, 4)}

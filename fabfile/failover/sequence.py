@@ -47,14 +47,15 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
     engine's (``fabfile/loadtest/facade.py``): ``http_get(path, headers, timeout)``
     -> a ``Reply`` through the LB (``fetch``); ``ws_connect(path, cookie)`` -> a
     ``WsSession`` (``open_session``: ``greeting``, ``cookie(name)``, ``echo``,
-    ``wait_closed``, ``close``); ``load``: a ``BackgroundLoad`` (or None);
+    ``wait_closed``, ``close``); ``load``: a ``MixedLoad`` (new-connection and kept-alive requests) or None;
     ``metrics``: ``read()`` -> the exporter's samples (``metrics.ServerMetrics``, or None).
     """
 
     def __init__(self, settings: FailoverSettings, *, runtime, stopper, http_get: Callable,
                  ws_connect: Callable | None = None, load=None, metrics=None, output, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, alerts=None):
+                 sleep: Callable[[float], None] = time.sleep, alerts=None, floor=None):
         self.settings = settings
+        self.floor = floor  # capacity.CapacityFloor of the pool (default: one server UP)
         self.runtime = runtime
         self.stopper = stopper
         self.http_get = http_get

@@ -109,7 +109,7 @@ class _Settings:
         if isinstance(value, str) and ("{{" in value or "{%" in value):
             self.fail(f"{name} '{value}' is a Jinja template; connection variables are not templated, write the value")
         if setting == "ssh_port":
-            if not str(value).strip().isdigit() or not 0 < int(value) < 65536:
+            if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,5}", str(value).strip()) or not 0 < int(value) < 65536:
                 self.fail(f"{name} {value!r} is not a port number (1-65535)")
             return int(value)
         if setting == "become_method" and value not in BECOME_METHODS:

@@ -18,8 +18,6 @@ CONNECTION_ALIASES = {
 }
 
 DEFAULT_CONNECTION = "ssh"  # Ansible's default when nothing sets a connection
-# Names that make a variable secret: masked in diffs, logs, reports and `inventory.show`.
-SECRET_SUFFIXES = ("_password", "_secret", "_token", "_key", "_pass", "_passphrase")
 GROUP_SECTIONS = ("vars", "children", "hosts")
 MASK = "********"
 
@@ -65,8 +63,10 @@ class Host:
 
 
 def is_secret_name(name, secret_vars=()) -> bool:
-    """True for variables whose value must never be shown (``*_password``, ``secret_vars``...)."""
-    return (isinstance(name, str) and name.endswith(SECRET_SUFFIXES)) or name in secret_vars
+    """True for variables whose value must never be shown (the one rule of ``masking``, plus ``secret_vars``)."""
+    from ..masking import is_secret_key
+
+    return is_secret_key(name, secret_vars)
 
 
 @dataclass
@@ -123,8 +123,6 @@ class Inventory:
 
 def masked(values, secret_vars=()):
     """A copy of ``values`` with every secret-named entry (at any depth) replaced by ``********``."""
-    if isinstance(values, dict):
-        return {k: MASK if is_secret_name(k, secret_vars) else masked(v, secret_vars) for k, v in values.items()}
-    if isinstance(values, list):
-        return [masked(v, secret_vars) for v in values]
-    return values
+    from ..masking import mask_data
+
+    return mask_data(values, secret_vars)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from . import REPORT_KIND, REPORT_VERSION, SCENARIOS, LoadTestError
 from .counters import counters_section, read_or_note
 from .http_load import ApiScenario, HlsScenario, HttpTarget, open_session
+from .keepalive import JOIN_GRACE, MAX_CONNECTIONS, KeepAliveLoad, KindCounts
 from .schedule import Schedule, default_in_flight, run_open_loop
 from .stats import ScenarioStats
 from .ws_load import WsScenario
@@ -36,7 +37,10 @@ class LoadSettings:
     duration: float = 10.0
     timeout: float = 2.0
     max_in_flight: int | None = None  # None: rate x timeout (see schedule.py)
-    keepalive: bool = True
+    # The share of each HTTP scenario's rate sent on persistent connections (keepalive.py, counted
+    # apart as "keepalive"); the rest opens a new connection per request (aiohttp, "new").
+    keepalive_share: float = 0.5
+    keepalive_connections: int = 8
     api_path: str = "/api/v1/health"
     hls_prefix: str = "/hls/"
     tracks: int = 16
@@ -78,6 +82,11 @@ def validate(settings: LoadSettings, ramp: RampSettings | None = None) -> None:
         (settings.tracks >= 1, f"--tracks {settings.tracks}: must be >= 1"),
         (settings.ws_sessions >= 1, f"--ws-sessions {settings.ws_sessions}: must be >= 1"),
         (settings.max_in_flight is None or settings.max_in_flight >= 1, "--max-in-flight: must be >= 1"),
+        (0 <= settings.keepalive_share <= 1, f"--keepalive-share {settings.keepalive_share:g}: must be between 0 and 1"),
+        (1 <= settings.keepalive_connections <= MAX_CONNECTIONS,
+         f"--keepalive-connections {settings.keepalive_connections}: must be 1 to {MAX_CONNECTIONS}"),
+        (not settings.keepalive_share or settings.base_url.startswith("http://"),
+         "the keep-alive client speaks plain HTTP: use an http:// target or --keepalive-share 0"),
     ]
     if ramp is not None:
         checks += [
@@ -123,36 +132,71 @@ def _http_scenario(name: str, settings: LoadSettings):
 
 
 async def _run_http(scenario, settings: LoadSettings, rate: float, duration: float, should_stop) -> tuple:
-    """One HTTP scenario at ``rate`` for ``duration``: (stats, its report section)."""
+    """One HTTP scenario at ``rate`` for ``duration``: (stats, its report section). ``keepalive_share``
+    of the rate goes on persistent connections (threads of keepalive.py), the rest on new connections."""
     target = HttpTarget(settings.base_url, settings.cookie_name)
-    cap = settings.max_in_flight or default_in_flight(rate, settings.timeout)
-    schedule = Schedule(rate, duration, cap, drain_timeout=settings.timeout + 1.0)
-    stats = ScenarioStats(scenario.name, t0=time.monotonic())
+    keepalive_rate = rate * settings.keepalive_share
+    new_rate = rate - keepalive_rate
+    cap = settings.max_in_flight or default_in_flight(max(new_rate, 1.0), settings.timeout)
+    started = time.monotonic()
+    stats = ScenarioStats(scenario.name, t0=started)
+    kinds = KindCounts()
 
     def record(sample):
         stats.record(sample)
         scenario.observe(sample)
+        kinds.add(sample)
 
-    async with open_session(max_in_flight=cap, timeout=settings.timeout, keepalive=settings.keepalive) as session:
-        async def send(index: int, due: float):
-            path, key = scenario.request(index)
-            return await target.request(session, path, due, key=key)
+    keepalive = None
+    if keepalive_rate > 0:
+        keepalive = KeepAliveLoad(settings.base_url, settings.api_path, rate=keepalive_rate,
+                                  connections=settings.keepalive_connections, timeout=settings.timeout,
+                                  max_seconds=duration, request_of=scenario.request)
+        keepalive.start(at=started)
+    result = None
+    if new_rate > 0:
+        schedule = Schedule(new_rate, duration, cap, drain_timeout=settings.timeout + 1.0)
+        async with open_session(max_in_flight=cap, timeout=settings.timeout) as session:
+            async def send(index: int, due: float):
+                path, key = scenario.request(index)
+                return await target.request(session, path, due, key=key)
 
-        result = await run_open_loop(send, schedule, record, should_stop=should_stop)
-    wall = max(result.send_seconds + 1 / rate, stats.last_completion - result.started)
+            result = await run_open_loop(send, schedule, record, should_stop=should_stop, started=started)
+    if keepalive is not None:
+        await _join_keepalive(keepalive, duration + 2 * settings.timeout + JOIN_GRACE, should_stop)
+        for sample in list(keepalive.samples):  # recorded here, in the loop's thread: stats are not shared
+            record(sample)
+    send_seconds = result.send_seconds if result else duration
+    sent = (result.sent if result else 0) + (len(keepalive.samples) if keepalive else 0)
+    wall = max(send_seconds + 1 / rate, stats.last_completion - started)
     section = stats.summary(wall) | scenario.report() | {
-        "target_rate": rate, "duration_seconds": round(wall, 3), "sent": result.sent,
-        "offered_rps": round(result.sent / max(result.send_seconds, 1 / rate), 2),
-        "in_flight_cap": cap, "cancelled_at_end": result.cancelled, "stopped_early": result.stopped_early,
+        "target_rate": rate, "duration_seconds": round(wall, 3), "sent": sent,
+        "offered_rps": round(sent / max(send_seconds, 1 / rate), 2),
+        "in_flight_cap": cap, "cancelled_at_end": result.cancelled if result else 0,
+        "stopped_early": bool(result and result.stopped_early),
+        "keepalive": {"share": settings.keepalive_share, "connections": settings.keepalive_connections if keepalive else 0,
+                      "connections_opened": keepalive.connections_opened if keepalive else 0},
+        "by_kind": kinds.to_dict(),
     }
     return stats, section
+
+
+async def _join_keepalive(keepalive, bound: float, should_stop) -> None:
+    """Wait for the keep-alive threads without blocking the loop (other scenarios run on it); stop
+    them when the run is asked to stop. Bounded by ``bound`` seconds."""
+    deadline = time.monotonic() + bound
+    while not keepalive.wait(0) and time.monotonic() < deadline:
+        if should_stop():
+            keepalive.stop()
+            return
+        await asyncio.sleep(0.05)
 
 
 async def discover_backends(settings: LoadSettings) -> list:
     """The backends' names as seen through the balancer (from up to DISCOVERY_REQUESTS health GETs)."""
     target = HttpTarget(settings.base_url, settings.cookie_name)
     seen = []
-    async with open_session(max_in_flight=4, timeout=settings.timeout, keepalive=False) as session:
+    async with open_session(max_in_flight=4, timeout=settings.timeout) as session:
         for _ in range(DISCOVERY_REQUESTS):
             sample = await target.request(session, settings.api_path, time.monotonic())
             if sample.instance and sample.instance not in seen:

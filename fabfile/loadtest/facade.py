@@ -57,7 +57,7 @@ class BackgroundLoad:
     async def _run(self) -> None:
         cap = default_in_flight(self.rate, self.timeout)
         schedule = Schedule(self.rate, self.max_seconds, cap, drain_timeout=self.timeout + 1.0)
-        async with open_http_session(max_in_flight=cap, timeout=self.timeout, keepalive=False) as session:
+        async with open_http_session(max_in_flight=cap, timeout=self.timeout) as session:
             async def send(index: int, due: float) -> Sample:
                 if self.method_of(index) == "POST":
                     return await self.target.request(session, f"{self.unsafe_path}?id={self.unsafe_id(index)}", due,
@@ -173,7 +173,7 @@ async def _fetch(base_url: str, path: str, headers, timeout: float) -> Reply:
 
     started = time.monotonic()
     try:
-        async with open_http_session(max_in_flight=1, timeout=timeout, keepalive=False) as session:
+        async with open_http_session(max_in_flight=1, timeout=timeout) as session:
             async with session.get(base_url.rstrip("/") + path, headers=headers, allow_redirects=False) as response:
                 body = await response.text(errors="replace")
                 return Reply(response.status, list(response.headers.items()), body, time.monotonic() - started)

@@ -3,9 +3,9 @@
 The session has NO cookie jar: HAProxy sets ``SERVERID`` on API answers, and a
 client that sent it back would pin the whole load to one backend, hiding the
 round robin (and half the pool) from the test. Redirects are not followed (a
-3xx is an answer). Keep-alive is on for ``inv test.load`` (HAProxy balances each
-request of a kept-alive connection on its own); the failover facade turns it off
-so every request is a new connection, as a fresh client would be.
+3xx is an answer). Every request opens a new connection, as a fresh client does:
+aiohttp's pool would retry a request that failed on a reused connection and so
+hide it; the persistent connections are keepalive.py's, counted apart.
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ MAX_BODY = 64 * 1024  # bytes read from an answer: health JSON and HLS stand-ins
 DEFAULT_COOKIE = "SERVERID"
 
 
-def open_session(*, max_in_flight: int, timeout: float, keepalive: bool = True):
-    """An aiohttp ClientSession sized for ``max_in_flight`` open requests (call inside the event loop)."""
+def open_session(*, max_in_flight: int, timeout: float):
+    """An aiohttp ClientSession sized for ``max_in_flight`` open requests, a new connection per request
+    (call inside the event loop)."""
     import aiohttp
 
     # The pool limit equals the scheduler's in-flight cap, so no request waits hidden in the client.
-    connector = aiohttp.TCPConnector(limit=max_in_flight, force_close=not keepalive, ttl_dns_cache=300)
+    connector = aiohttp.TCPConnector(limit=max_in_flight, force_close=True, ttl_dns_cache=300)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                                  timeout=aiohttp.ClientTimeout(total=timeout), trust_env=False)
 

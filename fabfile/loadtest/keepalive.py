@@ -71,12 +71,14 @@ class KeepAliveLoad:
     """Open-model requests at ``rate``/s spread over ``connections`` persistent connections, in threads,
     until stop() or ``max_seconds``.
 
-    GETs of ``path``; with ``unsafe_every`` N every Nth request is a POST to
-    ``unsafe_path?id=<id_prefix>-<index>`` (as facade.BackgroundLoad). ``headers`` go on every request."""
+    GETs of ``path`` (or of ``request_of(index)`` -> (path, key), a scenario's requests); with
+    ``unsafe_every`` N every Nth request is a POST to ``unsafe_path?id=<id_prefix>-<index>`` (as
+    facade.BackgroundLoad). ``headers`` go on every request."""
 
     def __init__(self, base_url: str, path: str, rate: float = 20.0, connections: int = 8, timeout: float = 2.0,
                  max_seconds: float = 300.0, headers: dict | None = None, unsafe_every: int = 0,
-                 unsafe_path: str = "", id_prefix: str = "keepalive", retry_idempotent: bool = False):
+                 unsafe_path: str = "", id_prefix: str = "keepalive", retry_idempotent: bool = False,
+                 request_of=None):
         check_keepalive_settings(rate, connections, timeout)
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -86,6 +88,7 @@ class KeepAliveLoad:
         self.max_seconds, self.headers = max_seconds, dict(headers or {})
         self.unsafe_every, self.unsafe_path, self.id_prefix = unsafe_every, unsafe_path, id_prefix
         self.retry_idempotent = retry_idempotent
+        self.request_of = request_of  # index -> (path, key): a scenario's requests instead of GETs of path
         self.samples: list = []  # completion order; list.append is atomic, so reading while running is safe
         self.stop_reason = ""
         self._opened: Counter = Counter()
@@ -104,8 +107,9 @@ class KeepAliveLoad:
     def method_of(self, index: int) -> str:
         return "POST" if self.unsafe_every and index % self.unsafe_every == self.unsafe_every - 1 else "GET"
 
-    def start(self) -> None:
-        started = time.monotonic()
+    def start(self, at: float | None = None) -> None:
+        """Start sending; ``at``: the schedule's t0 on time.monotonic (default now), to share one with other loads."""
+        started = time.monotonic() if at is None else at
         for slot in range(self.connections):
             # Daemon: an interpreter that dies mid-run must not hang on these threads.
             thread = threading.Thread(target=self._serve_slot, args=(slot, started), daemon=True,
@@ -146,7 +150,7 @@ class KeepAliveLoad:
 
     def _request(self, connection: _Connection, index: int, due: float) -> Sample:
         method = self.method_of(index)
-        target, key = self.path, None
+        target, key = self.request_of(index) if self.request_of else (self.path, None)
         if method == "POST":
             key = f"{self.id_prefix}-{index}"
             target = f"{self.unsafe_path}?id={key}"
@@ -246,15 +250,37 @@ class MixedLoad:
                 "timeout": self.timeout}
 
 
-def kind_counts(samples) -> dict:
-    """Counts per client kind (``new``: a connection per request, ``keepalive``): total, failed,
-    retried, and outcomes by method. Both kinds are always present, so a report shows a zero."""
-    counts = {kind: {"total": 0, "failed": 0, "retried": 0, "by_method": {}} for kind in COUNT_KINDS}
-    for sample in samples:
-        entry = counts.setdefault(sample.connection, {"total": 0, "failed": 0, "retried": 0, "by_method": {}})
+class KindCounts:
+    """Counts per client kind, kept up to date one sample at a time (a long run keeps no samples)."""
+
+    def __init__(self):
+        self.counts = {kind: {"total": 0, "failed": 0, "retried": 0, "by_method": {}} for kind in COUNT_KINDS}
+
+    def add(self, sample: Sample) -> None:
+        entry = self.counts.setdefault(sample.connection, {"total": 0, "failed": 0, "retried": 0, "by_method": {}})
         entry["total"] += 1
         entry["failed"] += sample.failed
         entry["retried"] += sample.retried
         by_outcome = entry["by_method"].setdefault(sample.method, {})
         by_outcome[sample.outcome] = by_outcome.get(sample.outcome, 0) + 1
-    return counts
+
+    def to_dict(self) -> dict:
+        return self.counts
+
+
+def kind_counts(samples) -> dict:
+    """Counts per client kind (``new``: a connection per request, ``keepalive``): total, failed,
+    retried, and outcomes by method. Both kinds are always present, so a report shows a zero."""
+    counts = KindCounts()
+    for sample in samples:
+        counts.add(sample)
+    return counts.to_dict()
+
+
+def kind_line(counts: dict) -> str:
+    """One line for a terminal: ``new 0/120 failed, keepalive 3/118 failed (2 retried)``."""
+    parts = []
+    for kind, entry in counts.items():
+        retried = f" ({entry['retried']} retried)" if entry["retried"] else ""
+        parts.append(f"{kind} {entry['failed']}/{entry['total']} failed{retried}")
+    return ", ".join(parts)

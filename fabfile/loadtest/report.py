@@ -8,7 +8,8 @@ Shape (``"kind": "veza-load-report", "version": 1``; a baseline must carry both)
                      latency_ms{p50,p90,p99,p99.9,max,mean}, throughput_rps, by_instance,
                      lag_ms, timeline[{t, sent, ok, errors, completed, p50_ms, p99_ms}],
                      hdr_histogram (base64 HDR), + hls: tracks_per_streamer, track_consistent;
-                     ws: sticky, per_session}
+                     ws: sticky, per_session; api/hls: by_kind{new|keepalive: total, failed, retried,
+                     by_method{GET: {outcome: n}}}, keepalive{share, connections, connections_opened}}
     ramp            (ramp mode) knee_rps, first_failing_rps, steps[{rate, p99_ms, errors, passed, reason,
                     generator_cpu_share, lag_p99_ms}]
     generator       cpu_seconds, cpu_share, lag_p99_ms, ok, notes
@@ -26,6 +27,7 @@ import os
 import tempfile
 
 from .baseline import compare
+from .keepalive import kind_line
 from .thresholds import evaluate
 
 
@@ -51,6 +53,10 @@ def summary_lines(report: dict) -> list:
         split = ", ".join(f"{who} {count}" for who, count in s["by_instance"].items()) or "-"
         lines.append(f"{name}: {s['requests']} requests, {s['throughput_rps']:.1f} ok/s; latency ms {shown}")
         lines.append(f"{name}: errors {errors} ({s['error_rate'] * 100:.3f}%); served by {split}")
+        if "by_kind" in s:
+            opened = s["keepalive"]["connections_opened"]
+            lines.append(f"{name}: by client kind: {kind_line(s['by_kind'])}; "
+                         f"{s['keepalive']['connections']} keep-alive connections, {opened} opened")
         if "track_consistent" in s:
             state = "each track on one streamer" if s["track_consistent"] else f"MOVED: {s['track_violations']}"
             lines.append(f"hls: {s['tracks_seen']} tracks, tracks per streamer {s['tracks_per_streamer']}; {state}")
@@ -89,7 +95,9 @@ def write_atomic(path: str, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
-        os.chmod(temp_path, 0o644)
+        from ..output import current_umask
+
+        os.chmod(temp_path, 0o600 & ~current_umask())  # the operator's alone; a stricter umask applies
         os.replace(temp_path, path)
     except BaseException:
         if os.path.exists(temp_path):

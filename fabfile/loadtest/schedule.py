@@ -75,12 +75,14 @@ Send = Callable[[int, float], Awaitable[Sample]]
 
 async def run_open_loop(send: Send, schedule: Schedule, record: Callable[[Sample], None], *,
                         clock: Callable[[], float] = time.monotonic, should_stop: Callable[[], bool] = lambda: False,
-                        method_of: Callable[[int], str] | None = None) -> ScheduleResult:
+                        method_of: Callable[[int], str] | None = None,
+                        started: float | None = None) -> ScheduleResult:
     """Send ``schedule.count`` requests on time, hand every Sample to ``record``; returns once all ended.
 
     ``method_of(index)``: the HTTP method of request ``index``, stamped on its Sample whatever became
-    of it (dropped, cancelled, answered), so that counts by method add up."""
-    result = ScheduleResult(started=clock())
+    of it (dropped, cancelled, answered), so that counts by method add up. ``started``: t0 on ``clock``
+    (default now), so that loads running side by side share one schedule."""
+    result = ScheduleResult(started=clock() if started is None else started)
     in_flight: dict = {}  # task -> (its intended send time, its index)
 
     def stamped(sample: Sample, index: int) -> Sample:

@@ -117,8 +117,10 @@ def _subtitle(report: dict) -> str:
     parts = []
     for name, s in report.get("scenarios", {}).items():
         p99 = s.get("latency_ms", {}).get("p99")
+        kinds = s.get("by_kind", {})
+        failed = "/".join(f"{kind} {entry['failed']}" for kind, entry in kinds.items())
         parts.append(f"{name}: {s.get('throughput_rps', 0):.0f}/s, p99 {p99 if p99 is not None else '-'} ms, "
-                     f"{s.get('error_rate', 0) * 100:.2f}% errors")
+                     f"{s.get('error_rate', 0) * 100:.2f}% errors" + (f" (failed {failed})" if failed else ""))
     generator = report.get("generator", {})
     parts.append(f"generator {generator.get('cpu_share', 0):.0%} CPU")
     return " · ".join(parts)

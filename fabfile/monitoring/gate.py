@@ -52,6 +52,11 @@ def expect_server_down(settings: MonitoringSettings, rules, pool: str, server: s
                             rule.resolve_budget(settings))
 
 
+def unwanted_during_vip_move(rules) -> tuple:
+    """A VIP move of a healthy pair is over long before the VIP-holder rule's ``for``: it must not fire."""
+    return tuple(rule.alert for rule in rules if rule.alert == alert_rules.VIP_HOLDERS)
+
+
 def expect_balancer_down(settings: MonitoringSettings, rules, balancer: str) -> AlertExpectation:
     rule = alert_rules.find(rules, alert_rules.BALANCER_DOWN)
     return AlertExpectation(rule.alert, {"instance": balancer}, rule.budget(settings), rule.resolve_budget(settings))
@@ -62,9 +67,13 @@ class AlertGate:
 
     def __init__(self, read_alerts: Callable[[], list], expectation: AlertExpectation, marks: dict | None = None, *,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 poll: float = POLL_SECONDS):
+                 poll: float = POLL_SECONDS, unwanted=()):
         self.read_alerts = read_alerts
         self.expectation = expectation
+        # Alerts a good run never raises (a VIP move must not leave the pair without one holder for long):
+        # any of them seen in a read is recorded, and ``stayed_silent`` judges it.
+        self.unwanted = tuple(unwanted)
+        self.unwanted_seen: list = []
         self.marks = marks if marks is not None else {}  # the gate's own timeline, usually handed over by it
         self.clock = clock
         self.sleep = sleep
@@ -78,6 +87,9 @@ class AlertGate:
         except MonitorAPIError as exc:
             return None, [], str(exc)
         e = self.expectation
+        for alert in alerts:
+            if alert.name in self.unwanted and alert.name not in self.unwanted_seen:
+                self.unwanted_seen.append(alert.name)
         mine = any(alert.matches(e.alert, e.labels) for alert in alerts)
         return mine, sorted({alert.name for alert in alerts if not alert.matches(e.alert, e.labels)}), None
 
@@ -125,6 +137,15 @@ class AlertGate:
 
     def wait_resolved(self, since: float) -> AlertResult:
         return self._wait(since, self.expectation.resolve_budget, False, "alert_resolved")
+
+    def stayed_silent(self) -> AlertResult:
+        """None of the unwanted alerts was active in any read so far, nor now."""
+        self._firing()
+        names = ", ".join(self.unwanted)
+        self.results["unwanted_seen"] = list(self.unwanted_seen)
+        if self.unwanted_seen:
+            return AlertResult(False, f"{', '.join(self.unwanted_seen)} fired during the run")
+        return AlertResult(True, f"{names} never active during the run")
 
     def as_step(self, result: AlertResult):
         """The failover sequence's step convention: (detail, data), or StepFailed."""

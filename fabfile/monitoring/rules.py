@@ -59,7 +59,7 @@ def _regex(names) -> str:
 
 
 def alert_rules(settings: MonitoringSettings, floors, vip: str | None) -> list:
-    """The rules for pools ``floors`` (``settings.PoolFloor``) and, with a VIP, the balancer pair."""
+    """The rules for pools ``floors`` (``capacity.CapacityFloor``) and, with a VIP, the balancer pair."""
     s = settings
     pools = _regex(f.pool for f in floors) or "api_pool|stream_pool"
     server = f'haproxy_server_status{{proxy=~"{pools}"'
@@ -69,17 +69,17 @@ def alert_rules(settings: MonitoringSettings, floors, vip: str | None) -> list:
              "Every server of the pool is DOWN, in MAINT or DRAIN in this balancer's view: its requests get 503."),
     ]
     for floor in floors:
-        if floor.floor <= 0:
+        if floor.min_up <= 0:
             continue  # a floor of 0 protects nothing
         rules.append(Rule(
             BELOW_FLOOR,
-            f'sum by (instance, proxy) (haproxy_server_status{{proxy="{floor.pool}",state="UP"}}) < {floor.floor}',
+            f'sum by (instance, proxy) (haproxy_server_status{{proxy="{floor.pool}",state="UP"}}) < {floor.min_up}',
             s.below_floor_for, "warning",
-            f"{{{{ $labels.proxy }}}} on {{{{ $labels.instance }}}} has fewer than {floor.floor} of {floor.size} "
+            f"{{{{ $labels.proxy }}}} on {{{{ $labels.instance }}}} has fewer than {floor.min_up} of {floor.size} "
             "servers UP",
-            f"Deploys keep at least {floor.floor} server(s) of {floor.pool} UP (deploy_min_up); the pool is below "
+            f"Deploys keep at least {floor.min_up} server(s) of {floor.pool} UP (deploy_min_up); the pool is below "
             "that floor, so a deploy would refuse to start and one more failure may empty it.",
-            labels={"floor": str(floor.floor)}))
+            labels={"floor": str(floor.min_up)}))
     rules += [
         Rule(SERVER_DOWN, f'max by (proxy, server) ({server},state="DOWN"}}) == 1', s.server_down_for, "warning",
              "{{ $labels.server }} in {{ $labels.proxy }} is DOWN",

@@ -7,15 +7,17 @@ Steps:
     - /etc/haproxy/haproxy.cfg: uploaded to a temporary file, `haproxy -c` on the host,
       only a valid file replaces the live one (the previous one kept as haproxy.cfg.prev)
     - service haproxy enabled and running
-Handlers: reload haproxy (never restart: a reload keeps connections), server states dumped
-first so MAINT/DRAIN survive it (server-state-file), verified by a new
+    - the server-state script and a drop-in for haproxy.service: states saved before every reload
+      and on every stop, and a start never loads a MAINT/DRAIN lifted after the file was written
+Handlers: reload haproxy (never restart: a reload keeps connections), server states saved
+first by the unit so MAINT/DRAIN survive it (server-state-file), verified by a new
 worker appearing within haproxy_reload_timeout; if none does, the previous config is put
 back, reloaded, and the task fails.
 """
 
 from .. import values
-from ..haproxy_runtime import runtime_command
-from ..operations import Operation, apt_packages, assert_that, file, service
+from ..haproxy_runtime import SERVER_STATE_SCRIPT
+from ..operations import Operation, apt_packages, assert_that, directory, file, service
 from ..shell import Command, q
 from ..templating import TemplateError, render
 from .base import Role
@@ -46,12 +48,22 @@ def steps(context):
         ))
     operations += [
         apt_packages(PACKAGES),
+        directory(SERVER_STATE_SCRIPT.rsplit("/", 1)[0]),
+        file(SERVER_STATE_SCRIPT, server_state_script(variables), mode="0755"),
+        directory(DROP_IN.rsplit("/", 1)[0]),
+        file(DROP_IN, DROP_IN_TEXT, mode="0644", after=["systemctl daemon-reload"]),
         file(CONFIG_PATH, render("haproxy/haproxy.cfg.j2", variables), mode="0644",
              validate="haproxy -c -q -f {path}", backup=True, notify=["reload haproxy"]),
         service("haproxy", enabled=True, running=True),
         admin_socket_private(variables["haproxy_admin_socket"]),
     ]
     return operations
+
+
+def server_state_script(variables) -> str:
+    """The balancer's ``haproxy-server-state`` script (save / forget-lifted) for its state file and socket."""
+    return render("haproxy/haproxy-server-state.sh.j2", {"state_file": variables["haproxy_server_state_file"],
+                                                         "admin_socket": variables["haproxy_admin_socket"]})
 
 
 def admin_socket_private(path: str) -> Operation:
@@ -71,12 +83,27 @@ def admin_socket_private(path: str) -> Operation:
     return Operation(f"admin socket {path} root-only", f"stat -c '%U %G %a' {q(path)} 2>/dev/null || true", decide)
 
 
+# Debian 12's unit reloads with a config check then SIGUSR2 to the master; the drop-in saves the
+# server states between the two (so `systemctl reload` by hand keeps them too), saves them on every
+# stop (restart included; after a crash the save finds no process and keeps the last file), and
+# before a start drops from the file every server lifted since it was written.
+DROP_IN = "/etc/systemd/system/haproxy.service.d/veza-server-state.conf"
+DROP_IN_TEXT = f"""# Managed by Veza ops (roles/haproxy.py): server states survive reloads and restarts, never a lifted one.
+[Service]
+ExecStartPre={SERVER_STATE_SCRIPT} forget-lifted
+ExecReload=
+ExecReload=/usr/sbin/haproxy -Ws -f $CONFIG -c -q $EXTRAOPTS
+ExecReload={SERVER_STATE_SCRIPT} save
+ExecReload=/bin/kill -USR2 $MAINPID
+ExecStop={SERVER_STATE_SCRIPT} save
+"""
+
+
 # `systemctl reload` only signals the master: in master-worker mode a config that fails to
 # load at reload time (a port already taken, say) leaves the old worker serving and systemd
 # reporting success. A reload counts only once a new worker exists; otherwise the previous
 # config is put back and reloaded, and the handler fails.
 RELOAD_AND_VERIFY = """\
-{dump_state}
 master=$(systemctl show -p MainPID --value haproxy)
 newest() {{ pgrep -n -P "$master" haproxy || echo none; }}
 before=$(newest)
@@ -89,21 +116,11 @@ fi
 """
 
 
-def dump_server_state(variables) -> str:
-    """Save runtime server states for the next process; a failed or empty dump keeps the last good file."""
-    state_file = variables["haproxy_server_state_file"]
-    staging = f"{state_file}.dump"
-    show = runtime_command("show servers state", variables["haproxy_admin_socket"]).command
-    return (f"if {show} > {q(staging)} 2>/dev/null && [ -s {q(staging)} ]; then mv -f {q(staging)} {q(state_file)}; "
-            f"else rm -f {q(staging)}; fi")
-
-
 def reload_command(variables) -> str:
-    """Dump server states, reload, and count the reload only when a new worker starts."""
+    """Reload (the unit saves the server states first), and count it only when a new worker starts."""
     timeout = values.seconds("haproxy_reload_timeout", variables["haproxy_reload_timeout"], 0.5, 120)
-    return RELOAD_AND_VERIFY.format(
-        dump_state=dump_server_state(variables), config=q(CONFIG_PATH), previous=q(CONFIG_PATH + ".prev"),
-        polls=int(timeout * 10))
+    return RELOAD_AND_VERIFY.format(config=q(CONFIG_PATH), previous=q(CONFIG_PATH + ".prev"),
+                                    polls=int(timeout * 10))
 
 
 def handlers(variables):

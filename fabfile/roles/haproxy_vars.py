@@ -146,7 +146,7 @@ DEFAULTS = {
 BALANCE_HELP = "roundrobin, static-rr, leastconn, first, source, uri, hdr(...), random, url_param, rdp-cookie, hash"
 _SIMPLE_ALGORITHMS = {"roundrobin", "static-rr", "leastconn", "first", "source"}
 _URI_OPTIONS = {"whole", "path-only"}
-_TIME = re.compile(r"^(\d+)(us|ms|s|m|h|d)?\Z")
+_TIME = re.compile(r"^([0-9]+)(us|ms|s|m|h|d)?\Z")  # ASCII digits: HAProxy reads no other
 _TIME_UNIT_MS = {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1}
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_.:-]+\Z")
 _TOKEN = re.compile(r"^[A-Za-z0-9_.-]+\Z")
@@ -210,7 +210,7 @@ def balance_problem(name: str, value) -> str | None:
     words = str(value).split()
     algorithm = words[0] if words else ""
     options = words[1:]
-    if algorithm in _SIMPLE_ALGORITHMS or re.fullmatch(r"random(\(\d+\))?", algorithm):
+    if algorithm in _SIMPLE_ALGORITHMS or re.fullmatch(r"random(\([0-9]+\))?", algorithm):
         if not options:
             return None
     elif algorithm == "uri" and _uri_options_ok(options):
@@ -233,7 +233,7 @@ def _uri_options_ok(options: list) -> bool:
         option = options[index]
         if option in _URI_OPTIONS:
             index += 1
-        elif option in ("len", "depth") and index + 1 < len(options) and options[index + 1].isdigit():
+        elif option in ("len", "depth") and index + 1 < len(options) and re.fullmatch(r"[0-9]{1,9}", options[index + 1]):
             index += 2
         else:
             return False
@@ -284,7 +284,7 @@ def _route_timeout_problems(v: dict) -> list:
 
 
 def _positive_int_problem(name: str, value, maximum: int | None = None) -> str | None:
-    if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1 or (maximum and int(value) > maximum):
+    if isinstance(value, bool) or not re.fullmatch(r"[0-9]{1,18}", str(value)) or int(value) < 1 or (maximum and int(value) > maximum):
         upper = f" up to {maximum}" if maximum else ""
         return f"{name}: {value!r} must be a whole number from 1{upper}"
     return None
@@ -368,7 +368,7 @@ def _socket_problems(v: dict) -> list:
     metrics = str(v["haproxy_metrics_bind"] or "")
     if metrics:
         address, _, port = metrics.rpartition(":")
-        if not address or _problem(values.hostname, "haproxy_metrics_bind", address) or not port.isdigit() \
+        if not address or _problem(values.hostname, "haproxy_metrics_bind", address) or not re.fullmatch(r"[0-9]{1,5}", port) \
                 or not 0 < int(port) < 65536:
             problems.append(f"haproxy_metrics_bind: {metrics[:60]!r} must be ADDRESS:PORT (or empty to disable)")
     problems.append(_problem(values.url_path, "haproxy_metrics_path", v["haproxy_metrics_path"]))

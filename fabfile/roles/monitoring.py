@@ -2,7 +2,7 @@
 
 Defaults: see ``monitoring.settings.DEFAULTS`` (intervals, ports, each rule's ``for`` and threshold).
 Steps (every host, ``node_exporter``):
-    - package prometheus-node-exporter (Debian 12: 1.5.0); its listen port in /etc/default
+    - package prometheus-node-exporter (Debian 12: 1.5.0); its address, port and collectors in /etc/default
     - service prometheus-node-exporter enabled and running
 Steps (the monitoring group, ``monitor_role``):
     - packages prometheus (2.42) and prometheus-alertmanager (0.25)
@@ -61,7 +61,9 @@ def _node_exporter_steps(context):
     listen = node_exporter_listen(context.host, settings.node_exporter_port)
     return [
         apt_packages([NODE_EXPORTER]),
-        file(f"/etc/default/{NODE_EXPORTER}", _defaults_file(f"--web.listen-address={listen}"),
+        file(f"/etc/default/{NODE_EXPORTER}", _defaults_file(" ".join(
+            [f"--web.listen-address={listen}", "--collector.disable-defaults",
+             *(f"--collector.{name}" for name in settings.node_exporter_collectors)])),
              notify=["restart node exporter"]),
         service(NODE_EXPORTER, enabled=True, running=True),
     ]

@@ -26,15 +26,16 @@ BALANCE_VARIABLES = {"api_pool": ("haproxy_api_balance", None),
                      "stream_pool": ("haproxy_stream_balance", "haproxy_stream_hash_type")}
 
 
-def plan_and_mode(config, loaded, hosts, flags: dict):
+def plan_and_mode(config, topology, hosts, flags: dict):
     """The checked ``CanaryPlan`` and what a weight moves in the pool; a static pool is refused (exit 2)."""
     from ..canary.plan import canary_plan, weight_mode
     from ..roles.haproxy_vars import DEFAULTS
 
     variables = hosts[0].vars_with(config.defaults)
-    plan = canary_plan(**flags, targets=len(hosts), pool_size=len(loaded.group(config.group)), variables=variables)
+    plan = canary_plan(**flags, targets=len(hosts), pool_size=len(topology.inventory.group(config.group)),
+                       variables=variables)
     balance_var, hash_var = BALANCE_VARIABLES[config.pool]
-    balancer_vars = support.balancer(loaded).vars_with(DEFAULTS)
+    balancer_vars = topology.balancers[0].vars_with(DEFAULTS)
     balance = balancer_vars[balance_var]
     hash_type = balancer_vars[hash_var] if hash_var else None
     mode = weight_mode(balance, hash_type)
@@ -50,14 +51,13 @@ def plan_and_mode(config, loaded, hosts, flags: dict):
     return plan, mode
 
 
-def start(config, loaded, hosts, rollout, plan, mode, facts, artifact, output, recorder):
+def start(config, topology, hosts, rollout, plan, mode, facts, artifact, output, recorder):
     """The ``Canary`` over the first ``--canary-count`` targets that need the new binary (None: nothing to
     canary, every target already runs it)."""
     from ..canary.run import Canary
     from ..canary import state
+    from ..deploy.locking import who
     from ..shell import RUN_ID
-    from ..transports import connect
-    from .lock import who
     from .service import rollout_for
 
     names = [i.name for i in rollout.instances if rollout.needs_work(i.name, facts, artifact)][:plan.count]
@@ -66,12 +66,13 @@ def start(config, loaded, hosts, rollout, plan, mode, facts, artifact, output, r
     by_name = {host.name: host for host in hosts}
 
     def deploy_rollout(chosen):
-        canaries = rollout_for(config, loaded, [by_name[n] for n in chosen], output, audit=recorder,
-                               batch=len(chosen), finish_hint=rollout.finish_hint)
+        canaries = rollout_for(config, topology.inventory, [by_name[n] for n in chosen], topology, output,
+                               batch=len(chosen))
+        canaries.context.audit = recorder
         canaries.pool_states = rollout.pool_states
         return canaries
 
-    lock_host = connect(support.lock_balancer(loaded))
+    lock_host = topology.control_transport()
 
     def publish(current):
         if current.get("phase") == "done":
@@ -81,7 +82,7 @@ def start(config, loaded, hosts, rollout, plan, mode, facts, artifact, output, r
 
     from ..roles.haproxy_vars import DEFAULTS
 
-    slowstart = str(support.balancer(loaded).vars_with(DEFAULTS).get("haproxy_slowstart") or "")
+    slowstart = str(topology.balancers[0].vars_with(DEFAULTS).get("haproxy_slowstart") or "")
     notes = [] if slowstart.strip() in ("", "0", "0s", "0ms") else [
         f"HAProxy's slowstart ({slowstart}) ramps each canary up to its weight over its first {slowstart} in rotation: "
         "intervals in that time see less than the step's share"]
@@ -119,7 +120,9 @@ def report(rollout, artifact, canary) -> dict:
 
 def restore_leftover_weights(config, runtime, output) -> None:
     """Nothing to canary: weights an abandoned canary left behind go back to the configured ones."""
-    servers = [s.server for s in runtime.show_stat() if s.pool == config.pool]
+    from ..haproxy_state import PoolView
+
+    servers = PoolView.read(runtime, config.pool).names
     initial = {}
     for _, weights in runtime.weights(config.pool, servers):
         if any(now != configured for now, configured in weights.values()):
@@ -130,11 +133,10 @@ def restore_leftover_weights(config, runtime, output) -> None:
                     f"({', '.join(f'{n}={w}' for n, w in initial.items())})")
 
 
-def status_lines(loaded, short, config, runtime, servers) -> list:
+def status_lines(topology, short, config, runtime, servers) -> list:
     """What ``api.status`` adds: each server's runtime weight (and its configured one when they differ),
     and a canary in progress (from its state on the lock balancer)."""
     from ..canary import state
-    from ..transports import connect
 
     lines = []
     if not servers:
@@ -143,7 +145,7 @@ def status_lines(loaded, short, config, runtime, servers) -> list:
         per_balancer = runtime.weights(config.pool, servers)
     except Exception as exc:  # noqa: BLE001 - status shows what it can
         return [f"weights: unknown ({exc})"]
-    current = state.parse(connect(support.lock_balancer(loaded)).run(state.read(config.pool), warn=True).stdout)
+    current = state.parse(topology.control_transport().run(state.read(config.pool), warn=True).stdout)
     shown = []
     for balancer, weights in per_balancer:
         shown.append(f"{balancer}: " + ", ".join(

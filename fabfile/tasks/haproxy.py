@@ -19,19 +19,19 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     With ``lb_vip`` set, keepalived too (see ``inv keepalived.setup``).
     """
     from ..roles import common, haproxy
-    from .lock import held, lock_wait_value
 
     loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
-    wait = lock_wait_value(lock_wait)
+    topology = support.topology(loaded)
+    guard = support.guard(loaded, "haproxy.setup", lock_wait, topology)
     roles, secret_values = [common.ROLE, haproxy.ROLE], {}
-    if support.lb_pair(loaded) is not None:  # lb_vip set: the pair's keepalived comes with it
+    if topology.pair is not None:  # lb_vip set: the pair's keepalived comes with it
         from ..roles import keepalived
 
         secret_values = support.secrets_for(hosts, None)
         roles.append(keepalived.role_for(secret_values))
     # A reload changes what the pools serve: it takes the deploy lock (a check changes nothing).
     support.play("haproxy.setup", loaded, hosts, roles, check=check, diff=diff, report=report, forks=forks,
-                 extra_secrets=secret_values.values(), guard=lambda: held(loaded, "haproxy.setup", lock_wait=wait))
+                 extra_secrets=secret_values.values(), guard=guard)
 
 
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
@@ -41,10 +41,11 @@ def status(c, inventory=None, limit=None, report=None, set=None):
     from ..haproxy_runtime import RuntimeAPIError
 
     loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
+    topology = support.topology(loaded)
     rows, unreachable = [], []
     for host in hosts:
         try:
-            rows += [{"balancer": host.name, **asdict(stat)} for stat in support.runtime_api(host).show_stat()]
+            rows += [{"balancer": host.name, **asdict(stat)} for stat in topology.runtime_api(host).show_stat()]
         except RuntimeAPIError as exc:
             unreachable.append(str(exc))
     print(f"{'balancer':<12} {'pool':<14} {'server':<18} {'status':<10} {'weight':>6} {'sessions':>8}  last check")

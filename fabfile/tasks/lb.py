@@ -19,28 +19,27 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     """keepalived on the balancer pair: VRRP unicast, VIP lb_vip, config checked with keepalived -t, reload on change."""
     from ..roles import common, keepalived
 
-    from .lock import held, lock_wait_value
-
     loaded, hosts = support.select(c, inventory, BALANCER_GROUP, limit, set)
-    if support.lb_pair(loaded) is None:
+    topology = support.topology(loaded)
+    if topology.pair is None:
         raise support.UsageError(f"{loaded.path}: no lb_vip on group '{BALANCER_GROUP}'; set it (and a second "
                                  "balancer) to run keepalived")
-    wait = lock_wait_value(lock_wait)
+    guard = support.guard(loaded, "keepalived.setup", lock_wait, topology)
     secret_values = support.secrets_for(hosts, secrets)
     support.play("keepalived.setup", loaded, hosts, [common.ROLE, keepalived.role_for(secret_values)], check=check,
                  diff=diff, report=report, forks=forks, extra_secrets=secret_values.values(),
-                 guard=lambda: held(loaded, "keepalived.setup", lock_wait=wait))
+                 guard=guard)
 
 
-def pair_status(loaded, pair) -> list:
+def pair_status(topology) -> list:
     """One row per balancer: VIP held, VRRP state and priorities, keepalived and haproxy unit states."""
     from .. import lb_pair
-    from ..transports import connect
 
+    pair = topology.pair
     rows = []
-    for host in support.balancers(loaded):
+    for host in topology.balancers:
         try:
-            result = connect(host).run(lb_pair.node_state(), warn=True)
+            result = topology.transport(host).run(lb_pair.node_state(), warn=True)
             state = lb_pair.parse_node_state(result.stdout, pair.vip)
         except (support.TransportError, OSError) as exc:
             state = {"holds_vip": None, "vrrp_state": "unreachable", "priority": None, "effective_priority": None,
@@ -54,11 +53,12 @@ def pair_status(loaded, pair) -> list:
 def status(c, inventory=None, report=None, set=None):
     """Who holds the VIP; VRRP state and priority, keepalived and HAProxy state per balancer."""
     loaded, _ = support.select(c, inventory, BALANCER_GROUP, None, set)
-    pair = support.lb_pair(loaded)
+    topology = support.topology(loaded)
+    pair = topology.pair
     if pair is None:
         raise support.UsageError(f"{loaded.path}: no lb_vip on group '{BALANCER_GROUP}': one balancer, no VIP "
                                  "(inv haproxy.status shows it)")
-    rows = pair_status(loaded, pair)
+    rows = pair_status(topology)
     holders = [row["balancer"] for row in rows if row["holds_vip"]]
     print(f"VIP {pair.vip}: held by {', '.join(holders) if holders else 'NOBODY'}"
           f"{'  <- TWO HOLDERS' if len(holders) > 1 else ''}")

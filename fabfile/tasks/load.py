@@ -46,7 +46,9 @@ LOAD_HELP = {
     "tracks": "HLS tracks the hls scenario cycles through (default 16)",
     "ws_sessions": "WebSocket sessions of the ws scenario, pinned in turn to each API backend (default 4)",
     "max_in_flight": "cap on open requests; one due while it is full counts as dropped (default rate x timeout)",
-    "keepalive": "reuse connections (default); --no-keepalive opens one per request, as fresh clients do",
+    "keepalive_share": "share of each HTTP scenario's rate sent on persistent connections, counted apart from the "
+                       "new-connection requests (default 0.5; 0: a new connection per request, 1: all kept alive)",
+    "keepalive_connections": "persistent connections the keep-alive share uses (default 8, at most 64)",
     "counters": "read HAProxy's retry/redispatch/error counters before and after through the runtime API "
                 "(default; --no-counters skips it)",
 }
@@ -77,8 +79,8 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
 @cli.user_errors
 def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, ramp_factor="1.5", ramp_max="5000",
          ramp_step_seconds="5", ramp_p99_ms="50", ramp_budget="120", threshold=None, baseline=None, report=None,
-         plot=None, inventory=None, target=None, tracks="16", ws_sessions="4", max_in_flight="0", keepalive=True,
-         counters=True):
+         plot=None, inventory=None, target=None, tracks="16", ws_sessions="4", max_in_flight="0",
+         keepalive_share="0.5", keepalive_connections="8", counters=True):
     """Constant-arrival-rate load through HAProxy: latency percentiles, errors by class, per-backend split.
 
     Latency counts from each request's intended send time (no coordinated
@@ -102,8 +104,9 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
         base_url, derived, balancers = _target(c, inventory, target)
         settings = LoadSettings(base_url, tuple(s.strip() for s in str(scenario).split(",") if s.strip()),
                                 flag_number("rate", rate), flag_number("duration", duration), flag_number("timeout", timeout),
-                                int(flag_number("max-in-flight", max_in_flight)) or None, bool(keepalive),
-                                tracks=int(flag_number("tracks", tracks)), ws_sessions=int(flag_number("ws-sessions", ws_sessions)),
+                                int(flag_number("max-in-flight", max_in_flight)) or None,
+                                flag_number("keepalive-share", keepalive_share),
+                                int(flag_number("keepalive-connections", keepalive_connections)), tracks=int(flag_number("tracks", tracks)), ws_sessions=int(flag_number("ws-sessions", ws_sessions)),
                                 **derived)
         validate(settings, ramp_settings)
     except LoadTestError as exc:

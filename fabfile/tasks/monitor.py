@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from invoke import Collection
 
 from ..output import Masker, write_report
@@ -54,16 +56,18 @@ def monitor_api(loaded):
     return MonitorAPI(connect(monitor), MonitoringSettings.from_vars(monitor.vars))
 
 
-def alert_gate(loaded, build, *args):
+def alert_gate(loaded, build, *args, unwanted=None):
     """An ``AlertGate`` for the alert ``build(settings, rules, *args)`` expects (``monitoring.gate.expect_*``),
-    or None when the inventory has no monitoring group (the gates then skip their alert steps)."""
+    with ``unwanted(rules)`` naming alerts that must stay silent, or None when the inventory has no
+    monitoring group (the gates then skip their alert steps)."""
     if MONITOR_GROUP not in loaded.groups or not loaded.group(MONITOR_GROUP):
         return None
     from ..monitoring.gate import AlertGate
     from ..roles.monitoring import rules_for
 
     api = monitor_api(loaded)
-    return AlertGate(api.alerts, build(api.settings, rules_for(loaded, api.settings), *args))
+    rules = rules_for(loaded, api.settings)
+    return AlertGate(api.alerts, build(api.settings, rules, *args), unwanted=unwanted(rules) if unwanted else ())
 
 
 @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "report", "set")} | {
@@ -99,6 +103,7 @@ def status(c, inventory=None, report=None, set=None, notifications=0):
         write_report(report, {"targets": [t.__dict__ for t in targets], "alerts": [a.__dict__ for a in alerts],
                               "notifications": sent}, Masker())
     if down or alerts:
+        sys.stdout.flush()  # the table before the error line, on a terminal or a pipe
         raise support.StepError(f"{len(down)} target(s) down, {len(alerts)} alert(s) firing")
 
 

@@ -46,21 +46,17 @@ def timeouts_from(variables: dict):
     )
 
 
-def rollout_for(config: ServiceConfig, loaded, hosts, output, audit=None, finish_hint="", batch=1, max_fail=1):
-    """The rollout of ``hosts``; every override and the batching are checked first (InvalidValue: exit 2).
-
-    ``deploy_min_up`` (N or P% of the whole pool, default 1) is read from the first target's variables."""
+def rollout_for(config: ServiceConfig, loaded, hosts, topology, output, batch=1, max_fail=1):
+    """The rollout of ``hosts`` through ``topology``'s balancers; every override, the pool's capacity floor
+    and the batching are checked first (InvalidValue: exit 2)."""
     from ..deploy.rollout import Instance, Rollout, batching
     from ..transports import connect
 
-    variables = hosts[0].vars_with(config.defaults)
-    timeouts = timeouts_from(variables)
-    plan = batching(batch, variables.get("deploy_min_up", 1), max_fail, len(hosts), len(loaded.group(config.group)))
+    timeouts = timeouts_from(hosts[0].vars_with(config.defaults))
+    plan = batching(batch, support.floor_of(loaded, config), max_fail, len(hosts))
     instances = [Instance(host.name, connect(host), config.settings(host.vars_with(config.defaults))) for host in hosts]
-    rollout = Rollout(instances, support.balancer_set(loaded), config.pool, output, timeouts,
-                      audit=audit, finish_hint=finish_hint, batch=plan.batch, min_up=plan.min_up, max_fail=plan.max_fail)
-    rollout.per_host_floor = support.per_host_floor(loaded, config)
-    return rollout
+    return Rollout(instances, topology.runtime(), config.pool, output, timeouts, batch=plan.batch, floor=plan.floor,
+                   max_fail=plan.max_fail)
 
 
 def finish(rollout, artifact, report, title, output, canary=None) -> None:
@@ -86,33 +82,30 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         from ..roles import common
         from ..roles.binary_service import role_for
 
-        from .lock import held, lock_wait_value
-
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
         secret_values = support.secrets_for(hosts, secrets)
-        wait = lock_wait_value(lock_wait)
-        pool_size, floor = support.restart_floor(loaded, config)
+        guard = support.guard(loaded, f"{short}.setup", lock_wait)
+        floor = support.floor_of(loaded, config)
         # Hosts in parallel; a changed env file restarts the service within the pool's capacity floor
         # (at most pool size - deploy_min_up at once, each until it answers health), never the whole pool.
         support.play(f"{short}.setup", loaded, hosts, [common.ROLE, role_for(config, secret_values)], check=check,
                      diff=diff, report=report, extra_secrets=secret_values.values(), forks=forks,
-                     guard=lambda: held(loaded, f"{short}.setup", lock_wait=wait),
-                     floors=[(config.group, pool_size, floor)])
+                     guard=guard, floors=[(config.group, floor)])
 
     def roll(c, binary, inventory, limit, report, force, set, title, lock_wait, message, batch="1", max_fail="1",
              canary_flags=None, plot=None):
         """Validate, lock, preflight every target (refusing before any change), then roll; binary None
         rolls back. An interrupt makes the current instance safe, reports and releases the lock."""
         from ..deploy.artifact import DeployError, read_artifact
+        from ..deploy.locking import held, who
+        from ..deploy.recorder import Recorder
         from ..shell import RUN_ID, argv_line
-        from ..transports import connect
-        from .audit import Recorder
-        from .lock import held, lock_wait_value, who
 
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
         support.check_placement(loaded)
+        topology = support.topology(loaded)
         output = Output(support.masker_for(hosts))
-        wait = lock_wait_value(lock_wait)
+        wait = support.lock_wait_value(lock_wait)
         if message is not None:
             from ..values import text
 
@@ -126,14 +119,15 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
             ["--batch", str(batch)] if str(batch) != "1" else [])
         hint = argv_line(again)
         # Validates every override and the batching first.
-        rollout = rollout_for(config, loaded, hosts, output, finish_hint=hint, batch=batch, max_fail=max_fail)
-        plan, mode = canary_glue.plan_and_mode(config, loaded, hosts, canary_flags) if canary_flags else (None, None)
+        rollout = rollout_for(config, loaded, hosts, topology, output, batch=batch, max_fail=max_fail)
+        plan, mode = canary_glue.plan_and_mode(config, topology, hosts, canary_flags) if canary_flags else (None, None)
         canary = None
-        recorder = Recorder(connect(support.lock_balancer(loaded)), {i.name: i.transport for i in rollout.instances},
+        # The lock and the audit trail on one balancer: the topology's control host, elected once.
+        recorder = Recorder(topology.control_transport(), {i.name: i.transport for i in rollout.instances},
                             who=who(), run=RUN_ID, task_name=title)
-        rollout.audit = recorder
+        rollout.context.audit = recorder
         try:
-            with held(loaded, title, sha256=artifact.sha256 if artifact else None, message=message, lock_wait=wait,
+            with held(topology, title, sha256=artifact.sha256 if artifact else None, message=message, lock_wait=wait,
                       audit=recorder):
                 try:
                     facts = rollout.preflight(artifact, force)
@@ -143,8 +137,8 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
                 output.line(f"== {title} {what} on {', '.join(h.name for h in hosts)}")
                 try:
                     if plan is not None:
-                        canary = canary_glue.start(config, loaded, hosts, rollout, plan, mode, facts, artifact, output,
-                                                   recorder)
+                        canary = canary_glue.start(config, topology, hosts, rollout, plan, mode, facts, artifact,
+                                                   output, recorder)
                         if canary is None:
                             canary_glue.restore_leftover_weights(config, rollout.runtime, output)
                         elif canary.run(artifact, facts, force) == "promoted":
@@ -195,12 +189,15 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
     @task(help={k: support.COMMON_HELP[k] for k in ("inventory", "limit", "report", "set")}, iterable=["set"])
     @support.user_errors
     def status(c, inventory=None, limit=None, report=None, set=None):
+        from ..haproxy_state import PoolView
+
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
-        rollout = rollout_for(config, loaded, hosts, Output(support.masker_for(hosts)))
+        topology = support.topology(loaded)
+        rollout = rollout_for(config, loaded, hosts, topology, Output(support.masker_for(hosts)))
         try:
-            pool = {s.server: s.status for s in rollout.runtime.show_stat() if s.pool == config.pool}
+            view = PoolView.read(rollout.runtime, config.pool)
         except Exception as exc:  # still show what the instances say
-            pool = {}
+            view = PoolView(config.pool, [])
             print(f"warning: HAProxy runtime API: {exc}")
         rows, fixes = [], []
         for instance in rollout.instances:
@@ -211,9 +208,10 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
             except ValueError:
                 version = "-"
             flags = []
-            state = pool.get(instance.name, "-")
-            if state.startswith(("MAINT", "DRAIN")):
-                flags.append(f"in {state.split()[0]}")
+            state = view.status(instance.name, "-")
+            row = view.row(instance.name)
+            if row is not None and row.admin_out:
+                flags.append(f"in {row.admin_out}")
             if facts["running_sha256"] != facts["sha256"]:
                 flags.append("running process is not the binary on disk")
             rows.append({"instance": instance.name, "sha256": facts["sha256"][:12], "version": version,
@@ -225,7 +223,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         for row in rows:
             print(f"{row['instance']:<16} {row['sha256']:<12} {row['version']:<10} {row['unit']:<10} {row['health']:<6} "
                   f"{row['haproxy']:<10} {'; '.join(row['flags']) or '-'}")
-        for line in canary_glue.status_lines(loaded, short, config, rollout.runtime, list(pool)):
+        for line in canary_glue.status_lines(topology, short, config, rollout.runtime, view.names):
             print(line)
         if fixes:
             print(f"fix: inv {short}.deploy --binary PATH-OF-THE-BINARY-ON-DISK (converges {', '.join(fixes)}: "

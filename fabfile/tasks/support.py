@@ -1,4 +1,4 @@
-"""What every task shares: its flags, its errors and exit codes, loading the inventory, running a play.
+"""What every task shares: its flags, its errors and exit codes, loading the inventory, wiring the engines.
 
 Bad input (inventory, templates, values, flags) becomes one ``error:`` line and
 exit 2 before any host is touched; a failed step exits 1 after the recap;
@@ -17,12 +17,14 @@ from invoke.exceptions import Exit
 
 from .. import exits
 from ..exits import StepError, UsageError
+from ..deploy.locking import LockHeld
 from ..incus import IncusError
 from ..inventory import InventoryError, load_inventory
+from ..masking import safe_line, shown
 from ..operations import PreconditionFailed
-from ..output import Masker, Output, write_report
+from ..output import Masker
 from ..paths import resolve
-from ..services import BALANCER_GROUP
+from ..schema import check_set_keys, host_problems
 from ..templating import TemplateError
 from ..transports import TransportError
 from ..values import InvalidValue
@@ -52,6 +54,14 @@ class Task(invoke.Task):
 
     def __eq__(self, other):
         return self is other
+
+    def arg_opts(self, name, default, taken_names):
+        """Numeric flags are taken as text: the project's parser (``flags``, ``values``) reads them, so a typo
+        is one line and exit 2, never Invoke's ``int()`` traceback."""
+        opts = super().arg_opts(name, default, taken_names)
+        if opts.get("kind") in (int, float):
+            opts["kind"] = str
+        return opts
 
     def __hash__(self):
         return id(self)
@@ -85,11 +95,14 @@ def user_errors(task_body):
         try:
             return task_body(*args, **kwargs)
         except BAD_INPUT as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {safe_line(exc)}", file=sys.stderr)
             raise Exit(code=exits.BAD_INPUT) from None
         except FAILED_STEP as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {safe_line(exc)}", file=sys.stderr)
             raise Exit(code=exits.FAILED) from None
+        except LockHeld as exc:
+            print(f"locked: {exc}", file=sys.stderr)
+            raise Exit(code=exits.LOCKED) from None
         except KeyboardInterrupt as interrupt:
             print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
             raise Exit(code=exit_code_of(interrupt)) from None
@@ -108,11 +121,12 @@ def parse_set(values) -> dict:
     for item in values or ():
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set '{item}': expected KEY=VALUE")
+            raise UsageError(f"--set {shown(item)}: expected NAME=VALUE")
         try:
             parsed[key.strip()] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
             parsed[key.strip()] = raw
+    check_set_keys(parsed)
     return parsed
 
 
@@ -127,7 +141,18 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
+    refuse_bad_hosts(hosts)
     return loaded, hosts
+
+
+def refuse_bad_hosts(hosts) -> None:
+    """The variable schema's verdict on each targeted host's resolved variables (inventory + --set): a host
+    with a problem makes the task refuse before anything runs (exit 2); --limit away from it works."""
+    for host in hosts:
+        problems = host_problems(host.vars)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise InvalidValue(f"host '{host.name}': {problems[0]}{more}")
 
 
 def check_host_names(hosts) -> None:
@@ -146,93 +171,22 @@ def check_host_names(hosts) -> None:
                 raise UsageError(f"host '{host.name}': {exc}") from None
 
 
-def balancers(loaded) -> list:
-    """Every host of the balancer group (one, or a keepalived pair): runtime-API actions apply to each."""
-    from ..lb_pair import check_group_size
+def topology(loaded):
+    """The ``Topology`` of ``loaded`` (balancers, VIP, runtime APIs, lock and audit host), built once per task."""
+    from ..topology import Topology
 
-    hosts = loaded.group(BALANCER_GROUP)
-    if not hosts:
-        raise UsageError(f"{loaded.path}: no '{BALANCER_GROUP}' group; HAProxy's runtime API is reached through its hosts")
-    check_group_size(BALANCER_GROUP, hosts)
-    return hosts
+    topology = Topology.of(loaded)
+    refuse_bad_hosts(topology.balancers)  # runtime API, lock and audit reach these hosts too
+    return topology
 
 
-def lb_pair(loaded):
-    """The checked keepalived pair (``lb_pair.Pair``), or None when the inventory sets no ``lb_vip``."""
-    from ..lb_pair import pair_settings
 
-    return pair_settings(BALANCER_GROUP, balancers(loaded), list(loaded.hosts.values()))
+def floor_of(loaded, config):
+    """The ``CapacityFloor`` of a service's pool (its whole group, whatever ``--limit`` picked)."""
+    from ..capacity import CapacityFloor
 
-
-def lb_address(loaded) -> str:
-    """Where clients reach HAProxy: the VIP when there is one, else the first balancer's address."""
-    pair = lb_pair(loaded)
-    if pair is not None:
-        return pair.vip
-    first = balancer(loaded)
-    if not first.address:
-        raise UsageError(f"{loaded.path}: haproxy host '{first.name}' has no address; set 'address'")
-    return first.address
-
-
-def balancer_set(loaded):
-    """A ``BalancerSet`` over every balancer: the rollout and the tests drive all of them as one."""
-    from ..balancers import BalancerSet
-
-    return BalancerSet([runtime_api(host) for host in balancers(loaded)])
-
-
-def balancer(loaded):
-    """The balancer group's first host: where the LB address lives."""
-    return balancers(loaded)[0]
-
-
-def lock_balancer(loaded):
-    """Where the deploy lock and the audit trail live: the first balancer that answers, in inventory order.
-
-    With the first balancer of a pair down, haproxy.setup/keepalived.setup of the other still
-    takes a lock. Two workstations that disagree on which balancer answers could each take one;
-    a deploy cannot run on that (its runtime actions need every balancer to answer), so the
-    window is limited to setup runs while a balancer is down.
-    """
-    from ..shell import Command
-    from ..transports import connect
-
-    hosts = balancers(loaded)
-    if len(hosts) == 1:
-        return hosts[0]
-    for host in hosts:
-        try:
-            if connect(host).run(Command("true", timeout=5), warn=True).exited == 0:
-                return host
-        except (TransportError, OSError):
-            continue
-    return hosts[0]
-
-
-def runtime_api(host):
-    """The admin runtime API of ``host``, at the socket its haproxy.cfg renders."""
-    from ..haproxy_runtime import RuntimeAPI
-    from ..roles.haproxy_vars import DEFAULTS
-    from ..transports import connect
-
-    return RuntimeAPI(connect(host), host.vars_with(DEFAULTS)["haproxy_admin_socket"])
-
-
-def secrets_for(hosts, path: str | None):
-    """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
-    from ..secrets_file import load_secrets
-
-    chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
-    if not chosen:
-        raise UsageError("no secrets file: pass --secrets PATH or set secrets_file in the inventory")
-    return load_secrets(str(resolve(chosen)))
-
-
-def forks_value(forks) -> int:
-    from ..values import integer
-
-    return integer("--forks", forks, 1, 256)
+    pool = loaded.group(config.group)
+    return CapacityFloor.of_pool(config.pool, pool, config.defaults).with_hosts(pool)
 
 
 def check_placement(loaded) -> None:
@@ -243,71 +197,47 @@ def check_placement(loaded) -> None:
     check(loaded, [(f"{config.pool} pool", config.group) for config in SERVICES.values()])
 
 
-def per_host_floor(loaded, config):
-    """(server -> host, ``deploy_min_up_per_host``) for a pool's rollout; InvalidValue: exit 2."""
-    from ..placement import host_of, per_host_floor as floor
+def secrets_for(hosts, path: str | None):
+    """The secrets file from ``--secrets`` or the inventory's ``secrets_file`` (relative to the repo root)."""
+    from ..secrets_file import load_secrets
 
-    pool = loaded.group(config.group)
-    return {host.name: host_of(host) for host in pool}, floor(pool)
+    chosen = path or (hosts[0].vars.get("secrets_file") if hosts else None)
+    if not chosen:
+        raise UsageError("no secrets file: pass --secrets PATH or set secrets_file in the inventory")
+    from ..flags import input_file
+
+    return load_secrets(input_file("secrets", str(resolve(chosen)), "secrets file"))
 
 
-def restart_floor(loaded, config) -> tuple:
-    """(pool size, floor) of a service's pool: ``deploy_min_up`` (N or P% of the pool, default 1), the
-    same floor deploys keep; checked before anything (InvalidValue: exit 2)."""
-    from ..values import InvalidValue, count_or_percent
+def lock_wait_value(value) -> float:
+    """``--lock-wait SECONDS`` (default 0: exit 3 at once when another run holds the lock)."""
+    from ..values import seconds
 
-    pool = loaded.group(config.group)
-    if not pool:
-        return 0, 0
-    spec = pool[0].vars_with(config.defaults).get("deploy_min_up", 1)
-    floor = count_or_percent("deploy_min_up", spec, len(pool), low=0)
-    if len(pool) > 1 and floor >= len(pool):
-        raise InvalidValue(f"deploy_min_up: {spec} keeps all {len(pool)} servers of {config.pool} UP, so no restart "
-                           f"can happen; lower it to at most {len(pool) - 1}")
-    return len(pool), floor
+    return seconds("--lock-wait", value if value is not None else 0)
+
+
+def guard(loaded, task_name, lock_wait, built=None):
+    """The deploy lock for a setup play (``--lock-wait`` checked now), on the control host of ``topology``
+    (``built``, or built from ``loaded`` when the play first needs the lock: a no-op run never does)."""
+    from ..deploy.locking import held
+
+    wait = lock_wait_value(lock_wait)
+    return lambda: held(built or topology(loaded), task_name, lock_wait=wait)
+
+
+def forks_value(forks) -> int:
+    from ..values import integer
+
+    return integer("--forks", forks, 1, 256)
 
 
 def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10, guard=None,
          roles_for=None, floors=()):
-    """Plan every host (failing before any change), run, recap, report; exit 1 on failure.
+    """``plays.play`` with the task's masker; exit 1 on a failed step (after the recap)."""
+    from ..plays import play as run
 
-    ``guard()``, when given, is entered after planning and held while the play runs (the deploy lock).
-    ``roles_for(host)``, when given, picks each host's roles (``inv site.setup``); ``floors`` lists
-    ``(group, pool size, floor)``: the handlers (restarts) of a group's hosts run at most
-    (pool size - floor) at once.
-    """
-    import contextlib
-
-    from ..runner import plan_hosts, restart_slots, run_play
-
-    forks = forks_value(forks)
-    if roles_for is None:
-        plans = plan_hosts(hosts, roles, loaded)
-    else:
-        plans = [plan for host in hosts for plan in plan_hosts([host], roles_for(host), loaded)]
-    for group, pool_size, floor in floors:
-        restart_slots(plans, group, pool_size, floor)
-    masker = masker_for(hosts, extra_secrets)
-    result = None
-    if guard and not check and not diff:
-        # Probe first without the lock (probes change nothing): a no-op re-run is then one round trip
-        # per host, with no lock taken. Anything to change (or a pending handler) takes the lock and
-        # runs the play for real, probing again under it.
-        import io
-
-        captured = io.StringIO()
-        probe = run_play(title, plans, check=True, output=Output(masker, captured), forks=forks)
-        if not probe.failed and not any(step.status == "changed" for step in probe.steps):
-            probe.check = False
-            sys.stdout.write(captured.getvalue().replace(
-                f"== {title} (check mode: nothing is changed)", f"== {title} (nothing to change: no lock taken)", 1))
-            sys.stdout.flush()
-            result = probe
-    if result is None:
-        with guard() if guard and not check else contextlib.nullcontext():
-            result = run_play(title, plans, check=check, diff=diff, output=Output(masker), forks=forks)
-    if report:
-        write_report(report, result.to_json(), masker)
+    result = run(title, loaded, hosts, roles, masker=masker_for(hosts, extra_secrets), check=check, diff=diff,
+                 report=report, forks=forks_value(forks), guard=guard, roles_for=roles_for, floors=floors)
     if result.failed:
         raise Exit(code=exits.FAILED)
     return result
@@ -315,10 +245,9 @@ def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, e
 
 def masker_for(hosts, extra=()) -> Masker:
     """A masker for the secret-named variables of ``hosts`` plus ``extra`` values (the secrets file's)."""
-    from ..inventory import is_secret_name
+    from ..masking import secret_values
 
     values = list(extra)
     for host in hosts:
-        secret_vars = host.vars.get("secret_vars", ())
-        values += [v for k, v in host.vars.items() if is_secret_name(k, secret_vars) and isinstance(v, (str, int))]
+        values += secret_values(host.vars, host.vars.get("secret_vars", ()))
     return Masker(values)

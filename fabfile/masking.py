@@ -1,0 +1,150 @@
+"""The one masking rule and the one escaping rule for everything shown or written.
+
+Masking: a variable is secret when its name (any case, at any depth of a mapping)
+speaks of a password, passwd, passphrase, secret, token, credential or private key,
+or ends in ``_key``/``_pass``; its value is masked wherever it appears. Values that are
+secret by where they come from (every secrets-file value, every vault-decrypted value)
+are registered with ``register_secret`` and masked everywhere from then on. Text that
+quotes input (an error line echoing a ``--set`` item, an SSH option string) also has its
+inline secrets masked: ``NAME=VALUE``/``NAME: VALUE`` with a secret NAME, ``sshpass -p X``,
+``--password X``, ``scheme://user:X@``.
+
+Escaping: control characters coming from outside (host names, users, values, remote
+output) are shown as ``\\x1b``-style escapes, so nothing printed can move the cursor,
+recolour the terminal or fake a line.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+MASK = "********"
+MIN_SECRET_LENGTH = 3  # shorter values would mask ordinary words
+
+_SECRET_NAME = re.compile(
+    r"pass(?:word|wd|phrase)|secret|token|credential|private[\W_]?key|(?:^|[\W_])(?:key|pass|pwd)$",
+    re.IGNORECASE,
+)
+_NAME_CHARS = r"[A-Za-z0-9_.-]*"
+_ASSIGNMENT = re.compile(r"""(?<![\w./-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
+_INLINE = [
+    # sshpass -p VALUE; --password VALUE, --token=VALUE
+    re.compile(r"(?P<name>\bsshpass\s+-p\s*)(?P<value>\S+)"),
+    re.compile(r"(?P<name>--(?:password|passwd|token|secret)[= ]\s*)(?P<value>\S+)", re.IGNORECASE),
+    # URL userinfo: scheme://user:VALUE@host
+    re.compile(r"(?P<name>[a-z][a-z0-9+.-]*://[^/\s:@]+:)(?P<value>[^/\s@]+)(?=@)", re.IGNORECASE),
+]
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_ANY = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+_registered: set = set()
+_lock = threading.Lock()
+
+
+def is_secret_key(name, extra_names=()) -> bool:
+    """True when a variable (or nested key) named ``name`` holds a secret (the rule above) or is listed."""
+    if not isinstance(name, str):
+        return False
+    return bool(_SECRET_NAME.search(name)) or name in extra_names
+
+
+def pieces_of(value) -> list:
+    """The strings to look for when masking ``value``: it whole, each of its lines, its JSON-escaped form."""
+    import json
+
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, dict):
+        return [piece for item in value.values() for piece in pieces_of(item)]
+    if isinstance(value, (list, tuple, set)):
+        return [piece for item in value for piece in pieces_of(item)]
+    text = str(value)
+    found = [text, *text.splitlines(), json.dumps(text)[1:-1], escaped(text)]
+    return [piece for piece in found if len(piece.strip()) >= MIN_SECRET_LENGTH]
+
+
+def register_secret(value) -> None:
+    """Mask ``value`` (a string, number, list or mapping of them) in every output from now on.
+
+    Call it for every value that is secret by its origin: the secrets file, a vault-decrypted value.
+    """
+    with _lock:
+        _registered.update(pieces_of(value))
+
+
+def registered() -> list:
+    with _lock:
+        return sorted(_registered, key=len, reverse=True)
+
+
+def forget_registered() -> None:
+    """Tests only: start from an empty registry."""
+    with _lock:
+        _registered.clear()
+
+
+def mask_text(text: str, values=()) -> str:
+    """``text`` with registered secrets, ``values`` and inline secrets (``NAME=VALUE``...) masked."""
+    text = str(text)
+    for secret in sorted({*registered(), *values}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME (its last dotted part: not a file's suffix) is secret
+    text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name").rsplit(".", 1)[-1])
+                           else m.group(0), text)
+    for pattern in _INLINE:
+        text = pattern.sub(lambda m: m.group("name") + MASK, text)
+    return text
+
+
+def mask_data(value, extra_names=(), values=()):
+    """``value`` with every secret-named entry (any case, any depth) replaced by the mask and every
+    string masked as ``mask_text`` does. Keys are kept (a diff says *which* secret changed)."""
+    if isinstance(value, dict):
+        return {(mask_text(k, values) if isinstance(k, str) else k):
+                (MASK if is_secret_key(k, extra_names) else mask_data(item, extra_names, values))
+                for k, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_data(item, extra_names, values) for item in value]
+    if isinstance(value, str):
+        return mask_text(value, values)
+    return value
+
+
+def secret_values(variables: dict, extra_names=()) -> list:
+    """Every value held under a secret name in ``variables``, at any depth (what a masker must look for)."""
+    found = []
+    if isinstance(variables, dict):
+        for key, item in variables.items():
+            if is_secret_key(key, extra_names):
+                found += pieces_of(item)
+            else:
+                found += secret_values(item, extra_names)
+    elif isinstance(variables, (list, tuple)):
+        for item in variables:
+            found += secret_values(item, extra_names)
+    return found
+
+
+def escaped(text, keep_newlines: bool = False) -> str:
+    """``text`` with control characters (and bidi overrides) shown as ``\\xNN``/``\\uNNNN`` escapes."""
+    pattern = _CONTROL if keep_newlines else _CONTROL_ANY
+
+    def escape(match):
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return pattern.sub(escape, str(text))
+
+
+def shown(value, limit: int = 120) -> str:
+    """How an error message quotes input: masked, escaped, shortened, in quotes."""
+    text = escaped(mask_text(value if isinstance(value, str) else repr(value)))
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"'{text}'"
+
+
+def safe_line(text, keep_newlines: bool = False) -> str:
+    """A whole line for the terminal or a log: masked, then escaped."""
+    return escaped(mask_text(text), keep_newlines=keep_newlines)
