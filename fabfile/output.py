@@ -8,6 +8,7 @@ multi-line value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,6 +17,7 @@ import threading
 from dataclasses import dataclass
 
 from . import masking
+from .masking import register_secret  # noqa: F401  the one registry: vault and secrets-file values register here
 
 MASK = masking.MASK
 
@@ -37,6 +39,33 @@ class Masker:
 
     def extended(self, more) -> "Masker":
         return Masker([*self.secrets, *more])
+
+
+class PrintableStream:
+    """A task's stdout/stderr: whatever is printed (remote output, host names, values, a status table)
+    reaches the terminal with registered secrets masked and control characters escaped; newlines and
+    tabs stay. Escaping is idempotent, so text already escaped passes unchanged."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text) -> int:
+        self.stream.write(masking.escaped(masking.mask_registered(text), keep_newlines=True))
+        return len(text)
+
+    def __getattr__(self, name):  # flush, fileno, isatty, encoding... of the real stream
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def printable_streams():
+    """``sys.stdout``/``sys.stderr`` through ``PrintableStream`` while a task runs."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PrintableStream(saved[0]), PrintableStream(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 @dataclass

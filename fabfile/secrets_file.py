@@ -41,6 +41,14 @@ def load_secrets(path: str) -> Secrets:
             data = yaml.load(handle, Loader=yaml.BaseLoader) or {}
     except FileNotFoundError:
         raise TemplateError(f"{path}: secrets file not found; pass --secrets PATH (see secrets.example.yaml)") from None
+    except IsADirectoryError:
+        raise TemplateError(f"{path}: is a folder; the secrets file is a YAML file of name: value") from None
+    except PermissionError:
+        raise TemplateError(f"{path}: not readable by this user; check its owner and mode (0600)") from None
+    except UnicodeDecodeError:
+        raise TemplateError(f"{path}: not UTF-8 text (a binary file?); the secrets file is YAML of name: value") from None
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read the secrets file ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""

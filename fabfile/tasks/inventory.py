@@ -7,7 +7,8 @@ import json
 
 from invoke import Collection
 
-from ..inventory import InventoryError, load_inventory, masked
+from ..inventory import InventoryError, masked
+from ..masking import escaped
 from . import support
 from .support import task
 
@@ -22,7 +23,7 @@ HELP = {
 @support.user_errors
 def show(c, inventory=None, host=None, graph=False):
     """Hosts, groups and variables as the loader resolved them; bad input is one error line, exit 2."""
-    loaded = load_inventory(support.inventory_path(c, inventory))
+    loaded = support.load(c, inventory)
     if host is not None:
         print(host_vars_text(loaded, host))
     elif graph:
@@ -64,6 +65,7 @@ def graph_text(loaded) -> str:
 
 
 def _graph_line(text: str, depth: int) -> str:
+    text = escaped(text)
     return "  |" * depth + f"--{text}" if depth else text
 
 
@@ -71,7 +73,8 @@ def summary_text(loaded) -> str:
     """One line per host: name, transport, where it connects, groups (without all)."""
     rows = [("host", "connection", "target", "groups")]
     for host in loaded.hosts.values():
-        rows.append((host.name, host.connection, _target(host), ",".join(g for g in host.groups if g != "all")))
+        rows.append(tuple(escaped(cell) for cell in (
+            host.name, host.connection, _target(host), ",".join(g for g in host.groups if g != "all"))))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join(
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows

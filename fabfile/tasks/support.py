@@ -22,7 +22,7 @@ from ..incus import IncusError
 from ..inventory import InventoryError, load_inventory
 from ..masking import safe_line, shown
 from ..operations import PreconditionFailed
-from ..output import Masker
+from ..output import Masker, printable_streams
 from ..paths import resolve
 from ..schema import check_set_keys, host_problems
 from ..templating import TemplateError
@@ -93,24 +93,44 @@ def user_errors(task_body):
     def wrapper(*args, **kwargs):
         previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            return task_body(*args, **kwargs)
-        except BAD_INPUT as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.BAD_INPUT) from None
-        except FAILED_STEP as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.FAILED) from None
-        except LockHeld as exc:
-            print(f"locked: {exc}", file=sys.stderr)
-            raise Exit(code=exits.LOCKED) from None
-        except KeyboardInterrupt as interrupt:
-            print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
-            raise Exit(code=exit_code_of(interrupt)) from None
+            with printable_streams():
+                return _run_checked(task_body, args, kwargs)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     return wrapper
+
+
+def _run_checked(task_body, args, kwargs):
+    """The task body; its known failures become one ``error:`` line and the table's exit code."""
+    try:
+        check_common_flags(kwargs)
+        return task_body(*args, **kwargs)
+    except BAD_INPUT as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.BAD_INPUT) from None
+    except FAILED_STEP as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.FAILED) from None
+    except LockHeld as exc:
+        print(f"locked: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.LOCKED) from None
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
+        raise Exit(code=exit_code_of(interrupt)) from None
+
+
+def check_common_flags(flags: dict) -> None:
+    """The flags many tasks share, checked before the task reads anything: --forks, and the output
+    paths (a report that cannot be written is refused now, exit 2, not after the play did its work)."""
+    from ..flags import output_folder, output_path
+
+    if "forks" in flags:
+        forks_value(flags["forks"])
+    for flag in ("report", "plot"):
+        output_path(flag, flags.get(flag))
+    output_folder("out", flags.get("out"))
 
 
 def parse_set(values) -> dict:
@@ -136,9 +156,21 @@ def inventory_path(c, inventory: str | None) -> str:
     return str(resolve(inventory, default))
 
 
+def load(c, inventory, set_values=None):
+    """The inventory with ``--set`` applied; every value under a secret name (any host, any depth)
+    registered for masking, so no error line or output of this run shows it."""
+    from ..masking import register_secret, secret_values
+
+    loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    for host in loaded.hosts.values():
+        listed = host.vars.get("secret_vars")
+        register_secret(secret_values(host.vars, listed if isinstance(listed, (list, tuple)) else ()))
+    return loaded
+
+
 def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
     """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
-    loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    loaded = load(c, inventory, set_values)
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
     refuse_bad_hosts(hosts)
