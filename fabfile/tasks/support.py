@@ -217,7 +217,16 @@ def floor_of(loaded, config):
     """The ``CapacityFloor`` of a service's pool (its whole group, whatever ``--limit`` picked)."""
     from ..capacity import CapacityFloor
 
-    return CapacityFloor.of_pool(config.pool, loaded.group(config.group), config.defaults)
+    pool = loaded.group(config.group)
+    return CapacityFloor.of_pool(config.pool, pool, config.defaults).with_hosts(pool)
+
+
+def check_placement(loaded) -> None:
+    """The placement rules (``placement.py``) for the balancer pair and every service pool; exit 2."""
+    from ..placement import check_placement as check
+    from ..services import SERVICES
+
+    check(loaded, [(f"{config.pool} pool", config.group) for config in SERVICES.values()])
 
 
 def secrets_for(hosts, path: str | None):
