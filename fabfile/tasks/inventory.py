@@ -25,11 +25,20 @@ def show(c, inventory=None, host=None, graph=False):
     """Hosts, groups and variables as the loader resolved them; bad input is one error line, exit 2."""
     loaded = support.load(c, inventory)
     if host is not None:
-        print(host_vars_text(loaded, host))
+        text = host_vars_text(loaded, host)
     elif graph:
-        print(graph_text(loaded))
+        text = graph_text(loaded)
     else:
-        print(summary_text(loaded))
+        text = summary_text(loaded) + problems_text(loaded)
+    print(escaped(text, keep_newlines=True))  # host names and values from outside: no raw control characters
+
+
+def problems_text(loaded) -> str:
+    """The variable schema's problems, one marked line per host (a task targeting that host refuses)."""
+    from ..schema import host_problems
+
+    lines = [f"! {host.name}: {problem}" for host in loaded.hosts.values() for problem in host_problems(host.vars)]
+    return "".join(f"\n{line}" for line in lines)
 
 
 def host_vars_text(loaded, name: str) -> str:
