@@ -252,10 +252,10 @@ def secrets_for(hosts, path: str | None):
 
 
 def lock_wait_value(value) -> float:
-    """``--lock-wait SECONDS`` (default 0: exit 3 at once when another run holds the lock)."""
-    from ..values import seconds
+    """``--lock-wait SECONDS`` (30, 2.5s, 5m; default 0: exit 3 at once when another run holds the lock)."""
+    from ..flags import duration
 
-    return seconds("--lock-wait", value if value is not None else 0)
+    return duration("lock-wait", value if value is not None else 0)
 
 
 def guard(loaded, task_name, lock_wait, built=None):
@@ -268,9 +268,9 @@ def guard(loaded, task_name, lock_wait, built=None):
 
 
 def forks_value(forks) -> int:
-    from ..values import integer
+    from ..flags import integer
 
-    return integer("--forks", forks, 1, 256)
+    return integer("forks", forks, 1, 256)
 
 
 def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10, guard=None,
