@@ -25,6 +25,22 @@ class CapacityFloor:
     pool: str  # HAProxy's backend name
     size: int  # servers of the pool in the inventory
     min_up: int  # servers that must stay UP
+    # deploy_min_up_per_host (placement.py): servers of the pool kept UP on each Incus host, and
+    # (server, host) pairs saying where each one lives; 0 / () without that rule.
+    min_up_per_host: int = 0
+    hosts: tuple = ()
+
+    def with_hosts(self, hosts) -> "CapacityFloor":
+        """This floor plus ``deploy_min_up_per_host`` from the pool's ``hosts`` (placement.per_host_floor)."""
+        from .placement import host_of, per_host_floor
+
+        return CapacityFloor(self.pool, self.size, self.min_up, per_host_floor(hosts),
+                             tuple((host.name, host_of(host)) for host in hosts))
+
+    def _empties_host(self, name: str, up_now) -> bool:
+        from .placement import would_empty_host
+
+        return would_empty_host(name, set(up_now), dict(self.hosts), self.min_up_per_host)
 
     @classmethod
     def parse(cls, pool: str, spec, size: int) -> "CapacityFloor":
@@ -67,7 +83,7 @@ class CapacityFloor:
 
         A server that is not UP costs nothing: a pool with nothing UP (a first deploy, say) has no
         availability left to protect."""
-        return name in up_now and len(set(up_now)) - 1 < self.min_up
+        return name in up_now and (len(set(up_now)) - 1 < self.min_up or self._empties_host(name, up_now))
 
     def pick(self, queue, up_now, batch: int, at_risk=()) -> list:
         """The first names of ``queue`` that may go out together, at most ``batch``.
@@ -80,7 +96,7 @@ class CapacityFloor:
         chosen = []
         for name in queue[:batch]:
             if name in up_now:
-                if spare <= 0:
+                if spare <= 0 or self._empties_host(name, set(up_now) - set(at_risk) - set(chosen)):
                     break
                 spare -= 1
             chosen.append(name)

@@ -33,6 +33,20 @@ def _text(flag: str, value) -> str:
     return text
 
 
+def decimal(value) -> float | None:
+    """``value`` as a finite float when it is a number or ASCII decimal text, else None (for parsers that
+    word their own error line, e.g. a list of percentages)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    text = str(value).strip()
+    if not _DECIMAL.fullmatch(text) or len(text) > 40:
+        return None
+    result = float(text)
+    return result if math.isfinite(result) else None
+
+
 def integer(flag: str, value, low: int | None = None, high: int | None = None) -> int:
     """A whole number of ASCII digits within [low, high]."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -48,15 +62,9 @@ def integer(flag: str, value, low: int | None = None, high: int | None = None) -
 
 def number(flag: str, value, low: float | None = None, high: float | None = None, *, above: float | None = None) -> float:
     """A finite decimal number (ASCII digits) within [low, high] (and > ``above`` when given)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        text = _text(flag, value)
-        if not _DECIMAL.fullmatch(text) or len(text) > 40:
-            raise UsageError(f"--{flag} {shown(text)}: not a number")
-        result = float(text)
-    if not math.isfinite(result):
-        raise UsageError(f"--{flag} {shown(value)}: not a finite number")
+    result = decimal(value if isinstance(value, (int, float)) else _text(flag, value))
+    if result is None:
+        raise UsageError(f"--{flag} {shown(value)}: not a number (a finite one, ASCII digits)")
     if above is not None and result <= above:
         raise UsageError(f"--{flag} {result:g}: must be more than {above:g}")
     _check_range(flag, result, low, high)
@@ -109,6 +117,24 @@ def output_path(flag: str, path) -> str | None:
         raise UsageError(f"--{flag} {shown(text)}: folder {shown(folder)} does not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(text) and not os.access(text, os.W_OK)):
         raise UsageError(f"--{flag} {shown(text)}: not writable")
+    return text
+
+
+def output_folder(flag: str, path) -> str | None:
+    """A folder we may write into: an existing writable folder, or one we can create (its nearest
+    existing parent is a writable folder)."""
+    if path in (None, ""):
+        return None
+    text = _text(flag, path)
+    if "\x00" in text:
+        raise UsageError(f"--{flag} {shown(text)}: not a path")
+    existing = os.path.abspath(text)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--{flag} {shown(text)}: {shown(existing)} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--{flag} {shown(text)}: {shown(existing)} is not writable")
     return text
 
 

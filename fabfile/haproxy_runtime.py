@@ -17,6 +17,7 @@ import re
 
 from .haproxy_state import PoolView, ServerStat, StateParseError, parse_show_stat
 from .shell import Command, q
+from .values import CONTROL_CHARACTER, absolute_path
 
 DEFAULT_ADMIN_SOCKET = "/run/haproxy/admin.sock"
 # Installed by the haproxy role (templates/haproxy/haproxy-server-state.sh.j2): ``save`` writes the running
@@ -38,9 +39,11 @@ def runtime_command(command, socket_path: str = DEFAULT_ADMIN_SOCKET, *, save_st
     then write the server-state file (a command that changes states)."""
     commands = [command] if isinstance(command, str) else list(command)
     for one in commands:
-        if any(ch in one for ch in "\n\r;"):
+        if ";" in one or CONTROL_CHARACTER.search(one) or "\x85" in one or "\u2028" in one or "\u2029" in one:
             raise ValueError(f"runtime API command {one!r} must be one command on one line")
     line = "; ".join(commands)
+    # socat reads its own address syntax (",", "!!", "SYSTEM:"...): only a plain absolute path goes there.
+    socket_path = absolute_path("haproxy_admin_socket", socket_path)
     send = f"echo {q(line)} | socat -t 2 stdio {q('UNIX-CONNECT:' + socket_path)}"
     return Command(f"{send} && {SAVE_STATES}" if save_states else send, timeout=COMMAND_TIMEOUT)
 

@@ -26,7 +26,9 @@ _SECRET_NAME = re.compile(
     r"pass(?:word|wd|phrase)|secret|token|credential|private[\W_]?key|(?:^|[\W_])(?:key|pass|pwd)$",
     re.IGNORECASE,
 )
-_NAME_CHARS = r"[A-Za-z0-9_.-]*"
+# A name saying where a secret lives (secrets_file, ansible_ssh_private_key_file, vault_password_file) or a
+# file's name (secrets.yaml) holds or is a path, not a secret: masking it would hide the path an error line must name.
+_WHERE_A_SECRET_LIVES = re.compile(r"[\W_](?:file|path|dir)$|\.(?:ya?ml|json|ini|txt|cfg|conf|pem|crt|env)$", re.IGNORECASE)
 _ASSIGNMENT = re.compile(r"""(?<![\w./-])(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>["']?\s*[:=]\s*["']?)(?P<value>[^\s"',;}]+)""")
 _INLINE = [
     # sshpass -p VALUE; --password VALUE, --token=VALUE
@@ -46,7 +48,7 @@ def is_secret_key(name, extra_names=()) -> bool:
     """True when a variable (or nested key) named ``name`` holds a secret (the rule above) or is listed."""
     if not isinstance(name, str):
         return False
-    return bool(_SECRET_NAME.search(name)) or name in extra_names
+    return (bool(_SECRET_NAME.search(name)) and not _WHERE_A_SECRET_LIVES.search(name)) or name in extra_names
 
 
 def pieces_of(value) -> list:
@@ -82,6 +84,14 @@ def forget_registered() -> None:
     """Tests only: start from an empty registry."""
     with _lock:
         _registered.clear()
+
+
+def mask_registered(text: str) -> str:
+    """``text`` with the registered secrets masked (no inline rule: for free-form output)."""
+    for secret in registered():
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def mask_text(text: str, values=()) -> str:

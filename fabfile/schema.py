@@ -191,11 +191,11 @@ def check_set_keys(cli_vars: dict) -> None:
 def value_problem(name: str, value, var: Var | None = None) -> str | None:
     """Why ``value`` does not fit variable ``name``'s declaration, or None."""
     var = var or schema().get(name)
-    if var is None or value is None:
+    if value is None or (var is None and not is_secret_key(name)):
         return None
     if hasattr(value, "unresolved_reason"):  # an inventory template that failed (inventory.jinja.Unresolved)
         return f"cannot template variable '{name}': {value.unresolved_reason}"
-    if var.secret or is_secret_key(name):
+    if var is None or var.secret:  # an undeclared variable named like a secret, or a declared secret
         if isinstance(value, (dict, list)) or not _SECRET_TEXT.fullmatch(str(value)):
             return f"{name}: a secret must be one printable line"
         return None
@@ -296,5 +296,5 @@ def _check_collection(name: str, value, var: Var) -> None:
 def host_problems(variables: dict) -> list:
     """Every declared variable of a host's resolved ``variables`` that does not fit its declaration."""
     declared = schema()
-    return [problem for name in sorted(variables) if name in declared
-            for problem in [value_problem(name, variables[name], declared[name])] if problem]
+    return [problem for name in sorted(variables) if name in declared or is_secret_key(name)
+            for problem in [value_problem(name, variables[name], declared.get(name))] if problem]

@@ -45,6 +45,14 @@ def load_secrets(path: str) -> Secrets:
             data = yaml.load(handle, Loader=yaml.BaseLoader) or {}
     except FileNotFoundError:
         raise TemplateError(f"{path}: secrets file not found; pass --secrets PATH (see secrets.example.yaml)") from None
+    except IsADirectoryError:
+        raise TemplateError(f"{path}: is a folder; the secrets file is a YAML file of name: value") from None
+    except PermissionError:
+        raise TemplateError(f"{path}: not readable by this user; check its owner and mode (0600)") from None
+    except UnicodeDecodeError:
+        raise TemplateError(f"{path}: not UTF-8 text (a binary file?); the secrets file is YAML of name: value") from None
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read the secrets file ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
@@ -65,7 +73,7 @@ def load_secrets(path: str) -> Secrets:
 def with_vault(secrets, host_vars: dict) -> Secrets:
     """``secrets`` (a Secrets or a plain mapping of them) under the host's variables that come from
     Ansible Vault: an env template's ``secrets.NAME`` is the inventory's vaulted NAME first."""
-    from .inventory.vault import SecretText
+    from .inventory.model import SecretText
 
     vaulted = {name: value for name, value in host_vars.items() if isinstance(value, SecretText)}
     return Secrets({**secrets, **vaulted}, getattr(secrets, "path", None))

@@ -74,7 +74,8 @@ def open_connection(host, fail, connect_timeout: float, attempts: int):
     address = host.ssh_address
     kwargs = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
     if v.get("ssh_key_file"):
-        kwargs.update(key_filename=os.path.expanduser(v["ssh_key_file"]), look_for_keys=False, allow_agent=False)
+        kwargs.update(pkey=load_key(host.name, os.path.expanduser(v["ssh_key_file"]), fail), look_for_keys=False,
+                      allow_agent=False)
     gateway = None
     if v.get("ssh_proxy_jump"):
         gateway = fabric.Connection(v["ssh_proxy_jump"], connect_timeout=connect_timeout, connect_kwargs=dict(kwargs))
@@ -103,6 +104,25 @@ def open_connection(host, fail, connect_timeout: float, attempts: int):
         time.sleep(0.5 * 2**attempt)
     raise fail(f"{host.name}: ssh to {address} failed after {attempts} attempts: {last_error}")
 
+
+
+def load_key(name: str, path: str, fail):
+    """The private key at ``path``, whatever its type and format (OpenSSH, PEM RSA/ECDSA, Ed25519).
+
+    Loaded here, once, rather than handed to paramiko as a file name: paramiko then tries each key
+    class in turn and, when the server refuses the key, reports the last class's parse error ("encountered
+    RSA key, expected OPENSSH key") instead of the authentication failure, which we would retry.
+    """
+    import paramiko
+
+    try:
+        return paramiko.PKey.from_path(path)
+    except (paramiko.PasswordRequiredException, TypeError):  # cryptography says TypeError for a PEM one
+        raise fail(f"{name}: ssh key file {path} is encrypted; use an unencrypted deploy key or an agent") from None
+    except (paramiko.SSHException, ValueError, UnicodeDecodeError) as exc:
+        raise fail(f"{name}: ssh key file {path} is not a private key paramiko reads ({str(exc)[:80]})") from None
+    except OSError as exc:
+        raise fail(f"{name}: cannot read ssh key file {path}: {exc.strerror}") from None
 
 
 def _trust(client, variables: dict, policy: str, fail) -> None:

@@ -3,7 +3,8 @@ the VIP of both kinds (new connection per request, and keep-alive connections). 
 with 0 failed requests; a canary answering 20 % 500s and one 300 ms slower are aborted within
 interval × checks + interval, every instance back on the old version, failures only from the canary;
 a canary crashing 20 s after start is aborted; Ctrl-C mid-canary leaves the old version and the configured
-weights; a static pool is refused. Short intervals keep the whole module near two minutes."""
+weights; reloads mid-canary lose no weight; a stream canary moves tracks; a static pool is refused. Short
+intervals (4 s) keep the module near three and a half minutes."""
 
 import json
 import signal
@@ -72,23 +73,6 @@ def canary_under_load(world, binary, *extra, tmp_path):
     return done, json.loads(report.read_text()), load.samples
 
 
-def test_a_good_canary_is_promoted_with_no_failed_request(world, tmp_path):
-    good = build_demo("api", "can-good")
-    done, report, samples = canary_under_load(world, good, "--canary-steps", "20,50", "--plot",
-                                              str(tmp_path / "canary.svg"), tmp_path=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    canary = report["canary"]
-    assert canary["decision"] == "promoted" and canary["moves"] == "requests"
-    assert [i["verdict"] for i in canary["intervals"]][-2:] == ["pass", "pass"]
-    assert 0 < canary["exposed_share"] < 0.5
-    counts = kind_counts(samples)
-    assert counts["new"]["total"] > 100 and counts["keepalive"]["total"] > 100
-    assert counts["new"]["failed"] == 0 and counts["keepalive"]["failed"] == 0, counts
-    assert set(live_sha256s(world).values()) == {sha256_of(good)}
-    assert configured_weights(world)
-    assert "canary PROMOTED" in done.stdout and "<svg" in (tmp_path / "canary.svg").read_text()
-
-
 @pytest.mark.parametrize("variant", [("--error-rate", "0.2"), ("--slow-ms", "300")], ids=["500s", "slow"])
 def test_a_bad_canary_is_aborted_in_time_with_failures_only_from_it(world, tmp_path, variant):
     before = live_sha256s(world)
@@ -97,7 +81,8 @@ def test_a_bad_canary_is_aborted_in_time_with_failures_only_from_it(world, tmp_p
     assert done.returncode == 1, done.stdout + done.stderr
     canary = report["canary"]
     assert canary["decision"] == "aborted", canary
-    assert canary["seconds_to_decision"] <= INTERVAL * CHECKS + INTERVAL + 1.5, canary
+    # The bound, plus what reading every balancer's counters and probing the canary cost per interval.
+    assert canary["seconds_to_decision"] <= INTERVAL * CHECKS + INTERVAL + 3, canary
     assert live_sha256s(world) == before  # the old version on every instance
     assert configured_weights(world)
     failed = [s for s in samples if s.failed]
@@ -126,8 +111,11 @@ def test_ctrl_c_mid_canary_rolls_it_back_and_restores_the_weights(world):
     """api.status shows the weights and the canary while it runs; SIGINT then leaves the old version."""
     before = live_sha256s(world)
     good = build_demo("api", "can-sigint")
+    # No load: every interval is inconclusive and holds the first step (the limit raised so it never aborts
+    # by itself), however long the status below takes on a busy host.
     process = subprocess.Popen([*INV, "api.deploy", "--binary", str(good), "--canary", *FAST, "--canary-steps",
-                                "10,20,30,40"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                "10,20", "--set", "deploy_canary_inconclusive_limit=100"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
         deadline = time.monotonic() + 60
@@ -187,6 +175,56 @@ def test_a_bad_stream_canary_moves_tracks_and_is_aborted(world, tmp_path):
     assert shas() == before
     failed = [s for load in loads for s in load.samples if s.failed]
     assert failed and all(s.status == 500 and s.instance == "stream-server-1" for s in failed), failed[:3]
+
+
+def test_a_good_canary_is_promoted_with_no_failed_request_even_through_reloads(world, tmp_path):
+    """Both balancers reloaded (systemctl) mid-canary: the canary's weights are back within an interval (kept in
+    the server-state file, or set again), the restarted counters make an inconclusive interval, and it is
+    promoted: 0 failed requests of either kind, every instance on the new build, configured weights back, the plot
+    drawn."""
+    good = build_demo("api", "can-good")
+    report = tmp_path / "deploy.json"
+    load = MixedLoad(f"http://{world['lb']}:80", PATH, rate=RATE, keepalive_share=0.5, connections=8, timeout=2,
+                     max_seconds=150)
+    load.start()
+    process = subprocess.Popen([*INV, "api.deploy", "--binary", str(good), "--canary", *FAST, "--canary-steps",
+                                "20,30,40", "--report", str(report), "--plot", str(tmp_path / "canary.svg")],
+                               cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 90
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("canary interval 1") or time.monotonic() > deadline:
+                break
+        time.sleep(INTERVAL / 2)  # mid-interval: the step's weights are in place
+        for host in world["inventory"].group("haproxy"):
+            connect(host).run("systemctl reload haproxy")
+        # Kept through the reload (server-state file) or set again at the interval's end: either way the
+        # canary's weights are back on every balancer within an interval.
+        deadline, kept = time.monotonic() + INTERVAL + 3, False
+        while not kept and time.monotonic() < deadline:
+            kept = not configured_weights(world)
+            time.sleep(0.3)
+        out, _ = process.communicate(timeout=120)
+        lines.append(out)
+    finally:
+        load.stop()
+        if process.poll() is None:
+            end_process(process)
+    text = "".join(lines)
+    assert process.returncode == 0, text
+    assert kept and "counters went down" in text, text
+    canary = json.loads(report.read_text())["canary"]
+    assert canary["decision"] == "promoted" and canary["moves"] == "requests" and 0 < canary["exposed_share"] < 0.5
+    verdicts = [i["verdict"] for i in canary["intervals"]]
+    assert verdicts.count("pass") == 3 and "fail" not in verdicts, verdicts  # one pass per step
+    assert configured_weights(world) and set(live_sha256s(world).values()) == {sha256_of(good)}
+    counts = kind_counts(load.samples)
+    assert counts["new"]["total"] > 100 and counts["keepalive"]["total"] > 100
+    assert counts["new"]["failed"] == 0 and counts["keepalive"]["failed"] == 0, counts
+    assert "canary PROMOTED" in text and "<svg" in (tmp_path / "canary.svg").read_text()
 
 
 def test_a_static_pool_is_refused_in_one_line(world):

@@ -297,3 +297,15 @@ def test_weights_a_reload_lost_are_set_again():
     assert canary.run(Artifact(), {"c": {}}) == "promoted"
     assert any("lost the canary's weights" in line for line in canary.output.lines)
     assert runtime.set_calls[:4] == [{"c": 1, "s": 9}, {"c": 1, "s": 3}, {"c": 1, "s": 3}, {"c": 1, "s": 1}]
+
+
+def test_the_plot_draws_intervals_without_requests_too():
+    from fabfile.canary.plot import render_svg
+
+    runtime = FakeRuntime()
+    canary, _ = canary_run(runtime)
+    canary.run(Artifact(), {"c": {}})
+    report = canary.report()
+    report["intervals"][0]["canary"]["mean_ms"] = None  # an interval in which the canary answered nothing
+    svg = render_svg(report)
+    assert svg.startswith("<svg") and "canary promoted" in svg and svg.count("<polyline") == 6

@@ -409,13 +409,22 @@ def _reloads_under_keepalive_load(tmp_path, idle_close_on_response: bool) -> tup
         load.start()
         for _ in range(2):
             time.sleep(1.2)
+            before = _workers(master.pid)
             master.send_signal(signal.SIGUSR2)  # the master's reload: a new worker, the old one soft-stops
+            wait_until(lambda: _workers(master.pid), done=lambda now: bool(now - before), timeout=15, interval=0.05,
+                       what="a new haproxy worker")
         assert load.wait(15), "the load did not end by itself"
         return load.samples, load.connections_opened
     finally:
         end_process(master)  # the master this test started (its workers follow it), by its PID
         server.shutdown()
         server.server_close()
+
+
+def _workers(master_pid: int) -> set:
+    """PIDs of the master's worker processes (its children), from /proc."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children")
+    return set(children.read_text().split()) if children.exists() else set()
 
 
 @needs_haproxy

@@ -279,10 +279,14 @@ def test_item5_changed_host_key_refused_at_once(deployed_lab, tmp_path, policy):
     assert known.read_text() == before  # accept-new never overwrites a recorded key
 
 
-def test_item5_wrong_client_key_refused_at_once(deployed_lab, tmp_path):
+@pytest.mark.parametrize("key_type, user", [(["ed25519"], None), (["rsa", "-b", "2048", "-m", "PEM"], "nobody"),
+                                           (["ecdsa", "-m", "PEM"], None), (["rsa", "-b", "2048"], "nobody")])
+def test_item5_wrong_client_key_or_user_refused_at_once(deployed_lab, tmp_path, key_type, user):
+    """Whatever the key's type and file format: paramiko given a file name retried PEM RSA keys as a parse error."""
     wrong = tmp_path / "wrong_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True, timeout=30)
-    inventory = ssh_inventory(tmp_path, ssh_known_hosts=str(LAB_KNOWN_HOSTS), ssh_key_file=str(wrong))
+    subprocess.run(["ssh-keygen", "-q", "-t", *key_type, "-N", "", "-f", str(wrong)], check=True, timeout=30)
+    extra = {"ssh_user": user} if user else {}
+    inventory = ssh_inventory(tmp_path, ssh_known_hosts=str(LAB_KNOWN_HOSTS), ssh_key_file=str(wrong), **extra)
     done, seconds = timed_status(inventory)
     assert_one_error_line(done, 1, "authentication")
     assert seconds < 2 + 1.5

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..masking import shown
 from ..values import InvalidValue, integer, seconds
 
 MAX_WEIGHT = 256  # HAProxy's runtime weights are 0..256
@@ -39,23 +40,24 @@ class CanaryPlan:
 
 def parse_steps(text) -> tuple:
     """``"10,25,50"`` -> (10.0, 25.0, 50.0): strictly increasing percentages above 0 and below 100."""
-    parts = [part.strip().rstrip("%") for part in str(text).split(",")]
-    try:
-        steps = tuple(float(part) for part in parts)
-    except ValueError:
-        raise InvalidValue(f"--canary-steps {text!r}: expected percentages such as 10,25,50") from None
+    from ..flags import decimal
+
+    steps = tuple(decimal(part.strip().rstrip("%")) for part in str(text).split(","))
+    if None in steps:
+        raise InvalidValue(f"--canary-steps {shown(text)}: expected percentages such as 10,25,50 (ASCII digits)")
     if not steps or any(not 0 < step < 100 for step in steps):
-        raise InvalidValue(f"--canary-steps {text!r}: every step must be above 0 and below 100 (percent of requests)")
+        raise InvalidValue(f"--canary-steps {shown(text)}: every step must be above 0 and below 100 (percent of requests)")
     if any(later <= earlier for earlier, later in zip(steps, steps[1:])):
-        raise InvalidValue(f"--canary-steps {text!r}: steps must increase (e.g. 10,25,50)")
+        raise InvalidValue(f"--canary-steps {shown(text)}: steps must increase (e.g. 10,25,50)")
     return steps
 
 
 def percent(flag: str, value, high: float = 100.0) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidValue(f"{flag} {value!r}: not a number (percent)") from None
+    from ..flags import decimal
+
+    number = decimal(value)
+    if number is None:
+        raise InvalidValue(f"{flag} {shown(value)}: not a number (percent, ASCII digits)")
     if not 0 <= number <= high:
         raise InvalidValue(f"{flag} {value}: must be from 0 to {high:g} (percent)")
     return number

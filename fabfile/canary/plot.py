@@ -21,8 +21,10 @@ def render_svg(canary: dict) -> str:
         return LEFT + t / end * (WIDTH - RIGHT - LEFT)
 
     def points(key, group=None):
-        return [(i["at"], (i[group][key] * (100 if key == "share_5xx" else 1)) if group else i[key] * 100)
-                for i in intervals]
+        """(seconds, value) per interval; None (an interval without requests) stays None: the line skips it."""
+        scale = 100 if key in ("share_5xx", "share") else 1
+        values = [i[group][key] if group else i[key] for i in intervals]
+        return [(i["at"], None if v is None else v * scale) for i, v in zip(intervals, values)]
 
     steps = []
     for n, weight in enumerate(canary.get("weights", [])):

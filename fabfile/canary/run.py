@@ -188,16 +188,19 @@ class Canary:
         pids = {i.name: i.soak_probe()[0] for i in self.instances}
         before = snapshot(self.runtime.per_balancer(), self.pool)
         number = 0
+        started = self.clock()
+        due = started + self.plan.interval  # fixed ends: reading the counters does not stretch the canary
         while True:
             number += 1
-            started = self.clock()
-            problem = self._wait_interval(started, pids)
+            problem = self._wait_interval(due, pids)
             per_balancer = self.runtime.per_balancer()
             after = snapshot(per_balancer, self.pool)
             self._keep_weights()
             states = {s.server: s.status for s in merge([rows for _, rows in per_balancer])
                       if s.pool == self.pool and s.server in self.names}
             interval = Interval(number, decision.step, self.clock() - started, Figures(), Figures(), at=self._elapsed())
+            started = self.clock()
+            due = max(due + self.plan.interval, started + self.plan.interval / 2)
             try:
                 interval.canary = figures(before, after, self.names)
                 interval.stable = figures(before, after, self.stables)
@@ -224,12 +227,12 @@ class Canary:
                                  "failed intervals)")
             before = after
 
-    def _wait_interval(self, started, pids) -> str | None:
-        """Sleep out one interval; every ``IDENTITY_EVERY`` s each canary must still run the deployed process
-        (same main PID, answering): a crash ends the interval at once with the reason."""
-        last_probe = started
+    def _wait_interval(self, due, pids) -> str | None:
+        """Sleep until ``due``, the interval's end; every ``IDENTITY_EVERY`` s each canary must still run the
+        deployed process (same main PID, answering): a crash ends the interval at once with the reason."""
+        last_probe = self.clock()
         while True:
-            left = self.plan.interval - (self.clock() - started)
+            left = due - self.clock()
             if left <= 0:
                 return self._identity(pids)
             self.sleep(min(NAP, left))

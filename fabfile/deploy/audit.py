@@ -24,7 +24,9 @@ def record(event: str, *, who: str, run: str, task: str, instance: str | None = 
     if instance:
         entry["instance"] = instance
     entry.update({k: v for k, v in fields.items() if v is not None})
-    return entry
+    from ..masking import mask_data
+
+    return mask_data(entry)  # an audit line holds no secret: registered values and secret-named fields masked
 
 
 def append(*entries: dict) -> Command:
@@ -54,18 +56,26 @@ def _note(entry) -> str:
     """The last column: the outcome, else the detail; a canary's events carry both (verdict and figures)."""
     if str(entry.get("event", "")).startswith("canary"):
         return " ".join(str(entry[key]) for key in ("outcome", "detail") if entry.get(key))
-    return entry.get("outcome", "") or entry.get("detail", "")
+    return str(entry.get("outcome", "") or entry.get("detail", "") or "")
 
 
 def table(entries) -> list:
-    """Rows of text: time, who, event, task, instance, from -> to, seconds, outcome."""
+    """Rows of text: time, who, event, task, instance, from -> to, seconds, outcome.
+
+    Lines come from a file on a host: any field may hold anything (a list, a number, an escape
+    sequence), so every cell is text, masked and with its control characters escaped."""
+    from ..masking import safe_line
+
     rows = [f"{'time':<20} {'who':<22} {'event':<12} {'task':<16} {'instance':<18} {'from -> to':<27} {'secs':>6}  outcome"]
     for e in entries:
+        def cell(key, width=None):
+            text = safe_line(e.get(key) if e.get(key) is not None else "")
+            return text[:width] if width else text
         change = ""
         if e.get("from") or e.get("to"):
-            change = f"{str(e.get('from') or '-')[:12]}->{str(e.get('to') or '-')[:12]}"
-        secs = f"{e['seconds']:.2f}" if isinstance(e.get("seconds"), (int, float)) else ""
-        rows.append(f"{e.get('time', ''):<20} {str(e.get('who', ''))[:22]:<22} {e.get('event', ''):<12} "
-                    f"{e.get('task', ''):<16} {e.get('instance', ''):<18} {change:<27} {secs:>6}  "
-                    f"{_note(e)}".rstrip())
+            change = f"{(cell('from') or '-')[:12]}->{(cell('to') or '-')[:12]}"
+        seconds = e.get("seconds")
+        secs = f"{seconds:.2f}" if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else ""
+        rows.append(f"{cell('time'):<20} {cell('who', 22):<22} {cell('event'):<12} {cell('task'):<16} "
+                    f"{cell('instance'):<18} {change:<27} {secs:>6}  {safe_line(_note(e))}".rstrip())
     return rows

@@ -44,10 +44,14 @@ class LockState:
         return self.state == HELD and self.age is not None and self.age > stale_seconds
 
     def holder(self) -> str:
+        """Who holds the lock, as another workstation wrote it: masked and escaped before anyone reads it."""
+        from ..masking import safe_line
+
         o = self.owner
-        return (f"{o.get('who', '?')} pid {o.get('pid', '?')} running {o.get('task', '?')}"
-                f"{' sha256 ' + o['sha256'][:12] if o.get('sha256') else ''}"
-                f"{' (' + repr(o['message']) + ')' if o.get('message') else ''} since {o.get('started', '?')}")
+        sha256 = o.get("sha256")
+        return safe_line(f"{o.get('who', '?')} pid {o.get('pid', '?')} running {o.get('task', '?')}"
+                         f"{' sha256 ' + str(sha256)[:12] if sha256 else ''}"
+                         f"{' (' + repr(o['message']) + ')' if o.get('message') else ''} since {o.get('started', '?')}")
 
 
 def owner_record(*, who: str, pid: int, run: str, task: str, sha256: str | None, message: str | None,

@@ -26,7 +26,10 @@ class LockHeld(Exception):
 
 
 def who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    from ..masking import escaped
+
+    # LOGNAME/USER come from the environment: escaped here, so the lock and the audit trail hold one printable line.
+    return escaped(f"{getpass.getuser()}@{socket.gethostname()}")
 
 
 def stale_seconds(variables) -> float:

@@ -30,6 +30,11 @@ class UnsafeText(str):
     """A string tagged ``!unsafe``: Ansible never templates it, neither do we."""
 
 
+class SecretText(str):
+    """A string from Ansible Vault (a vault-encrypted file, or templated from a vault value): a secret
+    (masked everywhere), templated like any other value."""
+
+
 @dataclass
 class Host:
     name: str

@@ -18,7 +18,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
-from .model import InventoryError
+from .model import InventoryError, SecretText
 
 HEADER = "$ANSIBLE_VAULT"
 DEFAULT_LABEL = "default"
@@ -236,10 +236,6 @@ def holds_vault(value) -> bool:
     if isinstance(value, dict):
         return any(holds_vault(item) for item in value.values())
     return False
-
-
-class SecretText(str):
-    """A string read from a vault-encrypted file: a secret (masked), templated like any other value."""
 
 
 class VaultPlain(SecretText):

@@ -37,13 +37,18 @@ def list_instances() -> dict:
     return {instance["name"]: instance for instance in INCUS.json("list")}
 
 
-def ensure_container(settings: LabSettings, host, existing: dict | None) -> ContainerResult:
-    """Create (or repair), start and prepare one container; changes nothing that is already right."""
+def ensure_container(settings: LabSettings, host, existing: dict | None, *, ref: str | None = None,
+                     nic_args: list | None = None, extra_config: dict | None = None) -> ContainerResult:
+    """Create (or repair), start and prepare one container; changes nothing that is already right.
+
+    ``ref`` is the Incus reference (``REMOTE:NAME`` on another Incus host), ``nic_args`` how ``incus init``
+    gives it its nic (default: the lab bridge), ``extra_config`` more instance keys (nesting)."""
     started = time.monotonic()
-    name = instance_name(host)
+    name = ref or instance_name(host)
+    nic_args = ["--network", settings.network] if nic_args is None else nic_args
     # No security.nesting: systemd sandboxing (ProtectSystem, PrivateDevices, PrivateUsers,
     # SystemCallFilter...) was measured working in these unprivileged containers without it.
-    wanted_config = {"raw.lxc": raw_lxc(settings, host.address)}
+    wanted_config = {"raw.lxc": raw_lxc(settings, host.address), **(extra_config or {})}
     actions = []
     if existing is not None and existing["config"].get(READY_KEY) != "true":
         INCUS.run("delete", "--force", "--", name, timeout=120)
@@ -51,7 +56,8 @@ def ensure_container(settings: LabSettings, host, existing: dict | None) -> Cont
         existing = None
     if existing is None:
         config_args = [arg for key, value in wanted_config.items() for arg in ("--config", f"{key}={value}")]
-        INCUS.run("init", "--network", settings.network, *config_args, "--", settings.image, name, timeout=300)
+        image = f"{name.partition(':')[0]}:{settings.image}" if ":" in name else settings.image
+        INCUS.run("init", *nic_args, *config_args, "--", image, name, timeout=300)
         actions.append("created")
         status = "Stopped"
     else:

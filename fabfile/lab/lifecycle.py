@@ -9,6 +9,7 @@ from .base import INCUS, KNOWN_HOSTS, ROLE_SERVICES, SSH_KEY, STORAGE_POOL, LabE
 from .containers import ensure_containers, ensure_known_hosts, forget_known_hosts, list_instances
 from .host_packages import ensure_packages, host_codename
 from .image import ensure_image, image_exists
+from .incus_hosts import ensure_incus_host, incus_host_rows, remove_incus_host
 from .incus_setup import ensure_daemon, ensure_inotify_limits, ensure_default_profile, ensure_network, ensure_storage_pool
 from .local_files import ensure_secrets, ensure_ssh_key
 from .settings import LabSettings, instance_name, load_settings
@@ -31,6 +32,8 @@ def lab_up(inventory_path: str = "hosts.yaml") -> LabReport:
     progress.phase("secrets", ensure_secrets, settings.secrets_file)
     progress.phase("base image", ensure_image, settings, codename)
     results = ensure_containers(settings, progress)
+    for incus_host in settings.incus_hosts:
+        results += ensure_incus_host(settings, incus_host, progress)
     progress.phase("known_hosts", ensure_known_hosts, results)
     report = progress.report
     total = time.monotonic() - progress.started
@@ -85,6 +88,10 @@ def lab_status(inventory_path: str = "hosts.yaml") -> list:
             rows.append(ContainerStatus(name, instance["status"].upper(), "-", {service: "-" for service in ROLE_SERVICES}))
         else:
             rows.append(ContainerStatus(name, "RUNNING", running_address(instance), service_states(name)))
+    for name, state, address in incus_host_rows(settings):
+        running = state == "RUNNING" and ":" in name
+        rows.append(ContainerStatus(name, state, address, service_states(name) if running
+                                    else {service: "-" for service in ROLE_SERVICES}))
     print_status(rows)
     return rows
 
@@ -104,13 +111,17 @@ def lab_down(inventory_path: str = "hosts.yaml", purge: bool = False) -> list:
     if not INCUS.answers():
         raise LabError("the Incus daemon is not answering; start it with inv lab.up, then run lab.down")
     removed = []
+    for incus_host in settings.incus_hosts:
+        removed += remove_incus_host(settings, incus_host)
     instances = list_instances()
     for host in settings.hosts:
         name = instance_name(host)
         if name in instances:
             INCUS.run("delete", "--force", "--", name, timeout=120)
             removed.append(f"container {name}")
-    forget_known_hosts({host.address for host in settings.hosts})
+    forget_known_hosts({host.address for host in settings.hosts}
+                       | {machine.address for incus_host in settings.incus_hosts
+                          for machine in (incus_host.machine, *incus_host.instances)})
     if purge:
         removed += purge_shared(settings)
     print("lab.down: removed " + (", ".join(removed) if removed else "nothing (already down)"))

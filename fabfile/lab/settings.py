@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..inventory import load_inventory
@@ -18,6 +18,7 @@ class LabSettings:
     image: str
     secrets_file: Path
     hosts: list  # inventory hosts that live in the lab
+    incus_hosts: list = field(default_factory=list)  # nested Incus hosts (lab_incus_hosts), see incus_hosts.py
 
     @property
     def gateway(self) -> str:
@@ -41,9 +42,13 @@ def load_settings(inventory_path: str) -> LabSettings:
         subnet = ipaddress.ip_network(shared["lab_subnet"])
     except ValueError:
         raise LabError(f"{inventory.path}: lab_subnet '{shared['lab_subnet']}' is not a network like 10.1.2.0/24") from None
-    for host in hosts:
+    from .incus_hosts import load_incus_hosts
+
+    incus_hosts = load_incus_hosts(inventory, subnet)
+    for host in hosts + [host for incus_host in incus_hosts for host in incus_host.instances]:
         check_host_address(inventory.path, host, subnet)
-    return LabSettings(shared["lab_network"], subnet, shared["lab_image"], resolve_path(shared["secrets_file"]), hosts)
+    return LabSettings(shared["lab_network"], subnet, shared["lab_image"], resolve_path(shared["secrets_file"]), hosts,
+                       incus_hosts)
 
 
 def check_host_address(path: str, host, subnet) -> None:

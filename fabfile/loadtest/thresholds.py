@@ -25,7 +25,7 @@ METRICS = LATENCY_METRICS + ("errors", "rate") + RATIO_METRICS
 OPERATORS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 LATENCY_UNITS = {"": 1.0, "ms": 1.0, "s": 1000.0, "us": 0.001}  # to milliseconds
 _SHAPE = re.compile(r"^(?:(?P<scenario>[a-z]+):)?(?P<metric>[a-z0-9_.]+?)(?P<op><=|>=|<|>)"
-                    r"(?P<number>\d+(?:\.\d+)?)(?P<unit>[a-z%/]*)$")
+                    r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>[a-z%/]*)$")
 EXAMPLE = "expected [SCENARIO:]METRIC OP NUMBER[UNIT], e.g. p99<50ms, p90<=20ms, errors<0.1%, rate>=100"
 
 

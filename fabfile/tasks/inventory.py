@@ -7,8 +7,9 @@ import json
 
 from invoke import Collection
 
-from ..inventory import InventoryError, load_inventory, masked
+from ..inventory import InventoryError, masked
 from ..inventory.vault import VaultText
+from ..masking import escaped
 from ..output import Masker
 from . import support
 from .support import task
@@ -24,14 +25,23 @@ HELP = {
 @support.user_errors
 def show(c, inventory=None, host=None, graph=False):
     """Hosts, groups and variables as the loader resolved them; bad input is one error line, exit 2."""
-    loaded = load_inventory(support.inventory_path(c, inventory))
+    loaded = support.load(c, inventory)
     if host is not None:
         text = host_vars_text(loaded, host)
     elif graph:
         text = graph_text(loaded)
     else:
-        text = summary_text(loaded)
-    print(Masker()(text))  # vault-decrypted values, whatever their names
+        text = summary_text(loaded) + problems_text(loaded)
+    # vault-decrypted values masked whatever their names; host names and values from outside: no raw control characters
+    print(escaped(Masker()(text), keep_newlines=True))
+
+
+def problems_text(loaded) -> str:
+    """The variable schema's problems, one marked line per host (a task targeting that host refuses)."""
+    from ..schema import host_problems
+
+    lines = [f"! {host.name}: {problem}" for host in loaded.hosts.values() for problem in host_problems(host.vars)]
+    return "".join(f"\n{line}" for line in lines)
 
 
 def host_vars_text(loaded, name: str) -> str:
@@ -85,6 +95,7 @@ def graph_text(loaded) -> str:
 
 
 def _graph_line(text: str, depth: int) -> str:
+    text = escaped(text)
     return "  |" * depth + f"--{text}" if depth else text
 
 
@@ -95,10 +106,10 @@ def summary_text(loaded) -> str:
     for host in loaded.hosts.values():
         groups = ",".join(g for g in host.groups if g != "all")
         if host.problem:
-            rows.append((f"{host.name} (!)", "-", "refused for tasks", groups))
-            refused.append(f"(!) {host.name}: {host.problem}")
+            rows.append((f"{escaped(host.name)} (!)", "-", "refused for tasks", escaped(groups)))
+            refused.append(f"(!) {escaped(host.name)}: {escaped(host.problem)}")
         else:
-            rows.append((host.name, host.connection, _target(host), groups))
+            rows.append(tuple(escaped(cell) for cell in (host.name, host.connection, _target(host), groups)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     return "\n".join([
         f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}" for row in rows

@@ -61,8 +61,9 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
     from ..roles import haproxy_vars
 
     loaded, api_hosts = cli.select(c, inventory, API.group, None)
-    balancer = cli.balancer(loaded)
-    address = cli.lb_address(loaded)  # the VIP when the inventory has a pair
+    topology = cli.topology(loaded)
+    balancer = topology.balancers[0]
+    address = topology.client_address()  # the VIP when the inventory has a pair
     lb_vars = balancer.vars_with(haproxy_vars.DEFAULTS)
     api_path = API.settings(api_hosts[0].vars_with(API.defaults)).health_path if api_hosts else lb_vars["haproxy_health_path"]
     derived = {
@@ -72,7 +73,7 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
         "backends": [host.name for host in api_hosts],
     }
     # With a pair, the traffic goes wherever the VIP is: count on every balancer.
-    return f"http://{address}:{int(lb_vars['haproxy_http_port'])}", derived, cli.balancer_set(loaded)
+    return f"http://{address}:{int(lb_vars['haproxy_http_port'])}", derived, topology.runtime()
 
 
 @task(help=LOAD_HELP, iterable=["threshold"], auto_shortflags=False)
@@ -101,13 +102,14 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
             flag_number("ramp-factor", ramp_factor), flag_number("ramp-max", ramp_max), flag_number("ramp-step-seconds", ramp_step_seconds),
             flag_number("ramp-p99-ms", ramp_p99_ms), flag_number("ramp-budget", ramp_budget), start=flag_number("rate", rate),
         ) if ramp else None
+        # Every flag parsed before the inventory is read or a balancer asked anything.
+        numbers = (flag_number("rate", rate), flag_number("duration", duration), flag_number("timeout", timeout),
+                   int(flag_number("max-in-flight", max_in_flight)) or None, flag_number("keepalive-share", keepalive_share),
+                   int(flag_number("keepalive-connections", keepalive_connections)))
+        counts = dict(tracks=int(flag_number("tracks", tracks)), ws_sessions=int(flag_number("ws-sessions", ws_sessions)))
         base_url, derived, balancers = _target(c, inventory, target)
         settings = LoadSettings(base_url, tuple(s.strip() for s in str(scenario).split(",") if s.strip()),
-                                flag_number("rate", rate), flag_number("duration", duration), flag_number("timeout", timeout),
-                                int(flag_number("max-in-flight", max_in_flight)) or None,
-                                flag_number("keepalive-share", keepalive_share),
-                                int(flag_number("keepalive-connections", keepalive_connections)), tracks=int(flag_number("tracks", tracks)), ws_sessions=int(flag_number("ws-sessions", ws_sessions)),
-                                **derived)
+                                *numbers, **counts, **derived)
         validate(settings, ramp_settings)
     except LoadTestError as exc:
         raise cli.UsageError(str(exc)) from None

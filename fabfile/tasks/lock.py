@@ -19,9 +19,7 @@ from .support import task
 
 def _control(c, inventory, set_values):
     """The lock's balancer and a connection to it, from the inventory's topology."""
-    from ..inventory import load_inventory
-
-    loaded = load_inventory(support.inventory_path(c, inventory), cli_vars=support.parse_set(set_values))
+    loaded = support.load(c, inventory, set_values)
     topology = support.topology(loaded)
     return topology.control_host(), topology.control_transport()
 

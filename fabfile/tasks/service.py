@@ -102,6 +102,7 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         from ..shell import RUN_ID, argv_line
 
         loaded, hosts = support.select(c, inventory, config.group, limit, set)
+        support.check_placement(loaded)
         topology = support.topology(loaded)
         output = Output(support.masker_for(hosts))
         wait = support.lock_wait_value(lock_wait)

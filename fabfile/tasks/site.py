@@ -33,6 +33,7 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
     from ..roles import common, haproxy
     from ..roles.binary_service import role_for
     loaded, hosts = support.select(c, inventory, "all", limit, set)
+    support.check_placement(loaded)
     topology = support.topology(loaded)
     guard = support.guard(loaded, "site.setup", lock_wait, topology)
     services = [config for config in SERVICES.values() if any(config.group in h.groups for h in hosts)]

@@ -23,7 +23,7 @@ from ..incus import IncusError
 from ..inventory import InventoryError, load_inventory
 from ..masking import safe_line, shown
 from ..operations import PreconditionFailed
-from ..output import Masker
+from ..output import Masker, printable_streams
 from ..paths import resolve
 from ..schema import check_set_keys, host_problems
 from ..templating import TemplateError
@@ -40,6 +40,12 @@ COMMON_HELP = {
     "set": "KEY=VALUE variable override, repeatable; beats every inventory value",
     "forks": "hosts worked on at once (default 10)",
 }
+
+# The only short flags, the same letter for the same flag in every task (Ansible's where it has one: -i, -l,
+# -C, -D, -e, -f). Every other flag is long only: Invoke's automatic short flags gave -b to --binary in one
+# task and to --batch in its sibling, and "-" (a dash for an underscore) to --post-path.
+SHORT_FLAGS = {"inventory": "i", "limit": "l", "check": "C", "diff": "D", "set": "e", "forks": "f",
+               "binary": "b", "message": "m", "report": "r"}
 
 BAD_INPUT = (UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError)
 FAILED_STEP = (TransportError, StepError)
@@ -68,17 +74,21 @@ class Task(invoke.Task):
 
     def arg_opts(self, name, default, taken_names):
         """Numeric flags are taken as text: the project's parser (``flags``, ``values``) reads them, so a typo
-        is one line and exit 2, never Invoke's ``int()`` traceback."""
+        is one line and exit 2, never Invoke's ``int()`` traceback. Short flags come from ``SHORT_FLAGS``
+        only (the tasks are declared with ``auto_shortflags=False``)."""
         opts = super().arg_opts(name, default, taken_names)
         if opts.get("kind") in (int, float):
             opts["kind"] = str
+        short = SHORT_FLAGS.get(name)
+        if short and short not in taken_names and short not in opts["names"]:
+            opts["names"] = [*opts["names"], short]
         return opts
 
     def __hash__(self):
         return id(self)
 
 
-task = functools.partial(invoke.task, klass=Task)
+task = functools.partial(invoke.task, klass=Task, auto_shortflags=False)
 
 VAULT_HELP = {
     "vault_password_file": "Ansible Vault password file (an executable one is run and prints the password); repeatable",
@@ -127,24 +137,44 @@ def user_errors(task_body):
     def wrapper(*args, **kwargs):
         previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            return task_body(*args, **kwargs)
-        except BAD_INPUT as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.BAD_INPUT) from None
-        except FAILED_STEP as exc:
-            print(f"error: {safe_line(exc)}", file=sys.stderr)
-            raise Exit(code=exits.FAILED) from None
-        except LockHeld as exc:
-            print(f"locked: {exc}", file=sys.stderr)
-            raise Exit(code=exits.LOCKED) from None
-        except KeyboardInterrupt as interrupt:
-            print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
-            raise Exit(code=exit_code_of(interrupt)) from None
+            with printable_streams():
+                return _run_checked(task_body, args, kwargs)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     return wrapper
+
+
+def _run_checked(task_body, args, kwargs):
+    """The task body; its known failures become one ``error:`` line and the table's exit code."""
+    try:
+        check_common_flags(kwargs)
+        return task_body(*args, **kwargs)
+    except BAD_INPUT as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.BAD_INPUT) from None
+    except FAILED_STEP as exc:
+        print(f"error: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.FAILED) from None
+    except LockHeld as exc:
+        print(f"locked: {safe_line(exc)}", file=sys.stderr)
+        raise Exit(code=exits.LOCKED) from None
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
+        raise Exit(code=exit_code_of(interrupt)) from None
+
+
+def check_common_flags(flags: dict) -> None:
+    """The flags many tasks share, checked before the task reads anything: --forks, and the output
+    paths (a report that cannot be written is refused now, exit 2, not after the play did its work)."""
+    from ..flags import output_folder, output_path
+
+    if "forks" in flags:
+        forks_value(flags["forks"])
+    for flag in ("report", "plot"):
+        output_path(flag, flags.get(flag))
+    output_folder("out", flags.get("out"))
 
 
 def parse_set(values) -> dict:
@@ -174,9 +204,21 @@ def inventory_path(c, inventory) -> str:
     return ",".join(str(resolve(path)) for path in given)
 
 
+def load(c, inventory, set_values=None):
+    """The inventory with ``--set`` applied; every value under a secret name (any host, any depth)
+    registered for masking, so no error line or output of this run shows it."""
+    from ..masking import register_secret, secret_values
+
+    loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    for host in loaded.hosts.values():
+        listed = host.vars.get("secret_vars")
+        register_secret(secret_values(host.vars, listed if isinstance(listed, (list, tuple)) else ()))
+    return loaded
+
+
 def select(c, inventory: str | None, group: str, limit: str | None, set_values=None):
     """Load the inventory and pick the hosts of ``group`` narrowed by ``--limit``."""
-    loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
+    loaded = load(c, inventory, set_values)
     hosts = loaded.select(group, limit)
     check_host_names(hosts)
     refuse_bad_hosts(hosts)
@@ -223,7 +265,16 @@ def floor_of(loaded, config):
     """The ``CapacityFloor`` of a service's pool (its whole group, whatever ``--limit`` picked)."""
     from ..capacity import CapacityFloor
 
-    return CapacityFloor.of_pool(config.pool, loaded.group(config.group), config.defaults)
+    pool = loaded.group(config.group)
+    return CapacityFloor.of_pool(config.pool, pool, config.defaults).with_hosts(pool)
+
+
+def check_placement(loaded) -> None:
+    """The placement rules (``placement.py``) for the balancer pair and every service pool; exit 2."""
+    from ..placement import check_placement as check
+    from ..services import SERVICES
+
+    check(loaded, [(f"{config.pool} pool", config.group) for config in SERVICES.values()])
 
 
 def secrets_for(hosts, path: str | None):
@@ -240,10 +291,10 @@ def secrets_for(hosts, path: str | None):
 
 
 def lock_wait_value(value) -> float:
-    """``--lock-wait SECONDS`` (default 0: exit 3 at once when another run holds the lock)."""
-    from ..values import seconds
+    """``--lock-wait SECONDS`` (30, 2.5s, 5m; default 0: exit 3 at once when another run holds the lock)."""
+    from ..flags import duration
 
-    return seconds("--lock-wait", value if value is not None else 0)
+    return duration("lock-wait", value if value is not None else 0)
 
 
 def guard(loaded, task_name, lock_wait, built=None):
@@ -256,9 +307,9 @@ def guard(loaded, task_name, lock_wait, built=None):
 
 
 def forks_value(forks) -> int:
-    from ..values import integer
+    from ..flags import integer
 
-    return integer("--forks", forks, 1, 256)
+    return integer("forks", forks, 1, 256)
 
 
 def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10, guard=None,
