@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -114,41 +112,11 @@ class Output:
             sys.stderr.flush()
 
 
-def current_umask() -> int:
-    """The process umask (read without changing it where /proc tells; else set and restored at once)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
-
-
 def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write ``path`` through a temporary file born with ``mode`` (0600: reports, plots and exports are
-    the operator's alone; a stricter umask still applies), then rename over it.
+    """``files.write_atomic``: reports, plots and exports are the operator's alone (0600)."""
+    from .files import write_atomic
 
-    The temporary file is created with O_EXCL in the target's directory (never
-    through a planted symlink), and a symlink at ``path`` itself is replaced,
-    not followed.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        os.fchmod(handle, mode & ~current_umask())
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(staging, path)
-    except BaseException:
-        try:
-            os.unlink(staging)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, data, mode)
 
 
 def write_report(path: str, payload, masker: Masker) -> None:

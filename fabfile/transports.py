@@ -9,10 +9,12 @@ when an ssh host is actually reached, so tasks on incus or local hosts start fas
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 
-from . import incus
+from . import incus, incus_api
+from .files import atomic_file
 from .process import TIMED_OUT, ProcessNotFound, Result, run_argv
 from .shell import Command, Upload, q
 
@@ -93,28 +95,18 @@ class LocalTransport(Transport):
         return _local(["sh", "-c", command], command, timeout, stdin)
 
     def _put(self, local_path, remote, mode):
-        directory = os.path.dirname(os.path.abspath(remote))
+        # A fresh name made with O_EXCL in the target directory, born with its mode: no planted symlink is
+        # followed, and the file appears complete or not at all.
         try:
-            # A fresh name made with O_EXCL in the target directory: no planted symlink is followed.
-            handle, staging = tempfile.mkstemp(prefix=f".{os.path.basename(remote)}.veza-put-", dir=directory)
+            with atomic_file(remote, int(str(mode), 8), apply_umask=False) as staging, \
+                    open(local_path, "rb") as source, open(staging, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
         except OSError as exc:
-            raise TransportError(f"{self.name}: cannot write in {directory}: {exc.strerror}") from None
-        try:
-            with os.fdopen(handle, "wb") as out, open(local_path, "rb") as source:
-                for chunk in iter(lambda: source.read(1 << 20), b""):
-                    out.write(chunk)
-            os.chmod(staging, int(str(mode), 8))
-            os.replace(staging, remote)
-        except OSError as exc:
-            try:
-                os.unlink(staging)
-            except FileNotFoundError:
-                pass
             raise TransportError(f"{self.name}: cannot write {remote}: {exc.strerror}") from None
 
 
 class IncusTransport(Transport):
-    """An instance of the local daemon through its REST API (``incus.LocalAPI``: no CLI process per
+    """An instance of the local daemon through its REST API (``incus_api.LocalAPI``: no CLI process per
     call); on a remote (or without the local socket), ``incus exec -- REMOTE:NAME sh -c CMD`` and
     ``incus file push --mode``. Either way a timeout also ends the command inside the instance."""
 
@@ -126,8 +118,8 @@ class IncusTransport(Transport):
         except incus.IncusError as exc:
             raise TransportError(f"{host.name}: {exc}") from None
         local = self.instance == name  # no remote prefix: the local daemon
-        socket_path = incus.local_socket() if local else None
-        self.api = incus.LocalAPI(socket_path) if socket_path else None
+        socket_path = incus_api.local_socket() if local else None
+        self.api = incus_api.LocalAPI(socket_path) if socket_path else None
 
     def _run(self, command, *, timeout, stdin):
         started = time.monotonic()
@@ -151,7 +143,7 @@ class IncusTransport(Transport):
 
     def _instance_running(self) -> bool:
         remote, _, name = self.instance.rpartition(":")
-        state = incus.Incus().query(f"{remote + ':' if remote else ''}/1.0/instances/{name}/state")
+        state = incus_api.Incus().query(f"{remote + ':' if remote else ''}/1.0/instances/{name}/state")
         return isinstance(state, dict) and state.get("status") == "Running"
 
     def _put(self, local_path, remote, mode):

@@ -386,7 +386,7 @@ def test_ctrl_c_during_the_down_window_restarts_the_victim():
     assert step(report, STEP_RESTORE)["status"] == "pass"
     assert step(report, STEP_LOAD_TOTAL)["status"] == "pass"
     assert "interrupted (Ctrl-C)" in stream.getvalue()
-    assert not any(s.closed is False for s in test.ws_connect.sessions)
+    assert not any(s.closed is False for s in test.websocket.ws_connect.sessions)
 
 
 def test_ctrl_c_while_stopping_still_starts_the_victim():
@@ -489,7 +489,7 @@ def test_websocket_that_does_not_follow_the_cookie_fails_pinning_only():
     def wrong_backend(path, cookie):
         return FakeSession(world, SURVIVOR, SURVIVOR)
 
-    test.ws_connect = wrong_backend
+    test.websocket.ws_connect = wrong_backend
     report = test.run()
     assert "but the welcome came from backend-api-2" in step(report, STEP_WS_PINNED)["detail"]
     assert step(report, STEP_WS_CLOSED)["status"] == "skip"
@@ -500,14 +500,14 @@ def test_websocket_that_does_not_follow_the_cookie_fails_pinning_only():
 def test_websocket_left_open_at_the_kill_fails_the_close_check():
     world = World()
     test, _ = make_test(world, ws_timeout=2)
-    original = test.ws_connect
+    original = test.websocket.ws_connect
 
     def immortal(path, cookie):
         session = original(path, cookie)
         session.world = World()  # a world where nothing ever stops: the session never closes
         return session
 
-    test.ws_connect = immortal
+    test.websocket.ws_connect = immortal
     report = test.run()
     assert "still open 2s after DOWN" in step(report, STEP_WS_CLOSED)["detail"]
 

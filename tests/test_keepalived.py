@@ -9,7 +9,7 @@ import yaml
 from conftest import REPO
 from fabfile import lb_pair
 from fabfile.balancers import BalancerSet, BalancersFailed, merge
-from fabfile.failover.lb_failover import ownership_checks
+from fabfile.failover.vip_watch import ownership_checks
 from fabfile.haproxy_runtime import RuntimeAPIError, ServerStat
 from fabfile.inventory import load_inventory
 from fabfile.values import InvalidValue

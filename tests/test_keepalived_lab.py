@@ -10,7 +10,8 @@ import time
 import pytest
 
 from conftest import inv
-from fabfile.incus import Incus, instance_ref
+from fabfile.incus import instance_ref
+from fabfile.incus_api import Incus
 from fabfile.inventory import load_inventory
 from fabfile.transports import connect
 from fabfile.tasks import support

@@ -1,29 +1,62 @@
-"""The layering the design promises: modules that build commands never import a transport, and
-`inv --list` imports neither Fabric nor Paramiko nor Jinja2."""
+"""The layering the design promises, checked so that it can fail:
+
+- a pure module (one that builds commands or holds facts: commands as data) never reaches, directly or
+  through the project modules it imports, anything that runs processes or talks to the network: the
+  standard library's ``subprocess``, ``socket``, ``http.client``, ``urllib.request``, the network
+  libraries, or the project's process and transport modules;
+- every module that calls itself pure is one of them: its docstring's first paragraph says "pure", or
+  one of its paragraphs starts with "Pure";
+- ``inv --list`` imports neither Fabric nor Paramiko nor Jinja2.
+"""
 
 import ast
+import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 
 FABFILE = REPO / "fabfile"
-# Modules that only decide what to run (commands as data) or hold facts.
-COMMAND_MODULES = [
-    "shell", "operations", "values", "services", "templating", "haproxy_runtime", "incus",
-    "roles/base", "roles/common", "roles/haproxy", "roles/haproxy_vars", "roles/binary_service",
-    "deploy/commands", "deploy/artifact", "failover/stoppers", "canary/plan", "canary/analysis", "canary/state",
-]
-FORBIDDEN = {"fabfile.transports", "fabfile.ssh_connection", "fabric", "paramiko"}
+# Modules that only decide what to run (commands as data) or hold facts, whatever their docstrings say.
+COMMAND_MODULES = {
+    "shell", "operations", "values", "services", "templating", "haproxy_runtime", "haproxy_state", "capacity",
+    "incus", "roles/base", "roles/common", "roles/haproxy", "roles/haproxy_vars", "roles/haproxy_defaults",
+    "roles/binary_service",
+    "deploy/commands", "deploy/artifact", "deploy/lock", "deploy/audit", "lb_pair",
+}
+FORBIDDEN = {
+    "subprocess", "socket", "http.client", "urllib.request", "asyncio.subprocess", "fabric", "paramiko",
+    "invoke", "websockets", "aiohttp", "fabfile.process", "fabfile.transports", "fabfile.ssh_connection",
+    "fabfile.incus_api",
+}
+
+
+def module_name(path) -> str:
+    relative = path.relative_to(FABFILE).with_suffix("")
+    return "/".join(relative.parts[:-1]) if relative.name == "__init__" else "/".join(relative.parts)
+
+
+def source_of(module: str):
+    path = FABFILE / f"{module}.py"
+    return path if path.exists() else FABFILE / module / "__init__.py"
+
+
+def calls_itself_pure(path) -> bool:
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", doc) if p.strip()]
+    return bool(paragraphs) and (bool(re.search(r"\bpure\b", paragraphs[0], re.I))
+                                 or any(p.startswith("Pure") for p in paragraphs))
+
+
+CLAIMED = sorted(module_name(path) for path in FABFILE.rglob("*.py") if calls_itself_pure(path))
 
 
 def imports_of(module: str) -> set:
-    """Every module ``fabfile/<module>.py`` imports, anywhere in the file, as absolute names."""
-    path = FABFILE / f"{module}.py"
-    package = ["fabfile", *module.split("/")[:-1]]
+    """Every module ``module`` imports, anywhere in the file (functions too), as absolute names."""
+    path = source_of(module)
+    package = ["fabfile", *module.split("/")] if path.name == "__init__.py" else ["fabfile", *module.split("/")[:-1]]
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -46,15 +79,38 @@ def closure(module: str) -> set:
                 continue
             seen.add(name)
             relative = name.removeprefix("fabfile.").replace(".", "/")
-            if name.startswith("fabfile.") and (FABFILE / f"{relative}.py").exists():
+            if name.startswith("fabfile.") and ((FABFILE / f"{relative}.py").exists()
+                                                or (FABFILE / relative / "__init__.py").exists()):
                 todo.append(relative)
     return seen
 
 
-@pytest.mark.parametrize("module", COMMAND_MODULES)
-def test_command_modules_never_import_a_transport(module):
-    reached = {name for name in closure(module) if name in FORBIDDEN or name.split(".")[0] in FORBIDDEN}
-    assert not reached, f"fabfile/{module}.py reaches {sorted(reached)}"
+def forbidden_in(names) -> list:
+    return sorted(name for name in names if any(name == bad or name.startswith(bad + ".") for bad in FORBIDDEN))
+
+
+@pytest.mark.parametrize("module", sorted(COMMAND_MODULES | set(CLAIMED)))
+def test_pure_modules_never_reach_a_process_or_the_network(module):
+    reached = forbidden_in(closure(module))
+    assert not reached, f"fabfile/{module}: pure, yet reaches {reached}"
+
+
+def test_every_module_that_calls_itself_pure_is_found():
+    """The discovery above finds the modules we know claim it (so the parametrized test checks them)."""
+    assert {"capacity", "haproxy_state", "incus", "deploy/lock", "deploy/audit", "lb_pair"} <= set(CLAIMED)
+
+
+def test_the_checker_catches_what_it_forbids(tmp_path, monkeypatch):
+    """A pure module that imports subprocess inside a function, or a transport through a helper, is caught."""
+    global FABFILE
+    (tmp_path / "helper.py").write_text("from . import transports\n")
+    (tmp_path / "transports.py").write_text("import socket\n")
+    (tmp_path / "bad.py").write_text('"""Pure."""\n\ndef run():\n    import subprocess\n')
+    (tmp_path / "indirect.py").write_text('"""Commands (pure)."""\nfrom .helper import x\n')
+    monkeypatch.setattr(sys.modules[__name__], "FABFILE", tmp_path)
+    assert forbidden_in(closure("bad")) == ["subprocess"]
+    assert "fabfile.transports" in forbidden_in(closure("indirect"))
+    assert calls_itself_pure(tmp_path / "bad.py") and calls_itself_pure(tmp_path / "indirect.py")
 
 
 def test_the_task_list_loads_no_heavy_library():
@@ -63,8 +119,3 @@ def test_the_task_list_loads_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-
-
-def test_the_walker_follows_relative_imports():
-    """The closure walker itself follows relative imports (so the tests above can fail)."""
-    assert "fabfile.transports" in closure("runner")

@@ -16,7 +16,8 @@ from fabfile.loadtest.baseline import compare, load_baseline
 from fabfile.loadtest.counters import counters_section, deltas, read_or_note, snapshot
 from fabfile.loadtest.engine import LoadSettings, RampSettings, ramp_rates, validate
 from fabfile.loadtest.outcomes import Sample, classify_exception, instance_from_body, outcome_of_status
-from fabfile.loadtest.report import finish, write_atomic, write_report
+from fabfile.files import write_atomic
+from fabfile.loadtest.report import finish, write_report
 from fabfile.loadtest.stats import ScenarioStats
 from fabfile.loadtest.svg import render_svg
 from fabfile.loadtest.thresholds import evaluate, parse_all, parse_one
@@ -239,7 +240,7 @@ def test_report_write_replaces_a_symlink_instead_of_following_it(tmp_path):
     write_report(str(link), {"kind": REPORT_KIND})
     assert victim.read_text() == "keep me"
     assert not link.is_symlink() and json.loads(link.read_text()) == {"kind": REPORT_KIND}
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".load-")] == []  # no temp file left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path):

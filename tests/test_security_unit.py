@@ -383,7 +383,7 @@ def test_item6_every_argv_puts_double_dash_before_names():
 
 
 def test_item6_dash_all_never_reaches_incus(tmp_path, monkeypatch):
-    from fabfile import process, transports
+    from fabfile import incus_api, process, transports
     from fabfile.failover import stoppers
 
     def boom(*args, **kwargs):
@@ -391,7 +391,7 @@ def test_item6_dash_all_never_reaches_incus(tmp_path, monkeypatch):
 
     monkeypatch.setattr(process, "run_argv", boom)
     monkeypatch.setattr(transports, "run_argv", boom)
-    monkeypatch.setattr(incus, "run_argv", boom)
+    monkeypatch.setattr(incus_api, "run_argv", boom)
     with pytest.raises(TransportError):
         IncusTransport(_Host("backend-api-1", incus_name="--all"))
     with pytest.raises((incus.IncusError, ValueError, Exception)) as caught:

@@ -1,20 +1,13 @@
-"""What the failover sequence shares with its check mixins: step names, settings, outcomes, the failure type."""
+"""What the failover sequence shares with its checks: step names and settings (the step types are ``engine``'s)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from .engine import PlannedStep, StepFailed, StepOutcome  # noqa: F401 - the checks raise and name these
 
 PHASES = ("before_kill", "kill_to_down", "down_window", "recovery")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # replayable: HAProxy may retry them on another server
-
-
-class StepFailed(Exception):
-    """A check did not hold; the message says what was seen."""
-
-    def __init__(self, detail: str, data: dict | None = None):
-        super().__init__(detail)
-        self.data = data or {}
 
 
 @dataclass
@@ -40,27 +33,6 @@ class FailoverSettings:
     metrics_grace: float = 1.0  # the exporter must show DOWN this long after the runtime API did
     websocket: bool = True
     load: bool = True
-
-
-@dataclass
-class StepOutcome:
-    name: str
-    status: str  # pass | fail | skip
-    seconds: float
-    detail: str
-    data: dict = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
-
-
-@dataclass
-class PlannedStep:
-    name: str
-    action: Callable[[], object]
-    abort_on_failure: bool = False  # later steps make no sense without this one
-    needs: str | None = None  # an earlier step that must have passed
 
 
 STEP_PREFLIGHT = "0 pre-flight: pool all UP"

@@ -15,9 +15,11 @@
                    GET once on a fresh connection; every VIP sample with two holders, or none after
                    the move, fails the run
 
-Whatever happens the killed node is started again before ``run`` returns. The samplers are
-one long-running remote shell loop per node (an exec per sample costs ~70 ms), read line by
-line; lines are timestamped on arrival with this machine's monotonic clock, the test's clock.
+Whatever happens the killed node is started again before ``run`` returns. It is a configuration of
+``engine``: its steps are ``StepOutcome``s of a ``StepEngine``, its waits ``engine.wait_for``
+(``polling.wait_until``), its marks a ``Timeline`` (report times relative to t0), its samples and the
+report's common part ``engine.common_report``; its stoppers live in ``stoppers.py`` and its VIP
+samplers in ``vip_watch.py``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from subprocess import DEVNULL, PIPE
 
-from ..process import TimeoutExpired, start_argv
+from .engine import StepEngine, Timeline, common_report, wait_for
+from .vip_watch import VipSampler, ownership_checks
 
 SAMPLE_INTERVAL = 0.1
 RETRY_AFTER = 0.25
@@ -52,79 +54,6 @@ class LbFailoverSettings:
     load_rate: float = 20.0
     request_timeout: float = 2.0
     retry_rate: float = 5.0
-
-
-class VipSampler:
-    """One node's VIP ownership: a bounded remote loop printing its addresses every 100 ms."""
-
-    def __init__(self, node: str, argv: list, vip: str, clock=time.monotonic):
-        self.node, self.argv, self.vip, self.clock = node, argv, vip, clock
-        # Containers share this machine's kernel clock: a line's own epoch time, moved onto the
-        # monotonic clock, is when the sample was taken (not when the pipe delivered it).
-        self.offset = time.time() - time.monotonic()
-        self.samples: list = []  # (clock time, holds)
-        self.process = None
-        self._thread = None
-
-    def start(self) -> VipSampler:
-        self.process = start_argv(self.argv, stdout=PIPE, stderr=DEVNULL, text=True)
-        self._thread = threading.Thread(target=self._read, name=f"vip-sampler-{self.node}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            parts = line.split()
-            if parts and parts[0].replace(".", "", 1).isdigit():
-                self.samples.append((float(parts[0]) - self.offset, any(p.split("/")[0] == self.vip for p in parts[1:])))
-        # The stream ended: the node is gone (a killed container holds nothing) or the loop ran out.
-        self.samples.append((self.clock(), False))
-
-    def stop(self) -> None:
-        """End the loop this object started (by its PID) and wait for the reader."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-class ProcessKiller:
-    """``kill -9`` of every haproxy process (the unit's cgroup), then ``systemctl stop`` so that
-    Restart= does not revive it during the test; the kill's own time is read back from the node."""
-
-    method = "process"
-
-    def __init__(self, transport):
-        self.transport = transport
-        self.killed_at = None  # monotonic time of the SIGKILL, from the node's clock
-
-    def stop_command(self) -> str:
-        return "systemctl kill --signal=SIGKILL haproxy && date +%s.%N; systemctl stop haproxy"
-
-    def stop(self) -> None:
-        result = self.transport.run(self.stop_command(), warn=True, timeout=60)
-        if not result.ok:
-            raise RuntimeError(f"{self.transport.name}: {self.stop_command()}: exit {result.exited}: {result.tail(2)}")
-        try:
-            self.killed_at = float(result.stdout.split()[0]) - (time.time() - time.monotonic())
-        except (IndexError, ValueError):
-            self.killed_at = None
-
-    def start(self) -> None:
-        result = self.transport.run("systemctl start haproxy", warn=True, timeout=60)
-        if not result.ok:
-            raise RuntimeError(f"{self.transport.name}: systemctl start haproxy: exit {result.exited}: {result.tail(2)}")
-
-    def describe(self, action: str) -> str:
-        return f"{self.transport.name}: {self.stop_command() if action == 'stop' else 'systemctl start haproxy'}"
 
 
 class RetryingClient:
@@ -166,51 +95,6 @@ class RetryingClient:
         self._thread.join(timeout=2 * self.timeout + RETRY_AFTER + 2)
 
 
-def state_at(points: list, t: float):
-    """A node's VIP state at ``t``: known when its samples just before and just after ``t`` agree (or one
-    sits at ``t``); None while it changes between two samples (up to one interval, 100 ms) or outside them."""
-    before = next((p for p in reversed(points) if p[0] <= t), None)
-    after = next((p for p in points if p[0] >= t), None)
-    if before is None or after is None or before[1] != after[1]:
-        return None
-    return before[1]
-
-
-def ownership_checks(per_node: dict, moved_at: float | None, returned_at: float | None) -> dict:
-    """At every sample of either node, with the other node's state where it is known: samples with two
-    holders (anywhere), with none (after the move), and holder changes after the return.
-
-    Two nodes are sampled at different instants; a handover that falls between two samples of the other
-    node is "in transition" (counted apart), never guessed into a false two-holder or no-holder sample.
-    """
-    two, none_after, transitions, changes, last_holder = 0, 0, 0, [], None
-    events = sorted((t, node, holds) for node, points in per_node.items() for t, holds in points)
-    for t, node, holds in events:
-        states = {other: state_at(points, t) for other, points in per_node.items() if other != node}
-        if any(state is None for state in states.values()):
-            transitions += 1
-            continue
-        held = [node] * bool(holds) + [other for other, state in states.items() if state]
-        if len(held) > 1:
-            two += 1
-        if moved_at is not None and t >= moved_at and not held:
-            none_after += 1
-        if len(held) == 1:
-            if last_holder is not None and held[0] != last_holder and returned_at is not None and t > returned_at:
-                changes.append({"t": t, "to": held[0]})
-            last_holder = held[0]
-    return {"two_holder_samples": two, "no_holder_samples_after_move": none_after,
-            "in_transition_samples": transitions, "moves_after_return": changes}
-
-
-@dataclass
-class Step:
-    name: str
-    passed: bool
-    detail: str
-    seconds: float = 0.0
-
-
 @dataclass
 class LbFailoverRun:
     """The sequence against injected pieces (see ``tasks/test.py``)."""
@@ -229,10 +113,16 @@ class LbFailoverRun:
     output: object
     clock: object = time.monotonic
     sleep: object = time.sleep
-    steps: list = field(default_factory=list)
-    marks: dict = field(default_factory=dict)
+    marks: Timeline = field(default_factory=Timeline)  # clock times; the report's are relative to t0
     websocket: dict = field(default_factory=dict)
     alerts: object = None  # a monitoring.gate.AlertGate (or None): the killed balancer's alert in Alertmanager
+
+    def __post_init__(self):
+        self.engine = StepEngine(self.output, self.clock)
+
+    @property
+    def steps(self) -> list:
+        return self.engine.steps
 
     def _alert_step(self, name, check) -> bool:
         started = self.clock()
@@ -240,10 +130,7 @@ class LbFailoverRun:
         return self._step(name, result.passed, result.detail, started)
 
     def _step(self, name, passed, detail, started):
-        step = Step(name, bool(passed), detail, round(self.clock() - started, 3))
-        self.steps.append(step)
-        self.output.line(f"{'ok  ' if step.passed else 'FAIL'} {name:<22} {step.seconds:6.2f}s  {detail}")
-        return step.passed
+        return self.engine.check(name, passed, detail, started)
 
     def _sampler(self, node: str, seconds: float) -> VipSampler:
         return VipSampler(node, self.sampler_argv(node, seconds), self.settings.vip, self.clock).start()
@@ -348,20 +235,14 @@ class LbFailoverRun:
         self.marks["watch_end"] = self.clock()
 
     def _passed(self, name: str) -> bool:
-        return any(step.name == name and step.passed for step in self.steps)
+        return self.engine.passed(name)
 
     def _holds(self, node_samplers) -> bool:
         return any(x.samples and x.samples[-1][1] for x in node_samplers)
 
     def _wait(self, probe, timeout):
-        deadline = self.clock() + timeout
-        for _ in range(int(timeout / 0.05) + 2):
-            if probe():
-                return self.clock()
-            if self.clock() >= deadline:
-                return None
-            self.sleep(0.05)
-        return None
+        """The clock time ``probe()`` first held within ``timeout`` (polling every 50 ms), else None."""
+        return wait_for(probe, timeout, interval=0.05, clock=self.clock, sleep=self.sleep)
 
     def _verdict(self, samplers) -> dict:
         from ..loadtest.facade import phase_counts
@@ -406,29 +287,18 @@ class LbFailoverRun:
         retried = {}
         for _, outcome in self.retrying.results:
             retried[outcome] = retried.get(outcome, 0) + 1
-        base = m.get("started", 0.0)
-
-        def rel(t):
-            return None if t is None else round(t - base, 3)
-
+        rel = m.rel  # every time in the report: seconds after t0
         t0 = m.get("t0")
-        report = {
-            "passed": all(step.passed for step in self.steps),
+        report = common_report(self.engine, m, self.load.samples, phases)
+        report["requests"].update(phases=phases, by_kind=by_kind,
+                                  load=self.load.describe() if hasattr(self.load, "describe") else None)
+        report |= {
             "method": s.method, "vip": s.vip, "holder": self.holder, "peer": self.peer,
             "advert_interval": s.advert_interval, "preempt": s.preempt,
             "vip_move_seconds": round(m["vip_on_peer"] - t0, 3) if m.get("vip_on_peer") and t0 is not None else None,
             "vip_move_from_kill_issued_seconds": round(m["vip_on_peer"] - m["kill_issued"], 3)
             if m.get("vip_on_peer") and m.get("kill_issued") else None,
             "peer_answers_seconds": round(m["peer_answers"] - t0, 3) if m.get("peer_answers") and t0 else None,
-            "timeline": {k: rel(v) for k, v in m.items()},
-            "steps": [step.__dict__ for step in self.steps],
-            "requests": {"phases": phases, "total": len(self.load.samples),
-                         "failed": sum(1 for x in self.load.samples if x.failed),
-                         "by_kind": by_kind, "load": self.load.describe() if hasattr(self.load, "describe") else None,
-                         "samples": [{"t": rel(x.t), "kind": x.connection, "ok": not x.failed, "outcome": x.outcome,
-                                      "lag": round(x.lag, 4),
-                                      "seconds": round(x.seconds, 4) if x.seconds is not None else None}
-                                     for x in sorted(self.load.samples, key=lambda x: x.t)]},
             "retry_once_client": {"retry_after_seconds": RETRY_AFTER, **retried},
             "browser_client": kind_counts(self.browser.samples),
             "websocket": self.websocket,

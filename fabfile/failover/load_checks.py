@@ -15,23 +15,28 @@ from ..loadtest.keepalive import kind_counts, kind_line
 
 
 class LoadChecks:
-    """Mixin of FailoverTest: ``self.http_get`` for the GET steps (``loadtest.facade.fetch``), ``self.load`` for
-    the background load (``loadtest.keepalive.MixedLoad``: new-connection requests and requests on
-    kept-alive connections, both open-model)."""
+    """Requests through the LB for one ``FailoverTest``: ``http_get`` for the GET steps
+    (``loadtest.facade.fetch``), ``load`` for the background load (``loadtest.keepalive.MixedLoad``:
+    new-connection requests and requests on kept-alive connections, both open-model; or None)."""
+
+    def __init__(self, test, http_get, load=None):
+        self.test = test
+        self.http_get = http_get
+        self.load = load
 
     def _gets(self, count: int) -> list:
         """``count`` GETs of the health path through the LB: [(Reply or None, error text)]."""
         replies = []
         for _ in range(count):
             try:
-                replies.append((self.http_get(self.settings.health_path, None, self.settings.request_timeout), ""))
+                replies.append((self.http_get(self.test.settings.health_path, None, self.test.settings.request_timeout), ""))
             except OSError as exc:  # fetch raises the builtin matching its class: timeout, refused, reset
                 replies.append((None, f"{type(exc).__name__}: {exc}"))
         return replies
 
     def _check_gets(self, forbidden_instance: str | None = None):
         """Steps 1 and 4: every GET 200 (and, while DOWN, none served by the victim)."""
-        replies = self._gets(self.settings.checks_requests)
+        replies = self._gets(self.test.settings.checks_requests)
         data = {"responses": [{"status": r.status if r else None, "instance": r.instance if r else None,
                                "seconds": round(r.seconds, 3) if r else None, "error": error}
                               for r, error in replies]}
@@ -51,48 +56,48 @@ class LoadChecks:
             raise StepFailed(f"{ok}/{len(replies)} ok; " + "; ".join(bad), data)
         return f"{ok}/{len(replies)} HTTP 200, served by {served}", data
 
-    def _baseline(self):
+    def baseline(self):
         return self._check_gets()
 
-    def _down_window(self):
-        return self._check_gets(forbidden_instance=self.settings.victim)
+    def down_window(self):
+        return self._check_gets(forbidden_instance=self.test.settings.victim)
 
-    def _load_flowing(self):
-        self.marks["load_started"] = self.clock()
+    def flowing(self):
+        self.test.marks["load_started"] = self.test.clock()
         self.load.start()
-        self.sleep(self.settings.load_lead_in)
+        self.test.sleep(self.test.settings.load_lead_in)
         samples = list(self.load.samples)
         failed = [sample for sample in samples if sample.failed]
         if not samples or failed:
-            raise StepFailed(f"{len(samples)} requests in the first {self.settings.load_lead_in:g}s, "
+            raise StepFailed(f"{len(samples)} requests in the first {self.test.settings.load_lead_in:g}s, "
                              f"{len(failed)} failed; fix the pool before killing a backend")
-        return f"{len(samples)} requests in {self.settings.load_lead_in:g}s, all 200, served by " \
+        return f"{len(samples)} requests in {self.test.settings.load_lead_in:g}s, all 200, served by " \
                f"{instance_counts(s.instance for s in samples)}"
 
-    def _load_while_down(self):
+    def while_down(self):
         """Hold the victim down for ``down_dwell`` after DOWN; all that traffic must go to the others, fine."""
-        remaining = self.marks["down"] + self.settings.down_dwell - self.clock()
+        remaining = self.test.marks["down"] + self.test.settings.down_dwell - self.test.clock()
         if remaining > 0:
-            self.sleep(remaining)
-        window = [sample for sample in list(self.load.samples) if sample.t > self.marks["down"]]
+            self.test.sleep(remaining)
+        window = [sample for sample in list(self.load.samples) if sample.t > self.test.marks["down"]]
         failed = [sample for sample in window if sample.failed]
-        from_victim = [sample for sample in window if sample.instance == self.settings.victim]
-        detail = (f"{len(window)} requests in {self.clock() - self.marks['down']:.1f}s after DOWN, {len(failed)} failed, "
+        from_victim = [sample for sample in window if sample.instance == self.test.settings.victim]
+        detail = (f"{len(window)} requests in {self.test.clock() - self.test.marks['down']:.1f}s after DOWN, {len(failed)} failed, "
                   f"served by {instance_counts(s.instance for s in window if not s.failed)}")
         if not window or failed or from_victim:
             raise StepFailed(detail)
         return detail
 
-    def _phase_starts(self) -> list:
-        m = self.marks
+    def phase_starts(self) -> list:
+        m = self.test.marks
         return list(zip(PHASES, (m.get("load_started"), m.get("stop_issued"), m.get("down"), m.get("start_issued"))))
 
     def _in_failure_window(self, sample) -> bool:
         """Sent while the victim could already be dead but was not yet DOWN (or still open at the stop)."""
-        stop, down = self.marks.get("stop_issued"), self.marks.get("down", self.marks.get("start_issued"))
+        stop, down = self.test.marks.get("stop_issued"), self.test.marks.get("down", self.test.marks.get("start_issued"))
         if stop is None:
             return False
-        return stop - self.settings.request_timeout <= sample.t <= (down if down is not None else float("inf"))
+        return stop - self.test.settings.request_timeout <= sample.t <= (down if down is not None else float("inf"))
 
     def _caught(self, sample) -> bool:
         """A failed unsafe request caught in the failure window: counted apart, never replayed."""
@@ -101,9 +106,9 @@ class LoadChecks:
     def unsafe_caught(self, samples) -> list:
         return [s for s in samples if self._caught(s)]
 
-    def _load_total(self):
+    def total(self):
         samples = list(self.load.samples)
-        phases = phase_counts(samples, self._phase_starts())
+        phases = phase_counts(samples, self.phase_starts())
         caught = self.unsafe_caught(samples)
         failed = [s for s in samples if s.failed and not self._caught(s)]
         by_method = Counter((s.method, "failed" if s.failed else "ok") for s in samples)
@@ -119,11 +124,11 @@ class LoadChecks:
             raise StepFailed(detail)
         return detail
 
-    def _stop_load(self) -> None:
-        if self.load is None or "load_started" not in self.marks:
+    def stop(self) -> None:
+        if self.load is None or "load_started" not in self.test.marks:
             return
-        if "up" in self.marks and not self.interrupted:
-            self.sleep(self.settings.load_tail)
-        self.marks["load_stopped"] = self.clock()
+        if "up" in self.test.marks and not self.test.interrupted:
+            self.test.sleep(self.test.settings.load_tail)
+        self.test.marks["load_stopped"] = self.test.clock()
         if not self.load.stop():
-            self.output.line("warning: the load thread did not end in time; its last request is not counted")
+            self.test.output.line("warning: the load thread did not end in time; its last request is not counted")

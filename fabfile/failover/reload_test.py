@@ -20,6 +20,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from .engine import StepEngine, Timeline
+
 SAMPLE_INTERVAL = 0.5
 # One line per sample: the node's epoch time, the master's PID, then its worker PIDs.
 WORKERS_PROBE = ("m=$(systemctl show -p MainPID --value haproxy); "
@@ -100,14 +102,6 @@ def worker_lifetimes(samples: list, reloads: list) -> list:
 
 
 @dataclass
-class Step:
-    name: str
-    passed: bool
-    detail: str
-    seconds: float = 0.0
-
-
-@dataclass
 class ReloadRun:
     """The sequence against injected pieces."""
 
@@ -119,15 +113,18 @@ class ReloadRun:
     output: object
     clock: object = time.monotonic
     sleep: object = time.sleep
-    steps: list = field(default_factory=list)
     reloads: list = field(default_factory=list)  # {"n", "balancer", "t", "ok", "detail", "new_worker"}
-    marks: dict = field(default_factory=dict)
+    marks: Timeline = field(default_factory=Timeline)  # no single strike: report times are after the start
+
+    def __post_init__(self):
+        self.engine = StepEngine(self.output, self.clock)  # ``engine``: the failover gates' one step engine
+
+    @property
+    def steps(self) -> list:
+        return self.engine.steps
 
     def _step(self, name, passed, detail, started):
-        step = Step(name, bool(passed), detail, round(self.clock() - started, 3))
-        self.steps.append(step)
-        self.output.line(f"{'ok  ' if step.passed else 'FAIL'} {name:<26} {step.seconds:6.2f}s  {detail}")
-        return step.passed
+        return self.engine.check(name, passed, detail, started)
 
     def run(self) -> dict:
         s = self.settings
@@ -195,10 +192,7 @@ class ReloadRun:
         from ..loadtest.keepalive import kind_counts
 
         samples = sorted(self.load.samples, key=lambda x: x.t)
-        base = self.marks.get("started", 0.0)
-
-        def rel(t):
-            return None if t is None else round(t - base, 3)
+        rel = self.marks.rel
 
         windows = [("before", self.marks.get("started"))] + \
             [(f"reload {r['n']} {r['balancer']}", r["t"]) for r in self.reloads]
@@ -228,11 +222,11 @@ class ReloadRun:
         workers = {name: [[rel(t), len(pids)] for t, _, pids in sampler.samples]
                    for name, sampler in self.samplers.items()}
         return {
-            "passed": bool(self.steps) and all(step.passed for step in self.steps),
+            "passed": self.engine.all_passed,
             "balancers": self.balancers, "settings": self.settings.__dict__,
             "load": self.load.describe() if hasattr(self.load, "describe") else None,
-            "steps": [step.__dict__ for step in self.steps],
-            "timeline": {key: rel(value) for key, value in self.marks.items()},
+            "steps": [step.to_dict() for step in self.steps],
+            "timeline": self.marks.relative(),
             "reloads": per_reload,
             # One worker serves; every other one seen at the same time is an old one finishing.
             "old_workers": {"most_at_once": max([count - 1 for points in workers.values() for _, count in points] + [0]),

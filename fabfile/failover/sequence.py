@@ -20,67 +20,71 @@ whose failures are counted per phase (with the load on, the victim stays down
 Whatever happens (a failed step, an exception, Ctrl-C) the victim is started
 again and awaited before ``run`` returns. Every dependency (runtime API,
 stopper, HTTP getter, WebSocket connector, load, exporter, clock) is injected, so the
-sequence runs against fakes in unit tests.
+sequence runs against fakes in unit tests. It is one configuration of ``engine.StepEngine``:
+its collaborators (``PoolWatch``, ``LoadChecks``, ``WebSocketChecks``, ``MetricsChecks``) each own
+their state and provide the steps' actions; ``report.failover_report`` builds the report.
 """
+
+from __future__ import annotations
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 
-from .checks import (ALERT_STEPS, METRICS_STEPS, STEP_ALERT_FIRED, STEP_ALERT_QUIET, STEP_ALERT_RESOLVED, STEP_BASELINE, STEP_DOWN, STEP_DOWN_WINDOW, STEP_LOAD_DOWN, STEP_LOAD_FLOWING,
-                     STEP_LOAD_TOTAL, STEP_METRICS_BEFORE, STEP_METRICS_DOWN, STEP_PREFLIGHT, STEP_RECOVERY,
-                     STEP_RESTORE, STEP_STOP, STEP_WS_CLOSED, STEP_WS_PINNED, STEP_WS_REBALANCED, STEP_WS_STAYS,
-                     WS_STEPS, FailoverSettings, PlannedStep, StepFailed, StepOutcome)
+from .checks import (ALERT_STEPS, METRICS_STEPS, STEP_ALERT_FIRED, STEP_ALERT_QUIET, STEP_ALERT_RESOLVED,
+                     STEP_BASELINE, STEP_DOWN, STEP_DOWN_WINDOW, STEP_LOAD_DOWN, STEP_LOAD_FLOWING, STEP_LOAD_TOTAL,
+                     STEP_METRICS_BEFORE, STEP_METRICS_DOWN, STEP_PREFLIGHT, STEP_RECOVERY, STEP_RESTORE, STEP_STOP,
+                     STEP_WS_CLOSED, STEP_WS_PINNED, STEP_WS_REBALANCED, STEP_WS_STAYS, WS_STEPS, FailoverSettings)
+from .engine import PlannedStep, StepEngine, Timeline
 from .load_checks import LoadChecks
 from .metrics_checks import MetricsChecks
 from .pool_watch import PoolWatch
-from .report import Reporting
+from .report import failover_report
 from .websocket_checks import WebSocketChecks
 
 
-class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Reporting):
+class FailoverTest:
     """One run of the sequence against injected dependencies; ``run()`` returns the report dict.
 
     ``runtime``: ``show_stat()`` -> ServerStat rows. ``stopper``: ``stop()``,
-    ``start()``, ``describe(action)``. In real runs the clients are the load
+    ``start()``, ``describe(action)`` (``stoppers.py``). In real runs the clients are the load
     engine's (``fabfile/loadtest/facade.py``): ``http_get(path, headers, timeout)``
     -> a ``Reply`` through the LB (``fetch``); ``ws_connect(path, cookie)`` -> a
-    ``WsSession`` (``open_session``: ``greeting``, ``cookie(name)``, ``echo``,
-    ``wait_closed``, ``close``); ``load``: a ``MixedLoad`` (new-connection and kept-alive requests) or None;
-    ``metrics``: ``read()`` -> the exporter's samples (``metrics.ServerMetrics``, or None).
+    ``WsSession`` (``open_session``); ``load``: a background load (or None);
+    ``metrics``: the exporters (``metrics.ServerMetrics``, or None); ``alerts``: a
+    ``monitoring.gate.AlertGate`` (or None); ``floor``: the pool's ``CapacityFloor``.
     """
 
     def __init__(self, settings: FailoverSettings, *, runtime, stopper, http_get: Callable,
                  ws_connect: Callable | None = None, load=None, metrics=None, output, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, alerts=None, floor=None):
         self.settings = settings
-        self.floor = floor  # capacity.CapacityFloor of the pool (default: one server UP)
-        self.runtime = runtime
         self.stopper = stopper
-        self.http_get = http_get
-        self.ws_connect = ws_connect
-        self.load = load if settings.load else None
-        self.metrics = metrics
-        self.alerts = alerts  # a monitoring.gate.AlertGate (or None): the victim's alert in Alertmanager
         self.output = output
         self.clock = clock
         self.sleep = sleep
-        self.steps: list = []
-        self.marks: dict = {}  # clock times: started, load_started, stop_issued, t0, down, start_issued, up
+        self.marks = Timeline()  # clock times: started, load_started, stop_issued, t0, down, start_issued, up
+        self.engine = StepEngine(output, clock)
+        self.pool = PoolWatch(self, runtime, floor)
+        self.load = LoadChecks(self, http_get, load if settings.load else None)
+        self.websocket = WebSocketChecks(self, ws_connect)
+        self.metrics = MetricsChecks(self, metrics)
+        self.alerts = alerts
         if alerts is not None:
             alerts.marks = self.marks  # alert_fired, alert_resolved join the timeline
-        self.transitions: dict = {}  # wait name -> [(clock time, HAProxy status)]
-        self.others: list = []
-        self.final_pool: list = []
         self.interrupted = False
         self.interruption = None
         self._stop_issued = False
         self._victim_back = False
-        self._sessions: dict = {}  # ws sessions kept across steps: "pinned", "rebalanced"
-        self._ws_results: dict = {}
-        self._metrics_seen: dict = {}  # the victim's exporter values: "before" the stop, at "down"
-        self._metrics_before_by_exporter: dict = {}  # exporter URL -> the victim's values before the stop
+
+    @property
+    def steps(self) -> list:
+        return self.engine.steps
+
+    @property
+    def passed(self) -> bool:
+        return not self.interrupted and self.engine.all_passed
 
     # -- running ----------------------------------------------------------------
     def run(self) -> dict:
@@ -89,96 +93,45 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
         v = self.settings.victim
         self.output.line(f"== test.failover: victim {v} in {self.settings.pool}, stop by {self.stopper.describe('stop')}")
         try:
-            self._run_plan(self._plan())
+            self.engine.run_plan(self._plan())
         except KeyboardInterrupt as interruption:  # Ctrl-C, or SIGTERM/SIGHUP raised as one by the task
             self.interrupted = True
             self.interruption = interruption
             self.output.line(f"interrupted ({interruption or 'SIGINT'}): bringing the victim back before exiting")
         self._wind_down()
-        return self.report()
+        return failover_report(self)
 
     def _plan(self) -> list:
-        s = self.settings
+        s, load, ws, metrics, alerts = self.settings, self.load, self.websocket, self.metrics, self.alerts
         plan = [
-            PlannedStep(STEP_PREFLIGHT, self._preflight, abort_on_failure=True),
-            PlannedStep(STEP_BASELINE, self._baseline, abort_on_failure=True),
-            PlannedStep(STEP_WS_PINNED, self._ws_pinned),
-            PlannedStep(STEP_LOAD_FLOWING, self._load_flowing, abort_on_failure=True),
-            PlannedStep(STEP_METRICS_BEFORE, self._metrics_before),
-            PlannedStep(STEP_ALERT_QUIET, lambda: self.alerts.as_step(self.alerts.quiet())),
+            PlannedStep(STEP_PREFLIGHT, self.pool.preflight, abort_on_failure=True),
+            PlannedStep(STEP_BASELINE, load.baseline, abort_on_failure=True),
+            PlannedStep(STEP_WS_PINNED, ws.pinned),
+            PlannedStep(STEP_LOAD_FLOWING, load.flowing, abort_on_failure=True),
+            PlannedStep(STEP_METRICS_BEFORE, metrics.before),
+            PlannedStep(STEP_ALERT_QUIET, lambda: alerts.as_step(alerts.quiet())),
             PlannedStep(STEP_STOP, self._stop_victim, abort_on_failure=True),
             PlannedStep(STEP_DOWN, self._wait_down, abort_on_failure=True),
-            PlannedStep(STEP_METRICS_DOWN, self._metrics_down, needs=STEP_METRICS_BEFORE),
-            PlannedStep(STEP_WS_CLOSED, self._ws_closed, needs=STEP_WS_PINNED),
-            PlannedStep(STEP_WS_REBALANCED, self._ws_rebalanced),
-            PlannedStep(STEP_DOWN_WINDOW, self._down_window),
-            PlannedStep(STEP_LOAD_DOWN, self._load_while_down),
-            PlannedStep(STEP_ALERT_FIRED, lambda: self.alerts.as_step(self.alerts.wait_fired(self.marks["down"])),
+            PlannedStep(STEP_METRICS_DOWN, metrics.down, needs=STEP_METRICS_BEFORE),
+            PlannedStep(STEP_WS_CLOSED, ws.closed, needs=STEP_WS_PINNED),
+            PlannedStep(STEP_WS_REBALANCED, ws.rebalanced),
+            PlannedStep(STEP_DOWN_WINDOW, load.down_window),
+            PlannedStep(STEP_LOAD_DOWN, load.while_down),
+            PlannedStep(STEP_ALERT_FIRED, lambda: alerts.as_step(alerts.wait_fired(self.marks["down"])),
                         needs=STEP_ALERT_QUIET),
             PlannedStep(STEP_RECOVERY, self._start_and_wait_up, abort_on_failure=True),
-            PlannedStep(STEP_ALERT_RESOLVED, lambda: self.alerts.as_step(self.alerts.wait_resolved(self.marks["up"])),
+            PlannedStep(STEP_ALERT_RESOLVED, lambda: alerts.as_step(alerts.wait_resolved(self.marks["up"])),
                         needs=STEP_ALERT_FIRED),
-            PlannedStep(STEP_WS_STAYS, self._ws_stays, needs=STEP_WS_REBALANCED),
+            PlannedStep(STEP_WS_STAYS, ws.stays, needs=STEP_WS_REBALANCED),
         ]
-        disabled = set(WS_STEPS if not (s.websocket and self.ws_connect) else ())
-        if self.load is None:
+        disabled = set(WS_STEPS if not (s.websocket and ws.ws_connect) else ())
+        if load.load is None:
             disabled.update((STEP_LOAD_FLOWING, STEP_LOAD_DOWN))
-        if self.metrics is None:
+        if metrics.metrics is None:
             disabled.update(METRICS_STEPS)
-        if self.alerts is None:
+        if alerts is None:
             disabled.update(ALERT_STEPS)
         return [step for step in plan if step.name not in disabled]
-
-    def _run_plan(self, plan: list) -> None:
-        for index, planned in enumerate(plan):
-            if planned.needs and not self._passed(planned.needs):
-                self._record(planned.name, "skip", 0.0, f"needs '{planned.needs}' to pass")
-                continue
-            try:
-                passed = self._step(planned.name, planned.action)
-            except KeyboardInterrupt:
-                self._skip_rest(plan[index + 1:], "not run: interrupted")
-                raise
-            if not passed and planned.abort_on_failure:
-                self._skip_rest(plan[index + 1:], f"not run: '{planned.name}' failed")
-                return
-
-    def _skip_rest(self, planned_steps: list, reason: str) -> None:
-        for planned in planned_steps:
-            self._record(planned.name, "skip", 0.0, reason)
-
-    def _step(self, name: str, action: Callable) -> bool:
-        """Run one check, print and record its outcome; True if it passed."""
-        started = self.clock()
-        try:
-            result = action()
-        except StepFailed as exc:
-            self._record(name, "fail", self.clock() - started, str(exc), exc.data)
-            return False
-        except KeyboardInterrupt:
-            self._record(name, "fail", self.clock() - started, "interrupted (Ctrl-C)")
-            raise
-        except Exception as exc:  # noqa: BLE001 - any surprise fails the step, and the wind-down still runs
-            self._record(name, "fail", self.clock() - started, f"{type(exc).__name__}: {exc}")
-            return False
-        detail, data = result if isinstance(result, tuple) else (result, {})
-        self._record(name, "pass", self.clock() - started, detail, data)
-        return True
-
-    def _record(self, name, status, seconds, detail, data=None) -> None:
-        outcome = StepOutcome(name, status, round(seconds, 3), detail, data or {})
-        self.steps.append(outcome)
-        self.output.line(f"{status.upper():<4} {outcome.seconds:7.2f}s  {name:<28} {detail}".rstrip())
-
-    def _passed(self, name: str) -> bool:
-        return any(step.name == name and step.passed for step in self.steps)
-
-    def _rel(self, when: float | None) -> float | None:
-        """A clock time as seconds after t0 (or after the start, before any stop)."""
-        if when is None:
-            return None
-        origin = self.marks.get("t0", self.marks.get("stop_issued", self.marks["started"]))
-        return round(when - origin, 3)
 
     def _stop_victim(self):
         self.marks["stop_issued"] = self.clock()
@@ -190,7 +143,7 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
         return f"{self.stopper.describe('stop')} returned after {seconds:.2f}s (t0)", {"command_seconds": round(seconds, 3)}
 
     def _wait_down(self):
-        waited = self._wait_victim("DOWN", lambda stat: stat.is_down, self.settings.down_timeout)
+        waited = self.pool.wait_victim("DOWN", lambda stat: stat.is_down, self.settings.down_timeout)
         self.marks["down"] = self.clock()
         detect = self.marks["down"] - self.marks["t0"]
         # The target is judged from the moment the stop was issued: the victim may die early in the command.
@@ -198,17 +151,17 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
         target = "met" if from_issue <= self.settings.down_target else "missed"
         detail = (f"DOWN {detect:.2f}s after t0, {from_issue:.2f}s after the stop was issued "
                   f"(target {self.settings.down_target:g}s {target}); "
-                  f"check {waited.value.last_check or '-'}; states {self._path('DOWN')}")
+                  f"check {waited.value.last_check or '-'}; states {self.pool.path('DOWN')}")
         return (detail, {"detect_down_seconds": round(detect, 3), "from_stop_issued_seconds": round(from_issue, 3)})
 
     def _start_and_wait_up(self):
         self.marks["start_issued"] = self.clock()
         self.stopper.start()
         self._victim_back = True  # started: from here on the wind-down need not start it again
-        self._wait_victim("UP", lambda stat: stat.is_up, self.settings.up_timeout)
+        self.pool.wait_victim("UP", lambda stat: stat.is_up, self.settings.up_timeout)
         self.marks["up"] = self.clock()
         seconds = self.marks["up"] - self.marks["start_issued"]
-        return f"{self.stopper.describe('start')}; UP {seconds:.2f}s later; states {self._path('UP')}", \
+        return f"{self.stopper.describe('start')}; UP {seconds:.2f}s later; states {self.pool.path('UP')}", \
             {"recover_up_seconds": round(seconds, 3)}
 
     # -- wind-down --------------------------------------------------------------------
@@ -216,24 +169,22 @@ class FailoverTest(PoolWatch, LoadChecks, WebSocketChecks, MetricsChecks, Report
         """Victim back, load stopped and judged, sessions closed, final pool state shown."""
         try:
             if self._stop_issued and not self._victim_back:
-                self._step(STEP_RESTORE, self._restore_victim)
+                self.engine.step(STEP_RESTORE, self._restore_victim)
         except KeyboardInterrupt:
             self.output.line(f"WARNING: interrupted again; {self.settings.victim} may still be stopped: "
                              f"run {self.stopper.describe('start')}")
             raise
         finally:
-            self._stop_load()
-        if self.load is not None and "load_started" in self.marks:
-            self._step(STEP_LOAD_TOTAL, self._load_total)
-        for session in self._sessions.values():
-            session.close()
-        self._sessions.clear()
-        self._show_final_pool()
+            self.load.stop()
+        if self.load.load is not None and "load_started" in self.marks:
+            self.engine.step(STEP_LOAD_TOTAL, self.load.total)
+        self.websocket.close()
+        self.pool.show_final()
 
     def _restore_victim(self):
         self.marks["start_issued"] = self.clock()
         self.stopper.start()
         self._victim_back = True
-        self._wait_victim("UP", lambda stat: stat.is_up, self.settings.up_timeout)
+        self.pool.wait_victim("UP", lambda stat: stat.is_up, self.settings.up_timeout)
         self.marks["up"] = self.clock()
         return f"{self.stopper.describe('start')}; UP {self.marks['up'] - self.marks['start_issued']:.2f}s later"

@@ -9,11 +9,18 @@ connections) and two that do not:
             stuck disk. The kernel still accepts connections, so requests sent to it just wait.
 ``drop``    the service's port goes silent: an nftables table inside the victim drops its traffic both
             ways (deleted to recover), as a dead switch port or a firewall mistake would.
+
+And for a balancer (``test.lb-failover``): ``IncusStopper`` for its container, ``ProcessKiller`` for its
+HAProxy. Every stopper has ``stop()``, ``start()``, ``describe(action)`` and ``method``; a stopper that
+knows the moment of death exactly (``killed_at``, the node's own clock) gives the gate its t0.
 """
 
 from __future__ import annotations
 
+import time
+
 from .. import incus
+from ..incus_api import Incus
 from ..process import ProcessNotFound
 from ..shell import argv_line, q
 
@@ -38,9 +45,9 @@ class IncusStopper:
 
     method = "incus"
 
-    def __init__(self, instance: str, driver: incus.Incus | None = None):
+    def __init__(self, instance: str, driver: Incus | None = None):
         self.instance = instance
-        self.driver = driver or incus.Incus()
+        self.driver = driver or Incus()
 
     def stop_command(self) -> list:
         return incus.stop_argv(self.instance)
@@ -97,6 +104,37 @@ class CommandStopper:
 
     def describe(self, action: str) -> str:
         return f"{self.transport.name}: {self._commands[action]}"
+
+
+class ProcessKiller:
+    """``kill -9`` of every haproxy process (the unit's cgroup), then ``systemctl stop`` so that
+    Restart= does not revive it during the test; the kill's own time is read back from the node."""
+
+    method = "process"
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.killed_at = None  # monotonic time of the SIGKILL, from the node's clock
+
+    def stop_command(self) -> str:
+        return "systemctl kill --signal=SIGKILL haproxy && date +%s.%N; systemctl stop haproxy"
+
+    def stop(self) -> None:
+        result = self.transport.run(self.stop_command(), warn=True, timeout=60)
+        if not result.ok:
+            raise RuntimeError(f"{self.transport.name}: {self.stop_command()}: exit {result.exited}: {result.tail(2)}")
+        try:
+            self.killed_at = float(result.stdout.split()[0]) - (time.time() - time.monotonic())
+        except (IndexError, ValueError):
+            self.killed_at = None
+
+    def start(self) -> None:
+        result = self.transport.run("systemctl start haproxy", warn=True, timeout=60)
+        if not result.ok:
+            raise RuntimeError(f"{self.transport.name}: systemctl start haproxy: exit {result.exited}: {result.tail(2)}")
+
+    def describe(self, action: str) -> str:
+        return f"{self.transport.name}: {self.stop_command() if action == 'stop' else 'systemctl start haproxy'}"
 
 
 def unit_commands(unit: str) -> tuple:

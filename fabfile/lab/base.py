@@ -7,13 +7,14 @@ progress lines go through the one output module (masked like every task's).
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..incus import Incus, IncusError
+from ..files import write_atomic
+from ..incus import IncusError
+from ..incus_api import Incus
 from ..output import Output
 from ..paths import REPO_ROOT
 from ..process import ProcessNotFound, run_argv
@@ -129,19 +130,8 @@ def require_root(verb: str) -> None:
 
 
 def write_atomically(path: Path, text: str, mode: int) -> None:
-    """Write via a temporary file and rename, so an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(staging, mode)
-        os.replace(staging, path)
-    except BaseException:
-        os.unlink(staging)
-        raise
-
-
+    """``files.write_atomic``: an interrupted run never leaves half a file."""
+    write_atomic(path, text, mode, make_parents=True)
 
 
 def display_path(path: Path) -> str:

@@ -22,9 +22,6 @@ Shape (``"kind": "veza-load-report", "version": 1``; a baseline must carry both)
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 
 from .baseline import compare
 from .keepalive import kind_line
@@ -83,33 +80,16 @@ def summary_lines(report: dict) -> list:
     return lines
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and a rename.
-
-    A reader never sees half a file, and an existing symlink at ``path`` is
-    replaced rather than written through (mkstemp opens with O_EXCL; rename
-    replaces the link itself), so a planted link cannot redirect the write.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(prefix=".load-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        from ..output import current_umask
-
-        os.chmod(temp_path, 0o600 & ~current_umask())  # the operator's alone; a stricter umask applies
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
-
-
 def write_report(path: str, report: dict) -> None:
-    write_atomic(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    """The one report writer (``output.write_report``: private, masked)."""
+    from ..output import Masker, write_report as write_masked
+
+    write_masked(path, report, Masker())
 
 
 def write_svg(path: str, report: dict) -> None:
     from .svg import render_svg
+
+    from ..files import write_atomic
 
     write_atomic(path, render_svg(report))

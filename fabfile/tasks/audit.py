@@ -14,9 +14,9 @@ from .support import task
 def audit(c, last=20, inventory=None, set=None):
     """The last N deploy events (lock, drain, maint, push, restart, ready, rollback) from the first balancer that answers."""
     from ..deploy import audit as trail
-    from ..values import integer
+    from ..flags import integer
 
-    count = integer("--last", last, 1, 100000)
+    count = integer("last", last, 1, 100000)
     loaded = support.load(c, inventory, set)
     entries = trail.parse(support.topology(loaded).control_transport().run(trail.tail(count)).stdout)
     for row in trail.table(entries):

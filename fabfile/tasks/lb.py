@@ -34,6 +34,7 @@ def setup(c, inventory=None, limit=None, check=False, diff=False, report=None, s
 def pair_status(topology) -> list:
     """One row per balancer: VIP held, VRRP state and priorities, keepalived and haproxy unit states."""
     from .. import lb_pair
+    from ..transports import TransportError
 
     pair = topology.pair
     rows = []
@@ -41,7 +42,7 @@ def pair_status(topology) -> list:
         try:
             result = topology.transport(host).run(lb_pair.node_state(), warn=True)
             state = lb_pair.parse_node_state(result.stdout, pair.vip)
-        except (support.TransportError, OSError) as exc:
+        except (TransportError, OSError) as exc:
             state = {"holds_vip": None, "vrrp_state": "unreachable", "priority": None, "effective_priority": None,
                      "keepalived": "-", "haproxy": "-", "error": str(exc)}
         rows.append({"balancer": host.name, "address": host.address, **state})

@@ -75,10 +75,10 @@ def alert_gate(loaded, build, *args, unwanted=None):
 @support.user_errors
 def status(c, inventory=None, report=None, set=None, notifications=0):
     """Firing alerts (Alertmanager) and scrape target health (Prometheus); exit 1 when either is not clean."""
-    from .. import values
+    from .. import flags
     from ..monitoring.api import MonitorAPIError
 
-    last = values.integer("--notifications", notifications, 0, 1000)
+    last = flags.integer("notifications", notifications, 0, 1000)
     loaded, _ = support.select(c, inventory, "all", None, set)
     api = monitor_api(loaded)
     try:

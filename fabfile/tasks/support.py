@@ -39,6 +39,12 @@ COMMON_HELP = {
     "forks": "hosts worked on at once (default 10)",
 }
 
+# The only short flags, the same letter for the same flag in every task (Ansible's where it has one: -i, -l,
+# -C, -D, -e, -f). Every other flag is long only: Invoke's automatic short flags gave -b to --binary in one
+# task and to --batch in its sibling, and "-" (a dash for an underscore) to --post-path.
+SHORT_FLAGS = {"inventory": "i", "limit": "l", "check": "C", "diff": "D", "set": "e", "forks": "f",
+               "binary": "b", "message": "m", "report": "r"}
+
 BAD_INPUT = (UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError)
 FAILED_STEP = (TransportError, StepError)
 
@@ -57,17 +63,21 @@ class Task(invoke.Task):
 
     def arg_opts(self, name, default, taken_names):
         """Numeric flags are taken as text: the project's parser (``flags``, ``values``) reads them, so a typo
-        is one line and exit 2, never Invoke's ``int()`` traceback."""
+        is one line and exit 2, never Invoke's ``int()`` traceback. Short flags come from ``SHORT_FLAGS``
+        only (the tasks are declared with ``auto_shortflags=False``)."""
         opts = super().arg_opts(name, default, taken_names)
         if opts.get("kind") in (int, float):
             opts["kind"] = str
+        short = SHORT_FLAGS.get(name)
+        if short and short not in taken_names and short not in opts["names"]:
+            opts["names"] = [*opts["names"], short]
         return opts
 
     def __hash__(self):
         return id(self)
 
 
-task = functools.partial(invoke.task, klass=Task)
+task = functools.partial(invoke.task, klass=Task, auto_shortflags=False)
 
 
 class Interrupted(KeyboardInterrupt):
@@ -242,10 +252,10 @@ def secrets_for(hosts, path: str | None):
 
 
 def lock_wait_value(value) -> float:
-    """``--lock-wait SECONDS`` (default 0: exit 3 at once when another run holds the lock)."""
-    from ..values import seconds
+    """``--lock-wait SECONDS`` (30, 2.5s, 5m; default 0: exit 3 at once when another run holds the lock)."""
+    from ..flags import duration
 
-    return seconds("--lock-wait", value if value is not None else 0)
+    return duration("lock-wait", value if value is not None else 0)
 
 
 def guard(loaded, task_name, lock_wait, built=None):
@@ -258,9 +268,9 @@ def guard(loaded, task_name, lock_wait, built=None):
 
 
 def forks_value(forks) -> int:
-    from ..values import integer
+    from ..flags import integer
 
-    return integer("--forks", forks, 1, 256)
+    return integer("forks", forks, 1, 256)
 
 
 def play(title, loaded, hosts, roles, *, check=False, diff=False, report=None, extra_secrets=(), forks=10, guard=None,

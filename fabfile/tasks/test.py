@@ -10,7 +10,7 @@ from invoke.exceptions import Exit
 from .. import exits
 from ..output import Masker, Output, write_report
 from ..services import BACKEND_API as API, BALANCER_GROUP
-from .. import values
+from .. import flags, values
 from . import support
 from .load import load
 from .support import task
@@ -120,7 +120,7 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     down_seconds = values.flag_number("down-timeout", down_timeout, MAX_WAIT_SECONDS)
     up_seconds = values.flag_number("up-timeout", up_timeout, MAX_WAIT_SECONDS)
     rate = values.flag_number("load-rate", load_rate, MAX_RATE) if load else None
-    posts = values.integer("--post-every", post_every, 0, 1000)
+    posts = flags.integer("post-every", post_every, 0, 1000)
     values.url_path("--post-path", post_path)
     if stop_method is not None and stop_method not in STOP_METHODS:
         raise support.UsageError(f"--stop-method {stop_method}: use one of {', '.join(STOP_METHODS)}")
@@ -222,8 +222,8 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     at most once. VIP ownership is sampled on both nodes every 100 ms throughout.
     Exit 0 when every step passed; 1 otherwise; the killed node is always started again.
     """
-    from ..failover.lb_failover import LbFailoverRun, LbFailoverSettings, ProcessKiller, RetryingClient
-    from ..failover.stoppers import IncusStopper
+    from ..failover.lb_failover import LbFailoverRun, LbFailoverSettings, RetryingClient
+    from ..failover.stoppers import IncusStopper, ProcessKiller
     from ..incus import IncusError, exec_argv, instance_ref
     from ..lb_pair import vip_sampler
     from ..loadtest.facade import fetch, open_session
@@ -236,7 +236,7 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
 
     if method not in LB_METHODS:
         raise support.UsageError(f"--method {method}: use one of {', '.join(LB_METHODS)}")
-    rate = values.seconds("--load-rate", load_rate, 0.5, 200)
+    rate = flags.number("load-rate", load_rate, 0.5, 200)
     loaded, _ = support.select(c, inventory, BALANCER_GROUP, None, set)
     topology = support.topology(loaded)
     pair = topology.pair

@@ -19,8 +19,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: fabfile.files
+
+from fabfile.files import atomic_file  # noqa: E402  (needs the path above)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 API_SOURCE = REPO / "veza-backend-api"
@@ -131,20 +134,13 @@ def padding(size: int, seed: str) -> bytes:
 
 
 def write_atomically(path: Path, build, pad: bytes) -> None:
-    """Build next to the target and rename, so a half-written program never exists under its name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        build(Path(staging))
+    """Build next to the target and rename (``fabfile.files``), so a half-written program never exists under
+    its name."""
+    with atomic_file(path, 0o755, make_parents=True, apply_umask=False) as staging:
+        build(staging)
         with open(staging, "ab") as out:
             out.write(pad)  # the kernel maps what the ELF headers name; trailing bytes are ignored
-        os.chmod(staging, 0o755)
-        os.replace(staging, path)
-    except BaseException:
-        if os.path.exists(staging):
-            os.unlink(staging)
-        raise
+        os.chmod(staging, 0o755)  # the compiler may have written a new file with its own mode
 
 
 def describe(program: str, args) -> str:
