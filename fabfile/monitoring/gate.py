@@ -149,7 +149,7 @@ class AlertGate:
 
     def as_step(self, result: AlertResult):
         """The failover sequence's step convention: (detail, data), or StepFailed."""
-        from ..failover.checks import StepFailed
+        from ..failover.engine import StepFailed
 
         if not result.passed:
             raise StepFailed(result.detail, result.data)
