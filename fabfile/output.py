@@ -15,7 +15,6 @@ import threading
 from dataclasses import dataclass
 
 from . import masking
-from .masking import register_secret  # noqa: F401  the one registry: vault and secrets-file values register here
 
 MASK = masking.MASK
 
