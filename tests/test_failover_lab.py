@@ -79,7 +79,7 @@ def post_ids_seen(hosts, prefix: str) -> dict:
     seen = {}
     for name in hosts:
         result = connect(inventory.hosts[name]).run(
-            f"journalctl -u veza-backend-api --since -10min -o cat --no-pager | grep -o 'id={prefix}-[0-9]*' || true")
+            f"journalctl -u veza-backend-api --since -10min -o cat --no-pager | grep -oE 'id={prefix}-(ka-)?[0-9]+' || true")
         seen[name] = [line.split("=", 1)[1] for line in result.stdout.split()]
     return seen
 

@@ -205,6 +205,8 @@ class MixedLoad:
 
         check_keepalive_settings(rate, connections, timeout, keepalive_share)
         self.rate, self.keepalive_share, self.timeout = rate, keepalive_share, timeout
+        # The POST ids' prefix; the kept-alive part's ids read '<id_prefix>-ka-<n>'.
+        self.id_prefix = id_prefix
         self.parts: list = []
         shared = dict(timeout=timeout, max_seconds=max_seconds, headers=headers, unsafe_every=unsafe_every,
                       unsafe_path=unsafe_path)
