@@ -7,8 +7,6 @@ import json
 
 from invoke import Collection
 
-from ..inventory import InventoryError, masked
-from ..inventory.vault import VaultText
 from ..masking import escaped
 from ..output import Masker
 from . import support
@@ -46,6 +44,8 @@ def problems_text(loaded) -> str:
 
 def host_vars_text(loaded, name: str) -> str:
     """One host's inventory variables (Ansible's and our normalised names) as sorted JSON, secrets masked."""
+    from ..inventory import InventoryError, masked
+
     if name not in loaded.hosts:
         raise InventoryError(f"{loaded.path}: no host '{name}'; known hosts: {', '.join(loaded.hosts) or 'none'}")
     host = loaded.hosts[name]
@@ -73,6 +73,8 @@ def _json_scalar(value):
     """Dates as ISO text (as ansible-inventory prints them); anything else YAML can hold as its repr."""
     if isinstance(value, (datetime.date, datetime.datetime)):
         return value.isoformat()
+    from ..inventory.vault import VaultText
+
     if isinstance(value, VaultText):  # still encrypted (no host needed it opened): as ansible-inventory shows it
         return {"__ansible_vault": value.ciphertext}
     return repr(value)

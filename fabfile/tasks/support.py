@@ -18,17 +18,11 @@ from invoke.exceptions import Exit
 
 from .. import exits
 from ..exits import StepError, UsageError
-from ..deploy.locking import LockHeld
-from ..incus import IncusError
-from ..inventory import InventoryError, load_inventory
 from ..masking import safe_line, shown
-from ..operations import PreconditionFailed
 from ..output import Masker, printable_streams
 from ..paths import resolve
-from ..schema import check_set_keys, host_problems
-from ..templating import TemplateError
-from ..transports import TransportError
-from ..values import InvalidValue
+# The inventory loader, the transports, the schema and the lock are imported when a task runs, not when
+# `inv --list` builds the collection (they were over half of its start-up).
 
 COMMON_HELP = {
     "inventory": "inventory source: a YAML or INI file or a folder of them, with group_vars/ and host_vars/ beside; "
@@ -47,8 +41,20 @@ COMMON_HELP = {
 SHORT_FLAGS = {"inventory": "i", "limit": "l", "check": "C", "diff": "D", "set": "e", "forks": "f",
                "binary": "b", "message": "m", "report": "r"}
 
-BAD_INPUT = (UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError)
-FAILED_STEP = (TransportError, StepError)
+
+
+def known_failures():
+    """(bad input, failed step, lock held): the exception classes a task's failure is sorted by."""
+    from ..deploy.locking import LockHeld
+    from ..incus import IncusError
+    from ..inventory import InventoryError
+    from ..operations import PreconditionFailed
+    from ..templating import TemplateError
+    from ..transports import TransportError
+    from ..values import InvalidValue
+
+    return ((UsageError, InventoryError, TemplateError, InvalidValue, PreconditionFailed, IncusError),
+            (TransportError, StepError), LockHeld)
 
 
 class Task(invoke.Task):
@@ -100,10 +106,11 @@ VAULT_ITERABLE = ("vault_password_file", "vault_id")
 
 def _with_vault_options(body):
     """``body`` taking --vault-password-file/--vault-id/--ask-vault-pass too; they go to the inventory's vault."""
-    from ..inventory import vault
 
     @functools.wraps(body)
     def wrapper(*args, vault_password_file=None, vault_id=None, ask_vault_pass=False, **kwargs):
+        from ..inventory import vault
+
         vault.use_options(vault_ids=vault_id, password_files=vault_password_file, ask=ask_vault_pass)
         return body(*args, **kwargs)
 
@@ -148,16 +155,17 @@ def user_errors(task_body):
 
 def _run_checked(task_body, args, kwargs):
     """The task body; its known failures become one ``error:`` line and the table's exit code."""
+    bad_input, failed_step, lock_held = known_failures()
     try:
         check_common_flags(kwargs)
         return task_body(*args, **kwargs)
-    except BAD_INPUT as exc:
+    except bad_input as exc:
         print(f"error: {safe_line(exc)}", file=sys.stderr)
         raise Exit(code=exits.BAD_INPUT) from None
-    except FAILED_STEP as exc:
+    except failed_step as exc:
         print(f"error: {safe_line(exc)}", file=sys.stderr)
         raise Exit(code=exits.FAILED) from None
-    except LockHeld as exc:
+    except lock_held as exc:
         print(f"locked: {safe_line(exc)}", file=sys.stderr)
         raise Exit(code=exits.LOCKED) from None
     except KeyboardInterrupt as interrupt:
@@ -180,6 +188,8 @@ def check_common_flags(flags: dict) -> None:
 def parse_set(values) -> dict:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}`` (values read as YAML scalars)."""
     import yaml
+
+    from ..schema import check_set_keys
 
     parsed = {}
     for item in values or ():
@@ -207,6 +217,7 @@ def inventory_path(c, inventory) -> str:
 def load(c, inventory, set_values=None):
     """The inventory with ``--set`` applied; every value under a secret name (any host, any depth)
     registered for masking, so no error line or output of this run shows it."""
+    from ..inventory import load_inventory
     from ..masking import register_secret, secret_values
 
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
@@ -228,6 +239,9 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
 def refuse_bad_hosts(hosts) -> None:
     """The variable schema's verdict on each targeted host's resolved variables (inventory + --set): a host
     with a problem makes the task refuse before anything runs (exit 2); --limit away from it works."""
+    from ..schema import host_problems
+    from ..values import InvalidValue
+
     for host in hosts:
         problems = host_problems(host.vars)
         if problems:
@@ -237,7 +251,7 @@ def refuse_bad_hosts(hosts) -> None:
 
 def check_host_names(hosts) -> None:
     """Host and Incus instance names that could become an option or add a line: refused (exit 2) up front."""
-    from ..incus import instance_ref
+    from ..incus import IncusError, instance_ref
     from ..values import CONTROL_CHARACTER
 
     for host in hosts:
