@@ -160,7 +160,9 @@ def describe_difference(current: str, operation: Operation, masker: Masker) -> s
     path = operation.diff_path
     if operation.diff_mode == "keys":
         old, new = parse_env(current), parse_env(operation.diff_new)
-        changes = [f"  {key}: {'added' if key not in old else 'removed' if key not in new else 'changed'}"
+        # "KEY (changed)", not "KEY: changed": a secret-named KEY followed by ': word' reads as an inline
+        # secret to the output's masking rule, which would hide the word the user needs.
+        changes = [f"  {key} ({'added' if key not in old else 'removed' if key not in new else 'changed'})"
                    for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
         return "\n".join([f"--- {path}: keys that change (values never shown)", *changes]) if changes else ""
     lines = difflib.unified_diff(current.splitlines(keepends=True), operation.diff_new.splitlines(keepends=True),

@@ -293,8 +293,10 @@ def _check_collection(name: str, value, var: Var) -> None:
         _check(f"{name}[{key}]", item, Var(var.item or "line"))
 
 
-def host_problems(variables: dict) -> list:
-    """Every declared variable of a host's resolved ``variables`` that does not fit its declaration."""
+def host_problems(variables: dict, read=None) -> list:
+    """Every declared variable of a host's resolved ``variables`` that does not fit its declaration
+    (only the names ``read`` accepts, when given: what a task reads of a host it does not target)."""
     declared = schema()
-    return [problem for name in sorted(variables) if name in declared or is_secret_key(name)
+    return [problem for name in sorted(variables) if (name in declared or is_secret_key(name))
+            and (read is None or read(name))
             for problem in [value_problem(name, variables[name], declared.get(name))] if problem]

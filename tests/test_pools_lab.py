@@ -24,7 +24,7 @@ def audit_lines():
 @pytest.mark.parametrize("flags, message", [
     (["--batch", "0"], "error: --batch: 0 must be from 1"),
     (["--batch", "150%"], "error: --batch: 150% must be from 1% to 100%"),
-    (["--set", "deploy_min_up=100%"], "error: deploy_min_up: 100% keeps all 2 servers of the pool UP"),
+    (["--set", "deploy_min_up=100%"], "error: deploy_min_up: 100% keeps all 2 servers of api_pool UP"),
     (["--max-fail", "0"], "error: --max-fail: 0 must be from 1"),
 ])
 def test_bad_batching_is_one_error_line_exit_2_and_nothing_changed(deployed_lab, flags, message):
@@ -39,7 +39,7 @@ def test_bad_batching_is_one_error_line_exit_2_and_nothing_changed(deployed_lab,
 def versions() -> dict:
     """instance -> version its health endpoint reports, from api.status."""
     rows = inv("api.status").stdout.splitlines()[1:]
-    return {row.split()[0]: row.split()[2] for row in rows if row.strip() and not row.startswith(("fix", "warning"))}
+    return {row.split()[0]: row.split()[2] for row in rows if row.strip() and not row.startswith(("fix", "warning", "weights", "canary"))}
 
 
 def test_batch_deploy_and_rollback_converge_within_the_floor(deployed_lab, tmp_path):

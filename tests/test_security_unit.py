@@ -149,7 +149,7 @@ def test_item2_diff_of_env_file_names_keys_never_values():
     assert operation.diff_mode == "keys"
     # An empty masker: even with nothing to mask, no value can appear.
     text = describe_difference(current, operation, Masker())
-    assert "JWT_SECRET: changed" in text
+    assert "JWT_SECRET (changed)" in text
     for value in ("OLD-jwt-1234", "NEW-jwt-5678", "OLD-db-p@ss", "OLD-db-p%40ss"):
         assert value not in text
     assert "DATABASE_URL" not in text  # unchanged keys are not even named

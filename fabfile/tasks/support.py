@@ -236,14 +236,22 @@ def select(c, inventory: str | None, group: str, limit: str | None, set_values=N
     return loaded, hosts
 
 
-def refuse_bad_hosts(hosts) -> None:
+# What a task reads of a balancer it reaches without targeting it (runtime API, lock, audit): its
+# connection and the balancer settings. A service variable there (say an env value templated from
+# group_names) is not read, as Ansible would not template it for a host outside the play.
+BALANCER_READS = ("address", "connection", "incus_", "ssh_", "become", "ansible_", "haproxy_", "lb_",
+                  "keepalived_", "deploy_", "secret_vars")
+
+
+def refuse_bad_hosts(hosts, read=None) -> None:
     """The variable schema's verdict on each targeted host's resolved variables (inventory + --set): a host
-    with a problem makes the task refuse before anything runs (exit 2); --limit away from it works."""
+    with a problem makes the task refuse before anything runs (exit 2); --limit away from it works.
+    ``read``: only the variable names it accepts are checked (hosts reached but not targeted)."""
     from ..schema import host_problems
     from ..values import InvalidValue
 
     for host in hosts:
-        problems = host_problems(host.vars)
+        problems = host_problems(host.vars, read)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise InvalidValue(f"host '{host.name}': {problems[0]}{more}")
@@ -270,7 +278,8 @@ def topology(loaded):
     from ..topology import Topology
 
     topology = Topology.of(loaded)
-    refuse_bad_hosts(topology.balancers)  # runtime API, lock and audit reach these hosts too
+    # Runtime API, lock and audit reach these hosts too: what they read of them is checked.
+    refuse_bad_hosts(topology.balancers, read=lambda name: name.startswith(BALANCER_READS))
     return topology
 
 
