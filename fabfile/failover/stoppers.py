@@ -11,17 +11,21 @@ connections) and two that do not:
             ways (deleted to recover), as a dead switch port or a firewall mistake would.
 
 And for a balancer (``test.lb-failover``): ``IncusStopper`` for its container, ``ProcessKiller`` for its
-HAProxy. Every stopper has ``stop()``, ``start()``, ``describe(action)`` and ``method``; a stopper that
+HAProxy. For a whole Incus host nested in the lab (``test.host-failover``, ``HOST_METHODS``): ``stop``
+(its outer container, ``incus stop --force``), ``freeze`` (``incus pause``: every process on it hangs,
+the kernel still answers ARP and SYNs) and ``cut`` (``LinkCut``: the outer container's port on the lab
+bridge set down on this machine, a pulled cable). Every stopper has ``stop()``, ``start()``, ``describe(action)`` and ``method``; a stopper that
 knows the moment of death exactly (``killed_at``, the node's own clock) gives the gate its t0.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 from .. import incus
 from ..incus_api import Incus
-from ..process import ProcessNotFound
+from ..process import ProcessNotFound, run_argv
 from ..shell import argv_line, q
 
 STOP_METHODS = ("incus", "unit", "freeze", "drop")
@@ -75,6 +79,131 @@ class IncusStopper:
 
     def describe(self, action: str) -> str:
         return argv_line(self.stop_command() if action == "stop" else self.start_command())
+
+
+class HostFreeze(IncusStopper):
+    """Every process of the host hangs at once (``incus pause``: the cgroup freezer), its network stack
+    still answering; ``incus resume`` thaws it. Resuming a running host is not an error."""
+
+    method = "freeze"
+
+    def stop_command(self) -> list:
+        return [incus.INCUS, "pause", "--", self.instance]
+
+    def start_command(self) -> list:
+        return [incus.INCUS, "resume", "--", self.instance]
+
+    def start(self) -> None:
+        self._incus(self.start_command(), tolerate="already running")
+
+
+class HostStop(IncusStopper):
+    """The whole host dies (``incus stop --force`` of its outer container); ``incus start`` boots it and
+    its Incus starts the instances that were running."""
+
+    method = "stop"
+
+
+class LinkCut:
+    """The host cut off the network by this machine: its outer container's port on the lab bridge (the
+    host side of its veth) set down, as a pulled cable; the host sees its link lose carrier (its macvlan
+    instances with it) and keeps its addresses and routes. Set up again to reconnect.
+
+    Only a port of the lab bridge is touched: the device is read from Incus when cutting and refused
+    unless the bridge ``network`` is its master."""
+
+    method = "cut"
+
+    def __init__(self, instance: str, network: str, driver: Incus | None = None, run=run_argv):
+        self.instance, self.network = instance, network
+        self.driver = driver or Incus()
+        self.run = run
+        self.device = None  # the host-side veth, known once read
+
+    def _port(self) -> str:
+        """The host side of the outer container's eth0, checked to be a port of the lab bridge."""
+        state = self.driver.query(f"/1.0/instances/{self.instance}/state") or {}
+        device = ((state.get("network") or {}).get("eth0") or {}).get("host_name") or ""
+        if not device:
+            raise StopperError(f"{self.instance}: no host-side device for eth0 (is it running?)")
+        master = self._link(device).get("master") or ""
+        if master != self.network:
+            raise StopperError(f"{self.instance}: {device} is on '{master or 'no bridge'}', not the lab bridge "
+                               f"{self.network}; refusing to touch it")
+        return device
+
+    def _link(self, device: str) -> dict:
+        return parse_link(self.run(["ip", "-json", "link", "show", "dev", device], timeout=10).stdout)
+
+    def _set(self, state: str) -> None:
+        if self.device is None:
+            self.device = self._port()
+        done = self.run(link_argv(self.device, state), timeout=10)
+        if not done.ok:
+            raise StopperError(f"{done.command}: exit {done.exited}: {done.tail(2)}")
+
+    def stop(self) -> None:
+        self._set("down")
+
+    def start(self) -> None:
+        self._set("up")
+
+    def is_cut(self) -> bool:
+        """The port exists and is set down (what an interrupted cut that never got to set it up leaves)."""
+        try:
+            self.device = self._port()
+        except StopperError:
+            return False
+        return "UP" not in self._link(self.device).get("flags", ["UP"])
+
+    def describe(self, action: str) -> str:
+        device = self.device or f"<{self.instance} eth0 port on {self.network}>"
+        return argv_line(link_argv(device, "down" if action == "stop" else "up"))
+
+
+def link_argv(device: str, state: str) -> list:
+    return ["ip", "link", "set", "dev", device, state]
+
+
+def parse_link(ip_json: str) -> dict:
+    """One device from ``ip -json link show dev X`` (its ``master`` bridge, ``flags``); {} when unreadable."""
+    try:
+        link = (json.loads(ip_json or "[]") or [{}])[0]
+    except (ValueError, IndexError):
+        return {}
+    return link if isinstance(link, dict) else {}
+
+
+HOST_METHODS = ("stop", "freeze", "cut")
+
+
+def undo_host_leftovers(instance: str, network: str, driver: Incus | None = None) -> list:
+    """Bring back a host an earlier drill killed mid-way (by SIGKILL, or a lost terminal) left out:
+    frozen, stopped, or its port down. Each undo is a no-op on a healthy host; returns what was done."""
+    driver = driver or Incus()
+    status = (driver.query(f"/1.0/instances/{instance}/state") or {}).get("status")
+    done = []
+    if status == "Frozen":
+        HostFreeze(instance, driver).start()
+        done.append(f"{instance} was frozen: resumed")
+    elif status == "Stopped":
+        HostStop(instance, driver).start()
+        done.append(f"{instance} was stopped: started")
+    cut = LinkCut(instance, network, driver)
+    if network and cut.is_cut():
+        cut.start()
+        done.append(f"{cut.device} was down: set up")
+    return done
+
+
+def make_host_stopper(method: str, instance: str, network: str):
+    """The stopper of a whole nested Incus host (its outer container ``instance`` on this machine)."""
+    if method not in HOST_METHODS:
+        raise ValueError(f"--method {method}: use one of {', '.join(HOST_METHODS)}")
+    incus.instance_ref(instance)  # a plain name: it goes after `--` and into an API path
+    if method == "cut":
+        return LinkCut(instance, network)
+    return HostStop(instance) if method == "stop" else HostFreeze(instance)
 
 
 class CommandStopper:
