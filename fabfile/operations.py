@@ -259,7 +259,10 @@ def service(name: str, *, enabled: bool = True, running: bool | None = True) -> 
         if not enabled and is_enabled:
             yield Command(f"systemctl disable {q(name)} >/dev/null 2>&1")
         if running and not is_active:
-            yield Command(f"systemctl start {q(name)}")
+            # A unit that hit its start limit (a package's first start with its default settings, say)
+            # refuses `start` until its failed state is reset.
+            reset = f"systemctl reset-failed {q(name)}; " if states.get("ActiveState") == "failed" else ""
+            yield Command(f"{reset}systemctl start {q(name)}")
         if running is False and is_active:
             yield Command(f"systemctl stop {q(name)}")
 

@@ -87,7 +87,7 @@ def test_lab_inventory_renders_valid_config_with_routing_and_stickiness(tmp_path
     assert "option httpchk GET /api/v1/health" in api and "http-check expect status 200" in api
     inventory = load_inventory(ROOT / "hosts.yaml")
     api_hosts = [(h.name, h.vars["address"]) for h in inventory.group("backend_api_instances")]
-    assert [name for name, _ in api_hosts] == ["backend-api-1", "backend-api-2"]
+    assert [name for name, _ in api_hosts] == ["backend-api-1", "backend-api-2", "backend-api-3"]
     assert server_lines(text, "backend api_pool") == [
         f"server {name} {address}:8080 cookie {name} check inter 1s fall 3 rise 2 "
         "fastinter 200ms downinter 1s observe layer4 error-limit 2 on-error mark-down slowstart 30s"

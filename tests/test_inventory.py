@@ -22,8 +22,13 @@ def write(tmp_path, text, name="hosts.yaml"):
 def test_repo_inventory_has_the_roles_groups():
     inventory = load_inventory(REPO / "hosts.yaml")
     assert [h.name for h in inventory.group("haproxy")] == ["haproxy", "haproxy-2"]
-    assert [h.name for h in inventory.group("backend_api_instances")] == ["backend-api-1", "backend-api-2"]
-    assert [h.name for h in inventory.group("stream_server_instances")] == ["stream-server-1", "stream-server-2"]
+    assert [h.name for h in inventory.group("backend_api_instances")] == ["backend-api-1", "backend-api-2", "backend-api-3"]
+    assert [h.name for h in inventory.group("stream_server_instances")] == [
+        "stream-server-1", "stream-server-2", "stream-server-3"]
+    # the lab spans two Incus hosts: one balancer and one instance of each pool on the second
+    remotes = {h.name: h.vars.get("incus_remote") for h in inventory.hosts.values()}
+    assert [name for name, remote in remotes.items() if remote == "incus-2"] == [
+        "haproxy-2", "backend-api-3", "stream-server-3"]
     assert all(h.connection == "incus" and h.address for h in inventory.hosts.values())
 
 
@@ -147,7 +152,7 @@ def test_limit_by_host_and_group(tmp_path):
     inventory = load_inventory(REPO / "hosts.yaml")
     assert [h.name for h in inventory.select("backend_api_instances", "backend-api-2")] == ["backend-api-2"]
     assert [h.name for h in inventory.select("all", "haproxy,stream_server_instances")] == [
-        "haproxy", "haproxy-2", "stream-server-1", "stream-server-2"]
+        "haproxy", "haproxy-2", "stream-server-1", "stream-server-2", "stream-server-3"]
 
 
 BAD_INVENTORIES = {

@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from fabfile.lab import base, containers, lifecycle
+from fabfile.incus import instance_ref
+from fabfile.lab import base, lifecycle
 from fabfile.lab.settings import instance_name
 from fabfile.inventory import load_inventory
 
@@ -32,20 +33,37 @@ def first_report():
 
 @pytest.fixture(scope="module")
 def lab_hosts(first_report):
+    """Every inventory host the lab holds, on this machine's Incus or on a nested Incus host (remote)."""
     return [host for host in load_inventory(str(INVENTORY)).hosts.values() if host.connection == "incus"]
 
 
+def remote(host) -> str:
+    return host.vars.get("incus_remote") or "local"
+
+
+def ref(host) -> str:
+    """``NAME`` or ``REMOTE:NAME``: what lab.status prints and the incus CLI takes."""
+    return instance_ref(instance_name(host), remote(host))
+
+
 def test_every_container_runs_at_its_inventory_address(lab_hosts):
-    instances = containers.list_instances()
-    assert len(lab_hosts) == 7  # the balancer pair, two API instances, two stream servers, the monitor
+    listed = {}
+    for name in {remote(host) for host in lab_hosts}:
+        for instance in base.INCUS.json("list", "" if name == "local" else f"{name}:"):
+            listed[instance_ref(instance["name"], name)] = instance
     for host in lab_hosts:
-        assert instances[instance_name(host)]["status"] == "Running", host.name
-        assert lifecycle.running_address(instances[instance_name(host)]) == host.address
+        assert listed[ref(host)]["status"] == "Running", host.name
+        assert lifecycle.running_address(listed[ref(host)]) == host.address
+
+
+def test_the_lab_spans_the_hosts_its_inventory_names(lab_hosts, first_report):
+    nested = {entry["name"] for entry in lab_hosts[0].vars.get("lab_incus_hosts") or []}
+    assert {remote(host) for host in lab_hosts} == {"local"} | nested
 
 
 def test_systemd_is_up_inside_each_container(lab_hosts):
     for host in lab_hosts:
-        state = base.INCUS.run("exec", "--", instance_name(host), "systemctl", "is-system-running",
+        state = base.INCUS.run("exec", "--", ref(host), "systemctl", "is-system-running",
                                check=False).stdout.strip()
         assert state in ("running", "degraded"), f"{host.name}: {state}"
 
@@ -70,7 +88,7 @@ def test_each_container_has_its_own_ssh_host_key(lab_hosts):
     addresses = {host.address for host in lab_hosts}
     keys = [line.split()[2] for line in base.KNOWN_HOSTS.read_text().splitlines()
             if line.split()[1] == "ssh-ed25519" and line.split()[0] in addresses]
-    assert len(keys) == 7 and len(set(keys)) == 7
+    assert len(keys) == len(lab_hosts) and len(set(keys)) == len(lab_hosts)
 
 
 def test_secrets_file_is_private_and_complete():
@@ -91,10 +109,11 @@ def test_second_lab_up_changes_nothing(first_report):
 
 def test_status_lists_every_container(lab_hosts, capsys):
     rows = lifecycle.lab_status(str(INVENTORY))
-    assert {row.name: row.state for row in rows} == {instance_name(host): "RUNNING" for host in lab_hosts}
+    nested = {entry["name"]: "RUNNING (incus host)" for entry in lab_hosts[0].vars.get("lab_incus_hosts") or []}
+    assert {row.name: row.state for row in rows} == {ref(host): "RUNNING" for host in lab_hosts} | nested
     assert all(set(row.services) == set(base.ROLE_SERVICES) for row in rows)
     printed = capsys.readouterr().out
-    assert all(instance_name(host) in printed for host in lab_hosts)
+    assert all(name in printed for name in [*map(ref, lab_hosts), *nested])
 
 
 def test_systemd_sandboxing_works_in_a_container(lab_hosts):

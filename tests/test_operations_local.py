@@ -199,6 +199,9 @@ def test_service_decides_from_systemctl_show():
     assert commands(running, "ActiveState=active\nUnitFileState=enabled") == []
     assert commands(running, "ActiveState=inactive\nUnitFileState=") == [
         "systemctl enable haproxy >/dev/null 2>&1", "systemctl start haproxy"]
+    # a unit stuck at its start limit is reset first, or `start` is refused
+    assert commands(running, "ActiveState=failed\nUnitFileState=enabled") == [
+        "systemctl reset-failed haproxy; systemctl start haproxy"]
     assert commands(service("veza-api", running=None), "ActiveState=inactive\nUnitFileState=enabled") == []
     assert commands(service("x", enabled=False, running=False), "ActiveState=active\nUnitFileState=enabled") == [
         "systemctl disable x >/dev/null 2>&1", "systemctl stop x"]
