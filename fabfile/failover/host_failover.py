@@ -225,16 +225,23 @@ class HostFailoverRun:
             raise StepFailed(detail + (f"; {len(on_host)} answered by an instance on {self.plan.host}" if on_host else ""))
         return detail
 
-    def _bring_back(self):
+    def _start_host(self):
+        """Start / resume / reconnect the host and wait until it and its instances run; the clock time, or None."""
         self.marks["start_issued"] = self.clock()
         self.stopper.start()
         self._restored = True
         back = wait_for(self._ready, self.settings.return_timeout, interval=0.5, clock=self.clock, sleep=self.sleep)
         self.marks["host_back"] = back
-        self._restart_samplers()
         if back is None:
             raise StepFailed(f"{self.stopper.describe('start')}; not back within {self.settings.return_timeout:g}s: "
                              f"{self.host_detail}")
+        return back
+
+    def _bring_back(self):
+        try:
+            back = self._start_host()
+        finally:
+            self._restart_samplers()
         seconds = round(back - self.marks["start_issued"], 3)
         return f"{self.stopper.describe('start')}; {self.host_detail} {seconds:.2f}s later", \
             {"host_back_seconds": seconds}
@@ -307,14 +314,7 @@ class HostFailoverRun:
                     sampler.stop()
 
     def _restore(self):
-        self.marks["start_issued"] = self.clock()
-        self.stopper.start()
-        self._restored = True
-        back = wait_for(self._ready, self.settings.return_timeout, interval=0.5, clock=self.clock, sleep=self.sleep)
-        self.marks["host_back"] = back
-        if back is None:
-            raise StepFailed(f"{self.stopper.describe('start')}; not back within {self.settings.return_timeout:g}s: "
-                             f"{self.host_detail}")
+        self._start_host()
         return f"{self.stopper.describe('start')}; {self.host_detail}"
 
     def vip_move_window(self):

@@ -12,9 +12,9 @@ from __future__ import annotations
 from xml.sax.saxutils import escape
 
 from ..loadtest.keepalive import kind_line
-from ..svg import nice_step, request_marker, text
+from ..svg import text
 from .host_outage import is_down, is_up
-from .plot import FAILED, GRID, MARK, OK, TEXT
+from .plot import FAILED, MARK, OK, TEXT, latency_panel, time_grid
 
 WIDTH, LEFT, RIGHT = 960, 190, 20
 LATENCY = (80, 220)
@@ -44,11 +44,6 @@ def render_svg(report: dict) -> str:
     def x(t):
         return LEFT + (min(max(t, start), end) - start) / max(end - start, 1e-9) * (right - LEFT)
 
-    top = max([s["seconds"] or 0 for s in samples] + [0.01]) * 1.1
-
-    def y(seconds):
-        return LATENCY[1] - min(seconds, top) / top * (LATENCY[1] - LATENCY[0])
-
     req = report.get("requests", {})
     downs = ", ".join(f"{i['server']} {i['down_seconds']}s" for i in instances if i.get("down_seconds") is not None)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif">',
@@ -59,20 +54,8 @@ def render_svg(report: dict) -> str:
                   f" · {req.get('total', 0)} requests, {req.get('failed', 0)} failed", size=12),
              text(LEFT, 60, (kind_line(req["by_kind"]) if req.get("by_kind") else "")
                   + " · dot: new connection, square: kept-alive connection", size=11)]
-    step = nice_step(end - start)
-    tick = start - start % step
-    for _ in range(200):
-        if tick > end:
-            break
-        if tick >= start:
-            parts.append(f'<line x1="{x(tick):.1f}" y1="{LATENCY[0]}" x2="{x(tick):.1f}" y2="{bottom}" stroke="{GRID}"/>')
-            parts.append(text(x(tick), bottom + 16, f"{tick:g}s", size=10, anchor="middle"))
-        tick += step
-    parts.append(text(LEFT - 8, LATENCY[0] + 4, f"{top * 1000:.0f} ms", size=10, anchor="end"))
-    parts.append(text(LEFT - 8, LATENCY[1], "0", size=10, anchor="end"))
-    for s in samples:
-        cy = y(s["seconds"] or 0) if s["ok"] else LATENCY[0]
-        parts.append(request_marker(x(s["t"]), cy, OK if s["ok"] else FAILED, s.get("kind", "new"), size=2))
+    parts += time_grid(x, start, end, LATENCY[0], bottom)
+    parts += latency_panel(samples, x, LEFT, LATENCY)
     lane_y = LANES_TOP
     for instance in instances:
         parts.append(text(LEFT - 8, lane_y + LANE / 2 + 4, f"{instance['pool']}/{instance['server']}", size=11,

@@ -9,8 +9,8 @@ one lane per balancer, filled while its sampler saw the VIP on it. Vertical line
 from __future__ import annotations
 
 from ..loadtest.keepalive import kind_line
-from ..svg import nice_step, request_marker, text
-from .plot import FAILED, GRID, MARK, OK, TEXT
+from ..svg import text
+from .plot import MARK, OK, TEXT, latency_panel, time_grid
 
 WIDTH, HEIGHT, LEFT, RIGHT = 960, 400, 120, 20
 LATENCY = (80, 220)
@@ -31,12 +31,6 @@ def render_svg(report: dict) -> str:
     def x(t):
         return LEFT + (t - start) / max(end - start, 1e-9) * (right - LEFT)
 
-    worst = max([s["seconds"] or 0 for s in samples] + [0.01])
-    top = worst * 1.1
-
-    def y(seconds):
-        return LATENCY[1] - min(seconds, top) / top * (LATENCY[1] - LATENCY[0])
-
     verdict = "PASSED" if report.get("passed") else "FAILED"
     move = report.get("vip_move_seconds")
     req = report.get("requests", {})
@@ -50,22 +44,8 @@ def render_svg(report: dict) -> str:
                    f"{report.get('vip_samples', {}).get('two_holder_samples')}", size=12),
              text(LEFT, 60, (kind_line(req["by_kind"]) if req.get("by_kind") else "")
                   + " · dot: new connection, square: kept-alive connection", size=11)]
-    step = nice_step(end - start)
-    tick = start - start % step
-    for _ in range(200):
-        if tick > end:
-            break
-        if tick >= start:
-            parts.append(f'<line x1="{x(tick):.1f}" y1="{LATENCY[0]}" x2="{x(tick):.1f}" '
-                         f'y2="{LANES_TOP + LANE * len(per_node)}" stroke="{GRID}"/>')
-            parts.append(text(x(tick), LANES_TOP + LANE * len(per_node) + 16, f"{tick:g}s", size=10, anchor="middle"))
-        tick += step
-    parts.append(text(LEFT - 8, LATENCY[0] + 4, f"{top * 1000:.0f} ms", size=10, anchor="end"))
-    parts.append(text(LEFT - 8, LATENCY[1], "0", size=10, anchor="end"))
-    for s in samples:
-        color = OK if s["ok"] else FAILED
-        cy = y(s["seconds"] or 0) if s["ok"] else LATENCY[0]
-        parts.append(request_marker(x(s["t"]), cy, color, s.get("kind", "new"), size=2))
+    parts += time_grid(x, start, end, LATENCY[0], LANES_TOP + LANE * len(per_node))
+    parts += latency_panel(samples, x, LEFT, LATENCY)
     for index, (node, points) in enumerate(per_node.items()):
         lane_y = LANES_TOP + index * LANE
         parts.append(text(LEFT - 8, lane_y + LANE / 2 + 4, node, size=11, anchor="end"))

@@ -26,6 +26,38 @@ MARKS = (("stop_issued", "stop issued"), ("t0", "t0 stopped"), ("down", "DOWN"),
          ("start_issued", "start"), ("up", "UP"), ("alert_resolved", "alert resolved"))
 
 
+def time_grid(x, start: float, end: float, top: float, bottom: float) -> list:
+    """Vertical grid lines every nice step over [``start``, ``end``] seconds from ``top`` to ``bottom``,
+    labelled under ``bottom`` (``x``: seconds -> pixels). The timelines of lb_plot, reload_plot, host_plot."""
+    parts = []
+    step = nice_step(end - start)
+    tick = start - start % step
+    for _ in range(200):  # bounded: nice_step gives about 8 ticks
+        if tick > end:
+            break
+        if tick >= start:
+            parts.append(f'<line x1="{x(tick):.1f}" y1="{top}" x2="{x(tick):.1f}" y2="{bottom}" stroke="{GRID}"/>')
+            parts.append(text(x(tick), bottom + 16, f"{tick:g}s", size=10, anchor="middle"))
+        tick += step
+    return parts
+
+
+def latency_panel(samples: list, x, left: float, box: tuple) -> list:
+    """Every request's latency in ``box`` (top y, bottom y): green ok, red failed at the top edge; a dot a
+    new-connection request, a square a kept-alive one. The scale follows the slowest answered request."""
+    top = max([s["seconds"] or 0 for s in samples if s["ok"]] + [0.01]) * 1.1
+
+    def y(seconds):
+        return box[1] - min(seconds, top) / top * (box[1] - box[0])
+
+    parts = [text(left - 8, box[0] + 4, f"{top * 1000:.0f} ms", size=10, anchor="end"),
+             text(left - 8, box[1], "0", size=10, anchor="end")]
+    for s in samples:
+        parts.append(request_marker(x(s["t"]), y(s["seconds"] or 0) if s["ok"] else box[0], OK if s["ok"] else FAILED,
+                                    s.get("kind", "new"), size=2))
+    return parts
+
+
 def _title(report: dict) -> tuple:
     verdict = "PASSED" if report.get("passed") else ("INTERRUPTED" if report.get("interrupted") else "FAILED")
     requests = report.get("requests", {})

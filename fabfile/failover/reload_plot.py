@@ -8,8 +8,8 @@ haproxy workers over time (1 in steady state; more while old workers finish). Da
 from __future__ import annotations
 
 from ..loadtest.keepalive import kind_line
-from ..svg import nice_step, request_marker, text
-from .plot import FAILED, GRID, MARK, OK
+from ..svg import text
+from .plot import FAILED, MARK, OK, latency_panel, time_grid
 
 WIDTH, HEIGHT, LEFT, RIGHT = 960, 420, 120, 20
 LATENCY = (90, 230)
@@ -28,11 +28,6 @@ def render_svg(report: dict) -> str:
     def x(t):
         return LEFT + (t - start) / max(end - start, 1e-9) * (right - LEFT)
 
-    top = max([s["seconds"] for s in samples if s["ok"]] + [0.01]) * 1.1
-
-    def y(seconds):
-        return LATENCY[1] - min(seconds, top) / top * (LATENCY[1] - LATENCY[0])
-
     most = max([count for points in workers.values() for _, count in points] + [2])
     req = report.get("requests", {})
     old = report.get("old_workers", {})
@@ -46,22 +41,9 @@ def render_svg(report: dict) -> str:
              text(LEFT, 60, f"old workers: at most {old.get('most_at_once', 0)} at once, longest seen "
                   + (f"{longest:.2f}s" if longest is not None else "-") + " after its reload · dot: new connection, "
                   "square: kept-alive connection", size=11)]
-    step = nice_step(end - start)
-    tick = start - start % step
     bottom = LANES_TOP + LANE * len(workers)
-    for _ in range(200):
-        if tick > end:
-            break
-        if tick >= start:
-            parts.append(f'<line x1="{x(tick):.1f}" y1="{LATENCY[0]}" x2="{x(tick):.1f}" y2="{bottom}" stroke="{GRID}"/>')
-            parts.append(text(x(tick), bottom + 16, f"{tick:g}s", size=10, anchor="middle"))
-        tick += step
-    parts.append(text(LEFT - 8, LATENCY[0] + 4, f"{top * 1000:.0f} ms", size=10, anchor="end"))
-    parts.append(text(LEFT - 8, LATENCY[1], "0", size=10, anchor="end"))
-    for s in samples:
-        color = OK if s["ok"] else FAILED
-        parts.append(request_marker(x(s["t"]), y(s["seconds"]) if s["ok"] else LATENCY[0], color,
-                                    s.get("kind", "new"), size=2))
+    parts += time_grid(x, start, end, LATENCY[0], bottom)
+    parts += latency_panel(samples, x, LEFT, LATENCY)
     for index, (node, points) in enumerate(workers.items()):
         lane_y = LANES_TOP + index * LANE
         parts.append(text(LEFT - 8, lane_y + LANE / 2 + 4, f"{node} workers", size=11, anchor="end"))

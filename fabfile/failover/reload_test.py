@@ -16,11 +16,11 @@ tested without a lab and can become one configuration of a shared step engine.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 
 from .engine import StepEngine, Timeline
+from .server_watch import PeriodicSampler
 
 SAMPLE_INTERVAL = 0.5
 # One line per sample: the node's epoch time, the master's PID, then its worker PIDs.
@@ -37,25 +37,18 @@ class ReloadSettings:
     sample_interval: float = SAMPLE_INTERVAL
 
 
-class WorkerSampler:
+class WorkerSampler(PeriodicSampler):
     """One balancer's haproxy workers, polled through its transport in a thread (bounded)."""
 
     def __init__(self, name: str, run, interval: float, max_seconds: float, clock=time.monotonic):
-        self.name, self.run, self.interval, self.max_seconds, self.clock = name, run, interval, max_seconds, clock
+        super().__init__(f"workers-{name}", interval, max_seconds, clock)
+        self.name, self.run = name, run
         self.samples: list = []  # (clock time, master PID, [worker PIDs])
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"workers-{name}", daemon=True)
 
-    def _loop(self) -> None:
-        deadline = self.clock() + self.max_seconds
-        for _ in range(int(self.max_seconds / self.interval) + 1):
-            if self._stopping.is_set() or self.clock() >= deadline:
-                return
-            started = self.clock()
-            sample = self.sample()
-            if sample is not None:
-                self.samples.append(sample)
-            self._stopping.wait(max(0.0, started + self.interval - self.clock()))
+    def tick(self) -> None:
+        sample = self.sample()
+        if sample is not None:
+            self.samples.append(sample)
 
     def sample(self):
         """(now, master, workers) or None when the balancer did not answer."""
@@ -67,14 +60,6 @@ class WorkerSampler:
         if len(parts) < 2:
             return None
         return self.clock(), parts[1], parts[2:]
-
-    def start(self) -> WorkerSampler:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=self.interval + 30)
 
 
 def worker_lifetimes(samples: list, reloads: list) -> list:

@@ -11,26 +11,22 @@ import threading
 import time
 
 
-class ServerSampler:
-    """``runtime``: ``show_stat()`` -> ServerStat rows; ``servers``: ``host_outage.Server``s to watch."""
+class PeriodicSampler:
+    """``sample()`` every ``interval`` seconds in a thread until ``stop()``, bounded in count and in time
+    (``max_seconds``). The gates' samplers of a balancer's state (this file, reload_test's workers)."""
 
-    def __init__(self, runtime, servers, interval: float, max_seconds: float, clock=time.monotonic):
-        self.runtime, self.servers, self.interval, self.max_seconds, self.clock = \
-            runtime, list(servers), interval, max_seconds, clock
-        self.changes: dict = {server: [] for server in self.servers}  # Server -> [(t, status)]
-        self.reads = 0
-        self.errors: list = []  # (t, message), the last few
-        self.error_count = 0
+    def __init__(self, name: str, interval: float, max_seconds: float, clock=time.monotonic):
+        self.interval, self.max_seconds, self.clock = interval, max_seconds, clock
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="server-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def start(self) -> ServerSampler:
+    def start(self):
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=self.interval + 20)
+        self._thread.join(timeout=self.interval + 30)
 
     def _loop(self) -> None:
         deadline = self.clock() + self.max_seconds
@@ -38,8 +34,27 @@ class ServerSampler:
             if self._stopping.is_set() or self.clock() >= deadline:
                 return
             started = self.clock()
-            self.sample()
+            self.tick()
             self._stopping.wait(max(0.0, started + self.interval - self.clock()))
+
+    def tick(self) -> None:
+        """One round: take a sample (a subclass keeping what ``sample`` returns overrides this)."""
+        self.sample()
+
+    def sample(self):
+        raise NotImplementedError
+
+
+class ServerSampler(PeriodicSampler):
+    """``runtime``: ``show_stat()`` -> ServerStat rows; ``servers``: ``host_outage.Server``s to watch."""
+
+    def __init__(self, runtime, servers, interval: float, max_seconds: float, clock=time.monotonic):
+        super().__init__("server-sampler", interval, max_seconds, clock)
+        self.runtime, self.servers = runtime, list(servers)
+        self.changes: dict = {server: [] for server in self.servers}  # Server -> [(t, status)]
+        self.reads = 0
+        self.errors: list = []  # (t, message), the last few
+        self.error_count = 0
 
     def sample(self) -> None:
         try:
