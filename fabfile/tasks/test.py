@@ -419,4 +419,6 @@ def _workers(transport) -> list:
     return result.stdout.split()
 
 
-collection = Collection("test", failover, load, lb_failover, reload)
+from .host_failover import host_failover  # noqa: E402 - after the helpers it imports from here at run time
+
+collection = Collection("test", failover, load, lb_failover, reload, host_failover)
