@@ -20,6 +20,7 @@ import yaml
 
 from conftest import REPO, inv
 
+from fabfile.incus import instance_ref
 from fabfile.inventory import load_inventory
 
 pytestmark = pytest.mark.lab
@@ -39,16 +40,17 @@ def write_repo(root: Path) -> Path:
               if k.startswith("lab_") or k.startswith("haproxy_") or k == "lb_vip"}
 
     def entry(host) -> dict:
+        """The host's connection in community.general.incus's variables (its Incus remote when not local)."""
+        remote = host.vars.get("incus_remote") or "local"
         return {"ansible_connection": CONNECTION, "ansible_host": host.vars.get("incus_name", host.name),
-                "address": host.address}
+                **({} if remote == "local" else {"ansible_incus_remote": remote}), "address": host.address}
 
     balancers = {"haproxy": {"hosts": {h.name: entry(h) for h in lab.group("haproxy")}}}
     (inventory / "10-balancers.yml").write_text(yaml.safe_dump({"all": {"vars": shared}, **balancers}))
     lines = []
     for group in ("backend_api_instances", "stream_server_instances"):
         lines.append(f"[{group}]")
-        lines += [f"{h.name} ansible_connection={CONNECTION} ansible_host={h.vars.get('incus_name', h.name)} "
-                  f"address={h.address}" for h in lab.group(group)]
+        lines += [" ".join([h.name, *(f"{key}={value}" for key, value in entry(h).items())]) for h in lab.group(group)]
     (inventory / "20-services").write_text("\n".join(lines) + "\n")
     password_script = root / "prod-password.sh"
     password_script.write_text(f"#!/bin/sh\ncat '{FIXTURE / 'prod-password.txt'}'\n")
@@ -57,7 +59,7 @@ def write_repo(root: Path) -> Path:
 
 
 def in_container(host, path: str) -> str:
-    name = host.vars.get("incus_name", host.name)
+    name = instance_ref(host.vars.get("incus_name", host.name), host.vars.get("incus_remote"))
     return subprocess.run(["incus", "exec", name, "--", "cat", path], capture_output=True, text=True,
                           timeout=30, check=True).stdout
 

@@ -144,15 +144,15 @@ def test_broken_binary_rolls_back_the_first_instance_and_stops(world, kind):
     v3 = build_demo(kind, "v3")
     inv(f"{kind}.deploy", "--binary", str(v3))
     targets = instances(world, kind)
-    first, second = list(targets)
-    before_second = remote_state(targets[second], kind)
+    first, *others = list(targets)
+    before_others = {name: remote_state(targets[name], kind) for name in others}
     live_first = remote_state(targets[first], kind)[0]
     broken = build_demo(kind, "v4", "--broken")
     done, samples, watcher = deploy_under_load(world, kind, broken, expect_ok=False)
     assert done.returncode != 0
     assert re.search(rf"{first}\s+rolled-back", done.stdout), done.stdout
     assert remote_state(targets[first], kind)[0] == live_first
-    assert remote_state(targets[second], kind) == before_second
+    assert {name: remote_state(targets[name], kind) for name in others} == before_others
     assert world["runtime"].server(SERVICES[kind]["pool"], first).is_up
     assert watcher.snapshots and not watcher.moments_with_nothing_up()
     assert not [s for s in samples if s.failed]

@@ -88,7 +88,7 @@ def test_a_track_always_lands_on_the_same_streamer(deployed_lab):
             seen.add(re.search(r"instance=(\S+)", reply.body).group(1))
         assert len(seen) == 1, f"track-{track} served by {seen}"
         owners[track] = seen.pop()
-    assert set(owners.values()) == {"stream-server-1", "stream-server-2"}
+    assert set(owners.values()) == {host.name for host in load_inventory(deployed_lab).group("stream_server_instances")}
 
 
 def test_sticky_cookie_pins_api_requests(deployed_lab):

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from conftest import build_demo, inv
+from conftest import REPO, build_demo, inv
 from test_deploy_lab import PoolWatcher
 
 from fabfile.haproxy_runtime import RuntimeAPI
@@ -17,6 +17,9 @@ from fabfile.transports import connect
 pytestmark = pytest.mark.lab
 
 
+API_POOL_SIZE = len(load_inventory(str(REPO / "hosts.yaml")).group("backend_api_instances"))
+
+
 def audit_lines():
     return inv("audit", "--last", "1000").stdout.count("\n")
 
@@ -24,7 +27,7 @@ def audit_lines():
 @pytest.mark.parametrize("flags, message", [
     (["--batch", "0"], "error: --batch: 0 must be from 1"),
     (["--batch", "150%"], "error: --batch: 150% must be from 1% to 100%"),
-    (["--set", "deploy_min_up=100%"], "error: deploy_min_up: 100% keeps all 2 servers of api_pool UP"),
+    (["--set", "deploy_min_up=100%"], f"error: deploy_min_up: 100% keeps all {API_POOL_SIZE} servers of api_pool UP"),
     (["--max-fail", "0"], "error: --max-fail: 0 must be from 1"),
 ])
 def test_bad_batching_is_one_error_line_exit_2_and_nothing_changed(deployed_lab, flags, message):
@@ -80,7 +83,7 @@ def deploy_watched(lab, *args):
     return done, ups, [sample for sample in load.samples if sample.outcome != OK]
 
 
-def wait_all_up(count=2, seconds=10):
+def wait_all_up(count=API_POOL_SIZE, seconds=10):
     for _ in range(int(seconds / 0.5)):
         if inv("api.status").stdout.count(" UP ") == count:
             return True
@@ -88,12 +91,12 @@ def wait_all_up(count=2, seconds=10):
     return False
 
 
-@pytest.mark.parametrize("floor, overlaps", [("1", False), ("0", True)], ids=["floor-1-one-soak-after-the-other",
-                                                                             "floor-0-overlap"])
+@pytest.mark.parametrize("floor, overlaps", [(str(API_POOL_SIZE - 1), False), ("0", True)],
+                         ids=["floor-all-but-one-one-soak-after-the-other", "floor-0-overlap"])
 def test_pipelined_soak_keeps_the_floor_and_every_request(deployed_lab, floor, overlaps):
-    """A pool of two, one at a time: with the floor at 1 (the default) backend-api-2 waits for backend-api-1's
-    soak; with deploy_min_up=0 it goes out while backend-api-1 soaks, which stays in rotation. Either way
-    at least one server UP in every sample and no failed request; both end on the target."""
+    """One at a time: with the floor at all servers but one, backend-api-2 waits for backend-api-1's soak;
+    with deploy_min_up=0 it goes out while backend-api-1 soaks, which stays in rotation. Either way at least
+    one server UP in every sample and no failed request; all end on the target."""
     target = f"pipe{floor}x{int(time.time())}"
     done, ups, failed = deploy_watched(deployed_lab, "--binary", str(build_demo("api", target)),
                                        "--set", f"deploy_min_up={floor}", "--set", "deploy_soak_seconds=3")
