@@ -23,6 +23,7 @@ from ..capacity import CapacityFloor
 from ..services import BALANCER_GROUP, SERVICES
 
 MONITOR_GROUP = "monitoring"
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"  # Debian's folder for the textfile collector
 
 DEFAULTS = {
     # Production-sized; the lab's hosts.yaml shortens them so the failover gates stay short.

@@ -16,6 +16,8 @@ Handlers: reload keepalived (SIGHUP: the VRRP state is kept, the VIP does not mo
 from __future__ import annotations
 
 from .. import lb_pair
+from ..monitoring.rules import VIP_METRIC
+from ..monitoring.settings import NODE_EXPORTER_TEXTFILE_DIR
 from ..operations import Operation, apt_packages, directory, file, group, service, system_user
 from ..shell import Command, q
 from ..services import BALANCER_GROUP
@@ -42,11 +44,9 @@ ExecStopPost=/bin/sh -c 'echo 1 > {HAPROXY_STATE_FILE}'
 """
 
 
-# keepalived's notify script: whether this node holds the VIP, for node exporter's textfile collector
-# (Debian's folder for it); Prometheus' VIP-holder alert sums it over the pair.
+# keepalived's notify script: whether this node holds the VIP, for node exporter's textfile collector;
+# Prometheus' VIP-holder alert sums it over the pair.
 NOTIFY_SCRIPT = "/usr/local/lib/veza-ops/keepalived-notify"
-NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
-VIP_METRIC = "veza_keepalived_vip_held"
 
 
 def vip_state_written(pair) -> Operation:
@@ -85,6 +85,7 @@ def role_for(secrets) -> Role:
                 "systemctl daemon-reload",
                 f"if systemctl is-active -q haproxy; then echo 0; else echo 1; fi > {q(HAPROXY_STATE_FILE)}"]),
             directory(NOTIFY_SCRIPT.rsplit("/", 1)[0]),
+            directory(NODE_EXPORTER_TEXTFILE_DIR),
             file(NOTIFY_SCRIPT, render("keepalived/vrrp-notify.sh.j2", {
                 "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR, "metric": VIP_METRIC}), mode="0755"),
             file(lb_pair.KEEPALIVED_CONFIG, text, mode="0600", validate=VALIDATE, backup=True,

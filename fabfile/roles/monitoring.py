@@ -3,6 +3,7 @@
 Defaults: see ``monitoring.settings.DEFAULTS`` (intervals, ports, each rule's ``for`` and threshold).
 Steps (every host, ``node_exporter``):
     - package prometheus-node-exporter (Debian 12: 1.5.0); its address, port and collectors in /etc/default
+    - its textfile directory readable by it (a keepalived notify script may have made it first, umask 077)
     - service prometheus-node-exporter enabled and running
 Steps (the monitoring group, ``monitor_role``):
     - packages prometheus (2.42) and prometheus-alertmanager (0.25)
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from .. import values
 from ..monitoring import rules as alert_rules
-from ..monitoring.settings import DEFAULTS, MonitoringSettings, haproxy_targets, node_targets, pool_floors
+from ..monitoring.settings import (DEFAULTS, NODE_EXPORTER_TEXTFILE_DIR, MonitoringSettings, haproxy_targets, node_targets,
+                                   pool_floors)
 from ..operations import apt_packages, directory, file, group, service, system_user, systemd_unit
 from ..shell import q
 from ..templating import TemplateError, render
@@ -65,6 +67,8 @@ def _node_exporter_steps(context):
             [f"--web.listen-address={listen}", "--collector.disable-defaults",
              *(f"--collector.{name}" for name in settings.node_exporter_collectors)])),
              notify=["restart node exporter"]),
+        directory("/var/lib/prometheus", "prometheus", "prometheus"),  # the package's owner, mode 0755
+        directory(NODE_EXPORTER_TEXTFILE_DIR),
         service(NODE_EXPORTER, enabled=True, running=True),
     ]
 
