@@ -32,10 +32,11 @@ class CapacityFloor:
 
     def with_hosts(self, hosts) -> "CapacityFloor":
         """This floor plus ``deploy_min_up_per_host`` from the pool's ``hosts`` (placement.per_host_floor)."""
-        from .placement import host_of, per_host_floor
+        from .placement import check_per_host_floor, host_of, per_host_floor
 
-        return CapacityFloor(self.pool, self.size, self.min_up, per_host_floor(hosts),
-                             tuple((host.name, host_of(host)) for host in hosts))
+        floor = per_host_floor(hosts)
+        check_per_host_floor(self.pool, hosts, floor)
+        return CapacityFloor(self.pool, self.size, self.min_up, floor, tuple((host.name, host_of(host)) for host in hosts))
 
     def _empties_host(self, name: str, up_now) -> bool:
         from .placement import would_empty_host

@@ -60,6 +60,22 @@ def per_host_floor(instances) -> int:
     return value
 
 
+def check_per_host_floor(pool: str, instances, floor: int) -> None:
+    """Refuse a per-host floor that holds every server of the pool on some host UP: that server could
+    never go out, and the deploy would wait for nothing."""
+    if floor <= 0:
+        return
+    by_host = {}
+    for host in instances:
+        by_host.setdefault(host_of(host), []).append(host.name)
+    for place, names in by_host.items():
+        if len(names) <= floor:
+            raise InvalidValue(
+                f"deploy_min_up_per_host: {floor} keeps all {len(names)} server(s) of {pool} on host "
+                f"'{place.split(':', 1)[-1]}' UP ({', '.join(names)}), so they could never go out; "
+                f"lower it to at most {len(names) - 1} or place more instances there")
+
+
 def would_empty_host(name: str, up_servers, hosts: dict, floor: int) -> bool:
     """True when taking ``name`` out leaves fewer than ``floor`` of ``up_servers`` UP on its host.
 

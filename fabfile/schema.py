@@ -97,7 +97,9 @@ GRAMMAR = {
     "common_packages": Var("list", item="token"), "common_apt_lists_max_age": Var("int", 0, 10 ** 9),
     "common_timezone": Var("path_tail"),
     # deploys and canaries (fabfile/deploy, fabfile/canary)
-    "deploy_min_up": Var("count_or_percent"),
+    "deploy_min_up": Var("count_or_percent"), "deploy_min_up_per_host": Var("int", 0, 1000),
+    # placement across Incus hosts (fabfile/placement.py)
+    "placement_single_host_ok": Var("bool"),
     "deploy_drain_timeout": Var("number", 0, 86400), "deploy_health_timeout": Var("number", 0.5, 86400),
     "deploy_haproxy_up_timeout": Var("number", 0.5, 86400), "deploy_poll_interval": Var("number", 0.05, 10),
     "deploy_soak_seconds": Var("number", 0, 3600), "deploy_settle_timeout": Var("number", 0, 600),

@@ -12,7 +12,7 @@ from invoke import Context
 from invoke.exceptions import Exit
 
 from fabfile.inventory import load_inventory
-from fabfile.tasks import test as test_tasks
+from fabfile.tasks.test import failover as test_tasks
 from fabfile.transports import connect
 from conftest import REPO
 

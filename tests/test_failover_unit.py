@@ -39,7 +39,7 @@ from fabfile.loadtest.facade import Reply, SessionClosed, WsSession, phase_count
 from fabfile.loadtest.outcomes import Sample
 from fabfile.failover.plot import render_svg
 from fabfile.output import Masker, Output
-from fabfile.tasks import test as test_tasks
+from fabfile.tasks.test import failover as test_tasks
 from fabfile.process import Result
 from fabfile.transports import IncusTransport, SshTransport
 
@@ -579,12 +579,18 @@ def test_unreachable_exporter_fails_before_the_stop_and_skips_the_down_check():
     assert step(report, STEP_DOWN)["status"] == "pass" and not report["passed"]
 
 
-def test_metrics_url_comes_from_the_bind_and_a_wildcard_means_the_balancer():
+def test_the_exporter_address_comes_from_the_bind_and_a_wildcard_means_the_balancer():
+    from fabfile.monitoring.settings import exporter_address
+    from fabfile.values import InvalidValue
+
     lb = Host(name="haproxy", inventory_vars={"address": "10.0.0.10"}, groups=["haproxy"])
-    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": ""}) is None
-    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": "10.0.0.10:8405"}) == "http://10.0.0.10:8405"
-    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": "*:8405"}) == "http://10.0.0.10:8405"
-    assert test_tasks._metrics_url(lb, {"haproxy_metrics_bind": "[::1]:8405"}) == "http://[::1]:8405"
+    assert exporter_address(lb, {"haproxy_metrics_bind": ""}) is None
+    assert exporter_address(lb, {"haproxy_metrics_bind": "10.0.0.11:8405"}) == "10.0.0.11:8405"
+    assert exporter_address(lb, {"haproxy_metrics_bind": "*:8405"}) == "10.0.0.10:8405"
+    assert exporter_address(lb, {"haproxy_metrics_bind": ":::8405"}) == "10.0.0.10:8405"
+    assert exporter_address(lb, {"haproxy_metrics_bind": "[::1]:8405"}) == "[::1]:8405"
+    with pytest.raises(InvalidValue, match="haproxy_metrics_bind"):
+        exporter_address(lb, {"haproxy_metrics_bind": "[::zz]:8405"})
 
 
 # --- stoppers ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from loadtest_fixtures import closed_port, closing_server, fake_lb, silent_serve
 
 from fabfile.loadtest.engine import LoadSettings, RampSettings, run_fixed, run_ramp
 from fabfile.loadtest.facade import BackgroundLoad, SessionClosed, fetch, open_session, phase_counts
-from fabfile.tasks.load import load
+from fabfile.tasks.test.load import load
 
 
 @pytest.fixture(scope="module")

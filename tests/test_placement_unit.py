@@ -88,3 +88,17 @@ def test_a_batch_never_empties_one_host():
     assert per_host.pick(["b1", "b2", "a1", "a2"], up, 2) == ["b1"]
     assert per_host.would_break("b2", {"b2", "a1"}) and not plain.would_break("b2", {"b2", "a1"})
     assert not would_empty_host("b2", {"a1"}, hosts, 1)  # not UP: costs nothing
+
+
+def test_a_per_host_floor_that_pins_a_host_is_refused_before_anything_runs(tmp_path):
+    """One api instance per host: a per-host floor of 1 would keep each UP for ever, so the deploy would
+    wait for a slot that never comes. Refused when the floor is built, naming the host and its server."""
+    pool = inventory(tmp_path, extra="\n    deploy_min_up_per_host: 1").group("backend_api_instances")
+    with pytest.raises(InvalidValue) as caught:
+        CapacityFloor.of_pool("api_pool", pool).with_hosts(pool)
+    message = str(caught.value)
+    assert "host 'local'" in message and "(backend-api-1)" in message and "at most 0" in message
+    assert "\n" not in message
+    (tmp_path / "zero").mkdir()
+    pool = inventory(tmp_path / "zero", extra="\n    deploy_min_up_per_host: 0").group("backend_api_instances")
+    assert CapacityFloor.of_pool("api_pool", pool).with_hosts(pool).min_up_per_host == 0

@@ -124,15 +124,21 @@ def test_the_layout_names_every_module_and_package_of_fabfile():
 
 
 def test_each_package_line_lists_exactly_its_modules():
-    """``  pkg/   a, b, c: what it does`` names every module of the package and nothing else."""
+    """``  pkg/   a, b, sub/: what it does`` names every module and subpackage of the package and nothing else;
+    a subpackage has its own line (``  pkg/sub/   c, d: ...``)."""
+    packages = set()
     for line in layout_block():
-        match = re.match(r"^  ([a-z_]+)/\s+([a-z_0-9, ]+):", line)
+        match = re.match(r"^  ([a-z_/]+)/\s+([a-z_0-9/, ]+):", line)
         if not match:
             continue
         package = REPO / "fabfile" / match.group(1)
+        packages.add(package)
         named = {name.strip() for name in match.group(2).split(",")}
-        modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+        modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"} | {
+            f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
         assert named == modules, f"{match.group(1)}/: README {sorted(named)} vs tree {sorted(modules)}"
+    subpackages = {p.parent for p in (REPO / "fabfile").glob("*/*/__init__.py")}
+    assert not subpackages - packages, f"subpackages without their README line: {sorted(subpackages - packages)}"
 
 
 def test_the_readme_holds_no_test_counts():

@@ -18,8 +18,8 @@ collaborators (a stopper from ``stoppers.py``, a load from ``loadtest``, its own
 ``StepEngine`` and a ``Timeline``, build its plan as a list of ``PlannedStep(name, action, ...)``,
 call ``engine.run_plan(plan)`` inside ``try/finally`` so its wind-down (bring back what it stopped)
 always runs, mark ``t0`` on the timeline when it strikes, and build its report with
-``common_report(...) | {its own fields}``. The task in ``tasks/test.py`` only parses flags and wires
-the objects; ``tasks/test.py``'s ``write_outputs`` writes the JSON report (masked) and the SVG.
+``common_report(...) | {its own fields}``. Its task, one module in ``tasks/test/``, only parses flags and wires
+the objects; ``report.py``'s ``write_outputs`` writes the JSON report (masked) and the SVG.
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ class RetryingClient:
 
 @dataclass
 class LbFailoverRun:
-    """The sequence against injected pieces (see ``tasks/test.py``)."""
+    """The sequence against injected pieces (see ``tasks/test/lb_failover.py``)."""
 
     settings: LbFailoverSettings
     holder: str

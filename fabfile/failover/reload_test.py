@@ -10,7 +10,7 @@
                    on kept-alive connections, counted per reload window and per client kind; the
                    workers of every balancer sampled every ``sample_interval`` seconds
 
-The pieces (load, reloaders, worker samplers) are injected (``tasks/test.py``), so the sequence is
+The pieces (load, reloaders, worker samplers) are injected (``tasks/test/reload.py``), so the sequence is
 tested without a lab and can become one configuration of a shared step engine.
 """
 
@@ -26,6 +26,14 @@ SAMPLE_INTERVAL = 0.5
 # One line per sample: the node's epoch time, the master's PID, then its worker PIDs.
 WORKERS_PROBE = ("m=$(systemctl show -p MainPID --value haproxy); "
                  "echo \"$(date +%s.%N) $m $(pgrep -P \"$m\" haproxy | tr '\\n' ' ')\"")
+
+# The haproxy master's worker PIDs, one per line.
+WORKER_PIDS = 'm=$(systemctl show -p MainPID --value haproxy); pgrep -P "$m" haproxy'
+
+
+def worker_pids(transport) -> list:
+    """The haproxy master's worker PIDs on a balancer, read through its transport."""
+    return transport.run(WORKER_PIDS, warn=True, timeout=30).stdout.split()
 
 
 @dataclass

@@ -59,3 +59,15 @@ def failover_report(test) -> dict:
         "final_pool": test.pool.final_pool,
         "alert": test.alerts.report() if test.alerts is not None else None,
     }
+
+
+def write_outputs(result: dict, report: str | None, plot: str | None, output, write_svg) -> None:
+    """A gate's outputs: the JSON report (private, masked by ``output``'s masker) and its SVG (``write_svg``)."""
+    from ..output import write_report
+
+    if report:
+        write_report(report, result, output.masker)
+        output.line(f"report: {report}")
+    if plot:
+        write_svg(plot, result)
+        output.line(f"plot: {plot}")

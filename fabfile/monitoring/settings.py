@@ -15,6 +15,7 @@ line, exit 2, nothing touched).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -200,20 +201,35 @@ def node_targets(inventory, settings: MonitoringSettings) -> list:
             for host in inventory.hosts.values()]
 
 
+def exporter_address(host, haproxy_vars: dict) -> str | None:
+    """``address:port`` of a balancer's Prometheus exporter, from its ``haproxy_metrics_bind`` (None when unset).
+
+    A wildcard bind is reached on the balancer's own address; an IPv6 address comes in brackets.
+    Prometheus's targets and the failover gates' exporter checks both read it here."""
+    bind = str(haproxy_vars["haproxy_metrics_bind"] or "")
+    if not bind:
+        return None
+    address, _, port = bind.rpartition(":")
+    address = address.strip("[]")
+    if address in ("", "*", "0.0.0.0", "::"):
+        address = target_host(host)
+    port = values.port("haproxy_metrics_bind", port)
+    if ":" in address:
+        try:
+            return f"[{ipaddress.IPv6Address(address)}]:{port}"
+        except ValueError:
+            raise values.InvalidValue(f"haproxy_metrics_bind: {address!r} is not an IPv6 address") from None
+    return f"{values.hostname('haproxy_metrics_bind', address)}:{port}"
+
+
 def haproxy_targets(inventory, haproxy_defaults: dict) -> list:
     """Each balancer's Prometheus exporter, where ``haproxy_metrics_bind`` puts it (none when unset)."""
     targets = []
     for host in inventory.group(BALANCER_GROUP):
         v = host.vars_with(haproxy_defaults)
-        bind = str(v["haproxy_metrics_bind"] or "")
-        if not bind:
-            continue
-        address, _, port = bind.rpartition(":")
-        address = address.strip("[]")
-        if address in ("", "*", "0.0.0.0", "::"):
-            address = target_host(host)
-        targets.append(Target(f"{values.hostname('haproxy_metrics_bind', address)}:{values.port('haproxy_metrics_bind', port)}",
-                              host.name, values.url_path("haproxy_metrics_path", v["haproxy_metrics_path"])))
+        address = exporter_address(host, v)
+        if address is not None:
+            targets.append(Target(address, host.name, values.url_path("haproxy_metrics_path", v["haproxy_metrics_path"])))
     return targets
 
 

@@ -1,8 +1,7 @@
 """inv test.load: open-model load through the inventory's HAProxy, with thresholds, a baseline and a report.
 
-The task function lives here; ``fabfile/tasks/test.py`` adds it to the ``test``
-collection. Exit codes follow k6: 0 every threshold held, 99 a threshold was
-breached, 2 bad input (nothing sent), 1 no request got an answer at all,
+One module of the ``test`` collection. Exit codes follow k6: 0 every threshold held, 99 a
+threshold was breached, 2 bad input (nothing sent), 1 no request got an answer at all,
 130 interrupted.
 """
 
@@ -12,12 +11,12 @@ import sys
 
 from invoke.exceptions import Exit
 
-from .. import exits
-from ..loadtest import LoadTestError
-from ..services import BACKEND_API as API
-from ..values import flag_number
-from . import support as cli
-from .support import task
+from ... import exits
+from ...loadtest import LoadTestError
+from ...services import BACKEND_API as API
+from ...values import flag_number
+from .. import support as cli
+from ..support import task
 
 EXIT_BREACHED = exits.THRESHOLD_BREACHED  # k6's code for a crossed threshold
 EXIT_UNREACHED = exits.FAILED
@@ -58,7 +57,7 @@ def _target(c, inventory: str | None, target: str | None) -> tuple:
     """(base URL, inventory-derived settings, every balancer's runtime API or None) for the run."""
     if target:
         return target.rstrip("/"), {}, None
-    from ..roles import haproxy_vars
+    from ...roles import haproxy_vars
 
     loaded, api_hosts = cli.select(c, inventory, API.group, None)
     topology = cli.topology(loaded)
@@ -88,10 +87,10 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
     omission). Prints one PASS/FAIL line per --threshold. Exit 0 when all hold,
     99 when one is breached, 1 when no request got an answer, 2 on bad input.
     """
-    from ..loadtest.baseline import comparison_lines, load_baseline
-    from ..loadtest.engine import LoadSettings, RampSettings, run_fixed, run_ramp, validate
-    from ..loadtest.report import finish, summary_lines
-    from ..loadtest.thresholds import needs_baseline, parse_all
+    from ...loadtest.baseline import comparison_lines, load_baseline
+    from ...loadtest.engine import LoadSettings, RampSettings, run_fixed, run_ramp, validate
+    from ...loadtest.report import finish, summary_lines
+    from ...loadtest.thresholds import needs_baseline, parse_all
 
     try:
         thresholds = parse_all(threshold)
@@ -135,7 +134,7 @@ def load(c, scenario="api", rate="100", duration="10", timeout="2", ramp=False, 
 
 
 def _write_outputs(result: dict, report: str | None, plot: str | None) -> None:
-    from ..loadtest.report import write_report, write_svg
+    from ...loadtest.report import write_report, write_svg
 
     try:
         if report:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from invoke.exceptions import Exit
 
-from .. import exits, flags, values
-from ..services import BALANCER_GROUP, SERVICES
-from . import support
-from .support import task
-from .test import KEEPALIVE_HELP  # test.py imports this module after defining it
+from ... import exits, flags, values
+from ...services import BALANCER_GROUP, SERVICES
+from .. import support
+from ..support import task
+from .shared import KEEPALIVE_HELP, MAX_WAIT_SECONDS, mixed_load
 
 HOST_FAILOVER_HELP = {
     "method": "stop: 'incus stop --force' of the host's outer lab container, later 'incus start' (default); "
@@ -31,7 +31,6 @@ HOST_FAILOVER_HELP = {
     "inventory": support.COMMON_HELP["inventory"],
     "set": support.COMMON_HELP["set"],
 }
-MAX_WAIT_SECONDS = 3600  # a typo guard for the waits, far above any real check interval
 
 
 @task(help=HOST_FAILOVER_HELP, iterable=["set"])
@@ -48,21 +47,21 @@ def host_failover(c, method="stop", host=None, down_budget="5", vip_budget="5", 
     kept-alive connection. Exit 0 when every step passed; 1 otherwise; 2 on bad input; 130/143
     on Ctrl-C/SIGTERM, after the host is back.
     """
-    from ..failover.host_failover import HostFailoverRun, HostFailoverSettings
-    from ..failover.host_outage import pick_host, plan_outage
-    from ..failover.host_plot import write_svg
-    from ..failover.server_watch import ServerSampler
-    from ..failover.stoppers import HOST_METHODS, make_host_stopper, undo_host_leftovers
-    from ..failover.vip_watch import VipSampler
-    from ..incus import IncusError, exec_argv, instance_ref
-    from ..lab.base import LabError
-    from ..lab.incus_hosts import check_lab_route
-    from ..lb_pair import vip_sampler
-    from ..loadtest.engine import MAX_RATE
-    from ..loadtest.keepalive import kind_line
-    from ..output import Masker, Output
-    from ..roles import haproxy_vars
-    from .test import _mixed_load, _write_outputs
+    from ...failover.host_failover import HostFailoverRun, HostFailoverSettings
+    from ...failover.host_outage import pick_host, plan_outage
+    from ...failover.host_plot import write_svg
+    from ...failover.report import write_outputs
+    from ...failover.server_watch import ServerSampler
+    from ...failover.stoppers import HOST_METHODS, make_host_stopper, undo_host_leftovers
+    from ...failover.vip_watch import VipSampler
+    from ...incus import IncusError, exec_argv, instance_ref
+    from ...lab.base import LabError
+    from ...lab.incus_hosts import check_lab_route
+    from ...lb_pair import vip_sampler
+    from ...loadtest.engine import MAX_RATE
+    from ...loadtest.keepalive import kind_line
+    from ...output import Masker, Output
+    from ...roles import haproxy_vars
 
     if method not in HOST_METHODS:
         raise support.UsageError(f"--method {method}: use one of {', '.join(HOST_METHODS)}")
@@ -117,7 +116,7 @@ def host_failover(c, method="stop", host=None, down_budget="5", vip_budget="5", 
         settings, plan, stopper=stopper, host_ready=host_ready,
         undo_leftovers=lambda: undo_host_leftovers(plan.host, network),
         servers=ServerSampler(topology.runtime_api(survivor), plan.servers, 0.1, settings.budget_seconds),
-        load=_mixed_load(base, health_path, rate, keepalive_share, keepalive_connections, 2.0,
+        load=mixed_load(base, health_path, rate, keepalive_share, keepalive_connections, 2.0,
                          settings.budget_seconds, id_prefix="host-failover"),
         output=output,
         vip_sampler=(lambda node, seconds: VipSampler(node, exec_argv(refs[node], vip_sampler(pair.interface, seconds)
@@ -135,7 +134,7 @@ def host_failover(c, method="stop", host=None, down_budget="5", vip_budget="5", 
     output.line("requests per phase: " + ", ".join(f"{name} {p['failed']}/{p['total']} failed"
                                                    for name, p in phases.items()))
     output.line(f"by client kind: {kind_line(result['requests']['by_kind'])}")
-    _write_outputs(result, report, plot, output, write_svg)
+    write_outputs(result, report, plot, output, write_svg)
     output.line(f"-- test.host-failover: {'PASSED' if result['passed'] else 'FAILED'}"
                 f"{' (interrupted)' if result['interrupted'] else ''}")
     if result["interrupted"]:
@@ -151,9 +150,9 @@ def _seconds(value) -> str:
 def _host_ready(plan, topology, endpoints):
     """(ready, detail): the outer container running, each server on the host answering its own health
     endpoint under its own name, each balancer on it with keepalived and haproxy active."""
-    from ..incus_api import Incus
-    from ..loadtest.facade import fetch
-    from .lb import pair_status
+    from ...incus_api import Incus
+    from ...loadtest.facade import fetch
+    from ..lb import pair_status
 
     state = Incus().query(f"/1.0/instances/{plan.host}/state") or {}
     status = str(state.get("status", "missing"))
