@@ -29,6 +29,8 @@ def audit_lines():
     (["--batch", "150%"], "error: --batch: 150% must be from 1% to 100%"),
     (["--set", "deploy_min_up=100%"], f"error: deploy_min_up: 100% keeps all {API_POOL_SIZE} servers of api_pool UP"),
     (["--max-fail", "0"], "error: --max-fail: 0 must be from 1"),
+    # a per-host floor at least as big as some host's share of the pool: its servers could never go out
+    (["--set", f"deploy_min_up_per_host={API_POOL_SIZE}"], f"error: deploy_min_up_per_host: {API_POOL_SIZE} keeps all"),
 ])
 def test_bad_batching_is_one_error_line_exit_2_and_nothing_changed(deployed_lab, flags, message):
     before = inv("api.status").stdout

@@ -26,9 +26,9 @@ merges, and ``inventory_vars``, the same plus our normalised connection settings
 Every problem is one ``InventoryError`` line naming the file; a problem of one host is kept on
 that host (``Host.problem``) and stops only the tasks that target it (``Inventory.select``).
 
-Modules: ``model`` (Host, Inventory, errors), ``yaml_reader``, ``patterns``, ``groups``
+Modules: ``model`` (Host, Inventory, errors), ``yaml_reader``, ``patterns``, ``groups`` (reading) and ``tree``
 (Ansible's group tree and precedence), ``connection`` (connection variables), ``sources``,
-``ini_reader``, ``vars_files``, ``loader``.
+``ini_reader``, ``vars_files``, ``vault``, ``jinja`` (templated variables) with ``jinja_env`` (its filters), ``loader``.
 """
 
 from .loader import load_inventory

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 from .connection import CONNECTION_VARIABLES, _Settings
-from .groups import _Builder, _HostEntry
+from .groups import _Builder
+from .tree import _HostEntry
 from .ini_reader import IniReader
 from .jinja import Templar, Unresolved
 from .model import Host, Inventory, InventoryError
