@@ -15,7 +15,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover test-reload bench-failover bench-lb bench-canary site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale bench-inventory lock-status lock-release audit inventory-show
+        test-lb-failover test-host-failover test-reload bench-failover bench-lb bench-canary site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale bench-inventory bench-remote lock-status lock-release audit inventory-show
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -77,11 +77,17 @@ lb-status: venv ## Who holds the VIP; VRRP state, priority, keepalived and HAPro
 	$(INV) lb.status --inventory $(INVENTORY)
 
 METHOD ?= incus
+HOST_METHOD ?= stop
 
 test-lb-failover: venv ## Kill the VIP holder (METHOD=incus|process) under load; reports/lb-failover.json + .svg
 	@mkdir -p reports
 	$(INV) test.lb-failover --method $(METHOD) --inventory $(INVENTORY) --report reports/lb-failover.json \
 	  --plot reports/lb-failover.svg $(ARGS)
+
+test-host-failover: venv ## Take the second Incus host out (HOST_METHOD=stop|freeze|cut) under load; reports/host-failover.json + .svg
+	@mkdir -p reports
+	$(INV) test.host-failover --method $(HOST_METHOD) --inventory $(INVENTORY) --report reports/host-failover.json \
+	  --plot reports/host-failover.svg $(ARGS)
 
 test-reload: venv ## Reload HAProxy N times on every balancer under mixed load (ARGS="--reloads N"); reports/reload.json + .svg
 	@mkdir -p reports
@@ -200,11 +206,15 @@ bench-inventory: venv ## inventory.show vs ansible-inventory --list: 2,000 hosts
 bench-alerts: venv lab-up ## Alert latencies: stop a backend, a stream server, a balancer, keepalived on both (ROUNDS, default 1)
 	$(PYTHON) scripts/bench_alerts.py $(INVENTORY) $(or $(ROUNDS),1)
 
-bench: venv lab-up ## Start-up, haproxy.setup and site.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
+bench: venv lab-up ## Start-up, haproxy.setup and site.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary, remote Incus vs local
 	scripts/bench_startup.sh
 	$(PYTHON) scripts/bench_ansible.py
 	$(PYTHON) scripts/bench_site.py
 	$(PYTHON) scripts/bench.py
+	$(PYTHON) scripts/bench_remote.py
+
+bench-remote: venv lab-up ## One command local API / remote CLI / remote API (500 in a loop, hangs counted); no-op site.setup a third remote vs all local
+	$(PYTHON) scripts/bench_remote.py
 
 API_INSTANCES ?= 12
 SCALE_INVENTORY ?= .lab/hosts-$(API_INSTANCES).yaml

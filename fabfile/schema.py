@@ -57,7 +57,7 @@ def _port() -> Var:
 GRAMMAR = {
     # connection and inventory (fabfile/inventory reads them; these are what the resolved values must be)
     "address": Var("host"), "connection": Var("choice", choices=("incus", "ssh", "local")),
-    "incus_name": Var("token"), "incus_remote": Var("token"),
+    "incus_name": Var("token"), "incus_remote": Var("token"), "incus_remote_any_route": Var("bool"),
     "ssh_user": Var("user"), "ssh_port": _port(), "ssh_key_file": Var("path"),
     "ssh_known_hosts": Var("path"), "ssh_host_key_policy": Var("choice", choices=("strict", "accept-new", "accept")),
     "ssh_proxy_jump": Var("line"), "become": Var("bool"), "become_user": Var("user"), "become_method": Var("token"),

@@ -12,7 +12,7 @@ TASKS = {"lock.status", "lock.release", "lab.up", "lab.status", "lab.down", "inv
          "haproxy.setup", "haproxy.status", "site.setup",
          "api.setup", "api.deploy", "api.rollback", "api.status",
          "stream.setup", "stream.deploy", "stream.rollback", "stream.status", "test.failover", "test.load",
-         "keepalived.setup", "lb.status", "test.lb-failover", "test.reload", "monitor.setup", "monitor.status", "monitor.rules"}
+         "keepalived.setup", "lb.status", "test.lb-failover", "test.host-failover", "test.reload", "monitor.setup", "monitor.status", "monitor.rules"}
 
 
 def listed(program):

@@ -353,3 +353,39 @@ def test_the_plot_shows_servers_vip_lanes_and_marks():
     root = ET.fromstring(svg)
     labels = [el.text for el in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "api_pool/backend-api-3" in labels and "VIP on haproxy-2" in labels and "all DOWN" in labels
+
+
+# -- the task refuses a drill it cannot run, before touching anything -----------------------------------------
+TWO_HOSTS = """all:
+  vars:
+    connection: incus
+    lab_network: labbr0
+    lab_subnet: 10.99.0.0/24
+    lab_incus_hosts:
+      - {name: incus-2, address: 10.99.0.50, inner_subnet: 10.99.1.0/24}
+  children:
+    haproxy:
+      hosts:
+        haproxy: {address: 10.99.0.10}
+        haproxy-2: {address: 10.99.0.11, incus_remote: incus-2}
+    backend_api_instances:
+      hosts:
+        backend-api-1: {address: 10.99.0.21%(api_1)s}
+        backend-api-3: {address: 10.99.0.23, incus_remote: incus-2}
+"""
+
+
+@pytest.mark.parametrize("inventory, flags, needle", [
+    (TWO_HOSTS % {"api_1": ""}, ["--host", "incus-9"], "--host incus-9: not a lab_incus_hosts entry"),
+    (TWO_HOSTS % {"api_1": ", incus_remote: incus-2"}, [], "every server of api_pool"),
+    (TWO_HOSTS.replace("    lab_incus_hosts:\n      - {name: incus-2, address: 10.99.0.50, inner_subnet: 10.99.1.0/24}\n", "")
+     % {"api_1": ""}, [], "no lab_incus_hosts"),
+    (TWO_HOSTS % {"api_1": ""}, ["--method", "unplug"], "--method unplug: use one of stop, freeze, cut"),
+])
+def test_the_task_refuses_a_drill_it_cannot_run_in_one_line(tmp_path, inventory, flags, needle):
+    from conftest import assert_one_error_line, inv
+
+    path = tmp_path / "hosts.yaml"
+    path.write_text(inventory)
+    done = inv("test.host-failover", "-i", str(path), *flags, check=False, timeout=60)
+    assert_one_error_line(done, 2, needle)

@@ -9,6 +9,6 @@ import importlib
 
 from invoke import Collection
 
-TASK_MODULES = ("failover", "lb_failover", "load", "reload")
+TASK_MODULES = ("failover", "host_failover", "lb_failover", "load", "reload")
 
 collection = Collection("test", *(getattr(importlib.import_module(f".{name}", __name__), name) for name in TASK_MODULES))
