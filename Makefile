@@ -15,7 +15,7 @@ ARGS ?=
 .PHONY: help venv host-deps lab-up lab-status lab-down lab-purge common-setup haproxy-setup haproxy-status \
         api-setup api-deploy backend-api-deploy api-rollback api-status stream-setup stream-deploy stream-rollback \
         stream-status test-failover demo-binaries demo test test-unit bench load keepalived-setup lb-status \
-        test-lb-failover test-host-failover test-reload bench-failover bench-lb bench-canary site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale bench-inventory lock-status lock-release audit inventory-show
+        test-lb-failover test-host-failover test-reload bench-failover bench-lb bench-canary site-setup monitor-setup monitor-status monitor-rules bench-alerts lab-inventory bench-scale bench-inventory bench-remote lock-status lock-release audit inventory-show
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -197,17 +197,24 @@ bench-canary: venv lab-up ## Canary figures: good / 500s / slow / crashing build
 bench-lb: venv lab-up ## VIP failover per advert interval (1, 0.5, 0.3 s) and kill method, per client kind; 60 s CPU saturation -> VRRP state changes; 6 config-changing haproxy.setup runs under mixed load
 	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)
 
-bench-inventory: venv ## inventory.show vs ansible-inventory --list: 2,000 hosts, 50 groups, group_vars folders, vault (no lab)
-	$(PYTHON) scripts/bench_inventory.py $(ARGS)
+# The ansible-inventory bench-inventory compares with: ANSIBLE_VENV=DIR (a venv holding ansible-core 2.19.14, kept
+# outside the repo: python3 -m venv DIR && DIR/bin/pip install ansible-core==2.19.14), else ansible-inventory on PATH.
+ANSIBLE_VENV ?=
+bench-inventory: venv ## inventory.show vs ansible-inventory --list: 2,000 hosts, 50 groups, group_vars folders, vault (ANSIBLE_VENV=DIR; no lab)
+	ANSIBLE_INVENTORY="$(if $(ANSIBLE_VENV),$(ANSIBLE_VENV)/bin/ansible-inventory,$$ANSIBLE_INVENTORY)" $(PYTHON) scripts/bench_inventory.py $(ARGS)
 
 bench-alerts: venv lab-up ## Alert latencies: stop a backend, a stream server, a balancer, keepalived on both (ROUNDS, default 1)
 	$(PYTHON) scripts/bench_alerts.py $(INVENTORY) $(or $(ROUNDS),1)
 
-bench: venv lab-up ## Start-up, haproxy.setup and site.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary
+bench: venv lab-up ## Start-up, haproxy.setup and site.setup vs Ansible (fresh/no-op), deploy phases for a 20 MB binary, remote Incus vs local
 	scripts/bench_startup.sh
 	$(PYTHON) scripts/bench_ansible.py
 	$(PYTHON) scripts/bench_site.py
 	$(PYTHON) scripts/bench.py
+	$(PYTHON) scripts/bench_remote.py
+
+bench-remote: venv lab-up ## One command local API / remote CLI / remote API (500 in a loop, hangs counted); no-op site.setup a third remote vs all local
+	$(PYTHON) scripts/bench_remote.py
 
 API_INSTANCES ?= 12
 SCALE_INVENTORY ?= .lab/hosts-$(API_INSTANCES).yaml

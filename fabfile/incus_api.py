@@ -11,7 +11,7 @@ import os
 import socket
 from urllib.parse import quote
 
-from .incus import INCUS, KILL_AFTER, IncusError, remote_argv
+from .incus import INCUS, KILL_AFTER, IncusError, check_push_answer, file_headers, files_path, remote_argv
 from .process import TIMED_OUT, ProcessNotFound, Result, run_argv
 
 
@@ -116,6 +116,16 @@ class LocalAPI:
             raise IncusError(answer.get("error") or f"error {answer.get('error_code')}")
         return answer
 
+    def get(self, path: str):
+        """One API object's metadata; None when the daemon says it does not exist."""
+        connection = _UnixHTTPConnection(self.socket_path, REQUEST_TIMEOUT)
+        try:
+            return self._call(connection, "GET", path).get("metadata")
+        except IncusError:
+            return None
+        finally:
+            connection.close()
+
     def exec(self, name: str, command: str, timeout: float | None = None, stdin: bytes | None = None,
              shown: str | None = None) -> Result:
         """Run ``sh -c command`` in instance ``name`` (a checked name); stdout, stderr and the exit code."""
@@ -191,16 +201,8 @@ class LocalAPI:
         connection = _UnixHTTPConnection(self.socket_path, REQUEST_TIMEOUT)
         try:
             with open(local_path, "rb") as source:
-                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(os.fstat(source.fileno()).st_size),
-                           "X-Incus-type": "file", "X-Incus-write": "overwrite", "X-Incus-uid": "0", "X-Incus-gid": "0",
-                           "X-Incus-mode": format(int(str(mode), 8), "04o")}
-                status, raw = self._request(connection, "POST", f"/1.0/instances/{quote(name)}/files?path={quote(remote_path)}",
-                                            source, headers, timeout=300)
+                status, raw = self._request(connection, "POST", files_path(name, remote_path), source,
+                                            file_headers(os.fstat(source.fileno()).st_size, mode), timeout=300)
         finally:
             connection.close()
-        if status != 200:
-            try:
-                message = json.loads(raw).get("error") or raw.decode(errors="replace")
-            except ValueError:
-                message = raw.decode(errors="replace")
-            raise IncusError(message.strip() or f"HTTP {status}")
+        check_push_answer(status, raw)

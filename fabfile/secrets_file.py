@@ -67,5 +67,6 @@ def with_vault(secrets, host_vars: dict) -> Secrets:
     Ansible Vault: an env template's ``secrets.NAME`` is the inventory's vaulted NAME first."""
     from .inventory.model import SecretText
 
-    vaulted = {name: value for name, value in host_vars.items() if isinstance(value, SecretText)}
+    vaulted = {name: value for name, value in host_vars.items()
+               if isinstance(value, SecretText) or getattr(value, "sealed", False)}  # sealed: decrypted if read
     return Secrets({**secrets, **vaulted}, getattr(secrets, "path", None))

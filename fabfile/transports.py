@@ -106,9 +106,10 @@ class LocalTransport(Transport):
 
 
 class IncusTransport(Transport):
-    """An instance of the local daemon through its REST API (``incus_api.LocalAPI``: no CLI process per
-    call); on a remote (or without the local socket), ``incus exec -- REMOTE:NAME sh -c CMD`` and
-    ``incus file push --mode``. Either way a timeout also ends the command inside the instance."""
+    """An instance through its daemon's REST API, no CLI process per call: the local daemon over its
+    unix socket (``incus_api.LocalAPI``), a remote's over HTTPS with the CLI's client certificate
+    (``incus_remote.RemoteAPI``, kept connections). Without the local socket, ``incus exec -- NAME sh -c
+    CMD`` and ``incus file push --mode``. Either way a timeout also ends the command inside the instance."""
 
     def __init__(self, host):
         super().__init__(host)
@@ -117,15 +118,23 @@ class IncusTransport(Transport):
             self.instance = incus.instance_ref(name, remote)
         except incus.IncusError as exc:
             raise TransportError(f"{host.name}: {exc}") from None
-        local = self.instance == name  # no remote prefix: the local daemon
-        socket_path = incus_api.local_socket() if local else None
+        self.api_name = name  # an API addresses the instance within its own daemon
+        if self.instance != name:  # REMOTE:NAME
+            from .incus_remote import remote_api
+
+            try:
+                self.api = remote_api(remote, host.vars.get("incus_remote_any_route") is True)
+            except incus.IncusError as exc:
+                raise TransportError(f"{host.name}: {exc}") from None
+            return
+        socket_path = incus_api.local_socket()
         self.api = incus_api.LocalAPI(socket_path) if socket_path else None
 
     def _run(self, command, *, timeout, stdin):
         started = time.monotonic()
         if self.api is not None:
             try:
-                result = self.api.exec(self.instance, command, timeout, stdin)
+                result = self.api.exec(self.api_name, command, timeout, stdin)
             except incus.IncusError as exc:
                 raise TransportError(f"{self.name}: incus exec failed: {exc}") from None
         else:
@@ -151,7 +160,7 @@ class IncusTransport(Transport):
         remote = remote if remote.startswith("/") else f"/{remote}"
         if self.api is not None:
             try:
-                return self.api.push(self.instance, local_path, remote, mode)
+                return self.api.push(self.api_name, local_path, remote, mode)
             except incus.IncusError as exc:
                 raise TransportError(f"{self.name}: incus file push to {remote} failed: {exc}") from None
         argv = incus.push_argv(local_path, self.instance, remote, mode)

@@ -46,25 +46,32 @@ def run(argv, timeout=900) -> tuple:
     return time.monotonic() - started, done.stdout
 
 
-def bench_inventory(workdir: Path) -> tuple:
-    """The lab's vars with five throw-away hosts; (path, incus names)."""
+def bench_inventory(workdir: Path, layout=LAYOUT, tag: str = "site-", octet: int = 81, remote_hosts=()) -> tuple:
+    """The lab's vars with throw-away hosts (``layout``: group -> hosts, named after the lab's prefix plus
+    ``tag``, addressed from ``octet`` in lab_subnet); ``remote_hosts`` go on the lab's second Incus host.
+    (path, incus references: NAME or REMOTE:NAME)."""
     data = yaml.safe_load((REPO / "hosts.yaml").read_text())
     lab_hosts = [h for g in data["all"]["children"].values() for h in (g.get("hosts") or {}).items()]
     first_name, first = lab_hosts[0]
     incus_name = str((first or {}).get("incus_name", first_name))
     prefix = incus_name[: -len(first_name)] if incus_name.endswith(first_name) else ""
+    remote = (data["all"]["vars"].get("lab_incus_hosts") or [{}])[0].get("name") if remote_hosts else None
     subnet = ipaddress.ip_network(data["all"]["vars"]["lab_subnet"])
-    names, children, octet = [], {}, 81
-    for group, hosts in LAYOUT.items():
+    refs, children = [], {}
+    for group, hosts in layout.items():
         children[group] = {"hosts": {}}
         for host in hosts:
-            names.append(f"{prefix}site-{host}")
-            children[group]["hosts"][host] = {"incus_name": names[-1], "address": str(subnet.network_address + octet)}
+            name = f"{prefix}{tag}{host}"
+            entry = {"incus_name": name, "address": str(subnet.network_address + octet)}
+            if host in remote_hosts:
+                entry["incus_remote"] = remote
+            refs.append(f"{remote}:{name}" if host in remote_hosts else name)
+            children[group]["hosts"][host] = entry
             octet += 1
     data["all"]["children"] = children
-    path = workdir / "site-hosts.yaml"
+    path = workdir / f"{tag}hosts.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path, names
+    return path, refs
 
 
 def site_run(inventory: Path, report: Path, expect_noop: bool) -> float:

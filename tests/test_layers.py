@@ -30,7 +30,7 @@ COMMAND_MODULES = {
 FORBIDDEN = {
     "subprocess", "socket", "http.client", "urllib.request", "asyncio.subprocess", "fabric", "paramiko",
     "invoke", "websockets", "aiohttp", "fabfile.process", "fabfile.transports", "fabfile.ssh_connection",
-    "fabfile.incus_api",
+    "fabfile.incus_api", "fabfile.incus_remote",
 }
 
 

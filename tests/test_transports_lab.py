@@ -1,11 +1,12 @@
-"""The incus and ssh transports for real, against the lab's containers."""
+"""The incus and ssh transports for real, against the lab's containers: the local daemon's API, the CLI,
+a remote's API over HTTPS (an instance on the lab's second Incus host) and ssh."""
 
 import textwrap
 import time
 
 import pytest
 
-from fabfile import incus, process, transports
+from fabfile import incus, incus_remote, process, transports
 from fabfile.inventory import Host, load_inventory
 from fabfile.shell import q
 from fabfile.transports import IncusTransport, SshTransport, TransportError
@@ -23,6 +24,16 @@ def target(lab):
     return load_inventory(lab).hosts["stream-server-2"]
 
 
+@pytest.fixture(scope="module")
+def remote_target(lab):
+    """An instance on the second Incus host (an incus remote), reached through that remote's API."""
+    hosts = [h for h in load_inventory(lab).hosts.values()
+             if h.connection == "incus" and h.vars.get("incus_remote", "local") != "local"]
+    if not hosts:
+        pytest.skip("the inventory places no instance on a remote Incus host")
+    return hosts[0]
+
+
 def ssh_host(target, **extra):
     values = {"connection": "ssh", "address": target.address, "ssh_user": "root",
               "ssh_key_file": str(SSH_DIR / "id_ed25519"), "ssh_known_hosts": str(SSH_DIR / "known_hosts"), **extra}
@@ -36,12 +47,19 @@ def incus_cli(host):
     return transport
 
 
-MAKERS = {"incus": IncusTransport, "incus-cli": incus_cli, "ssh": lambda target: SshTransport(ssh_host(target))}
+MAKERS = {"incus": IncusTransport, "incus-cli": incus_cli, "ssh": lambda target: SshTransport(ssh_host(target)),
+          "incus-remote": IncusTransport, "incus-remote-cli": incus_cli}
 
 
-@pytest.mark.parametrize("make", ["incus", "incus-cli", "ssh"])
-def test_run_and_put_survive_nasty_values(target, make, tmp_path):
-    transport = MAKERS[make](target)
+@pytest.fixture
+def pick(request):
+    """The lab host a transport kind is tried on: the remote kinds on the second Incus host."""
+    return lambda make: request.getfixturevalue("remote_target" if make.startswith("incus-remote") else "target")
+
+
+@pytest.mark.parametrize("make", ["incus", "incus-cli", "ssh", "incus-remote"])
+def test_run_and_put_survive_nasty_values(pick, make, tmp_path):
+    transport = MAKERS[make](pick(make))
     try:
         for value in NASTY:
             assert transport.run(f"printf '%s' {q(value)}").stdout == value
@@ -50,14 +68,16 @@ def test_run_and_put_survive_nasty_values(target, make, tmp_path):
         assert transport.run(f"cat {q(remote)}").stdout == "payload $x\n"
         assert transport.run(f"stat -c '%a %U' {q(remote)}").stdout.strip() == "640 root"
         assert transport.run("exit 7", warn=True).exited == 7
+        done = transport.run("cat; echo ' err' >&2; exit 3", warn=True, stdin=b"in\x00put")
+        assert (done.stdout, done.stderr) == ("in\x00put", " err\n")
         transport.run(f"rm -f {q(remote)}")
     finally:
         transport.close()
 
 
-@pytest.mark.parametrize("make", ["incus", "incus-cli"])
-def test_a_timeout_ends_the_command_inside_the_instance_too(target, make):
-    transport = MAKERS[make](target)
+@pytest.mark.parametrize("make", ["incus", "incus-cli", "incus-remote"])
+def test_a_timeout_ends_the_command_inside_the_instance_too(pick, make):
+    transport = MAKERS[make](pick(make))
     started = time.monotonic()
     done = transport.run("sleep 61.5", warn=True, timeout=1)
     assert done.exited == 124 and "timed out after 1" in done.stderr
@@ -65,17 +85,19 @@ def test_a_timeout_ends_the_command_inside_the_instance_too(target, make):
     assert transport.run("pgrep -f '^sleep 61[.]5$' || echo gone").stdout.strip() == "gone"
 
 
-@pytest.mark.parametrize("make", ["incus", "incus-cli"])
-def test_ctrl_c_during_a_command_is_taken_at_once(target, make):
+@pytest.mark.parametrize("make", ["incus", "incus-cli", "incus-remote"])
+def test_ctrl_c_during_a_command_is_taken_at_once(pick, make):
     import signal
     import threading
 
-    transport = MAKERS[make](target)
+    transport = MAKERS[make](pick(make))
     threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)).start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        transport.run("sleep 20")
+        transport.run("sleep 20.25")
     assert time.monotonic() - started < 3
+    if make == "incus-remote":  # the recorded exec outlives its client unless ended: it was
+        assert transport.run("pgrep -f '^sleep 20[.]25$' || echo gone").stdout.strip() == "gone"
 
 
 def test_the_local_daemon_is_reached_without_an_incus_process(target, monkeypatch):
@@ -89,18 +111,69 @@ def test_the_local_daemon_is_reached_without_an_incus_process(target, monkeypatc
     assert transport.run("cat /tmp/veza-api-put && rm /tmp/veza-api-put").stdout == "x\n"
 
 
-@pytest.mark.parametrize("make", ["incus", "incus-cli"])
-def test_a_put_that_cannot_land_is_a_transport_error(target, make):
+@pytest.mark.parametrize("make", ["incus", "incus-cli", "incus-remote"])
+def test_a_put_that_cannot_land_is_a_transport_error(pick, make):
     with pytest.raises(TransportError, match="incus file push to /veza-no-such-dir/f failed"):
-        MAKERS[make](target).put(b"x\n", "/veza-no-such-dir/f", mode="0600")
+        MAKERS[make](pick(make)).put(b"x\n", "/veza-no-such-dir/f", mode="0600")
 
 
-@pytest.mark.parametrize("make", ["incus", "incus-cli"])
-def test_a_missing_instance_is_a_transport_error(target, make):
-    ghost = Host(name="ghost", inventory_vars={"connection": "incus", "incus_name": "veza-no-such-instance"},
-                 groups=["all"])
+@pytest.mark.parametrize("make", ["incus", "incus-cli", "incus-remote", "incus-remote-cli"])
+def test_a_missing_instance_is_a_transport_error(pick, make):
+    remote = pick(make).vars.get("incus_remote", "local")
+    ghost = Host(name="ghost", inventory_vars={"connection": "incus", "incus_name": "veza-no-such-instance",
+                                               "incus_remote": remote}, groups=["all"])
     with pytest.raises(TransportError, match="ghost: incus exec failed: .*not found"):
         MAKERS[make](ghost).run("true")
+
+
+def test_a_remote_is_reached_through_its_api_without_an_incus_process(remote_target, monkeypatch):
+    def no_process(argv, **kwargs):
+        raise AssertionError(f"a process was started: {argv[:3]}")
+
+    transport = IncusTransport(remote_target)
+    transport.run("true")  # the route to the remote checked (ip route get), once per run
+    monkeypatch.setattr(transports, "run_argv", no_process)
+    monkeypatch.setattr(process, "run_argv", no_process)
+    monkeypatch.setattr(incus_remote, "run_argv", no_process)
+    transport.put(b"x\n", "/tmp/veza-api-put", mode="0600")
+    assert transport.run("cat /tmp/veza-api-put && rm /tmp/veza-api-put").stdout == "x\n"
+    assert transport.run("hostname").stdout.strip() == remote_target.vars["incus_name"]
+
+
+def unused_lab_address(inventory) -> str:
+    import ipaddress
+
+    hosts = load_inventory(inventory).hosts
+    used = {h.vars.get("address") for h in hosts.values()} | {h.vars.get("lb_vip") for h in hosts.values()}
+    subnet = ipaddress.ip_network(hosts["haproxy"].vars["lab_subnet"])
+    return next(str(a) for a in reversed(list(subnet.hosts())) if str(a) not in used)
+
+
+def test_a_remote_that_does_not_answer_is_one_clear_line_within_seconds(remote_target, lab):
+    # An unused address on the lab bridge: nothing answers its ARP, the kernel gives up within seconds.
+    real = incus_remote.endpoint(remote_target.vars["incus_remote"])
+    api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, unused_lab_address(lab), 8443, real.server_cert,
+                                                      real.client_cert, real.client_key))
+    started = time.monotonic()
+    with pytest.raises(incus.IncusError) as caught:
+        api.exec(remote_target.vars["incus_name"], "true")
+    assert time.monotonic() - started < incus_remote.CONNECT_TIMEOUT + 1
+    message = str(caught.value)
+    assert "\n" not in message and f"incus remote {real.name} ({unused_lab_address(lab)}:8443) unreachable: " in message
+
+
+def test_a_remote_address_off_the_lab_bridges_is_refused_before_any_packet(remote_target, monkeypatch):
+    import http.client
+
+    def no_connection(self):
+        raise AssertionError(f"a connection to {self.host} was opened")
+
+    monkeypatch.setattr(http.client.HTTPSConnection, "connect", no_connection)
+    real = incus_remote.endpoint(remote_target.vars["incus_remote"])
+    api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, "192.0.2.10", 8443, real.server_cert,
+                                                      real.client_cert, real.client_key))  # TEST-NET-1
+    with pytest.raises(incus.IncusError, match="192.0.2.10 is routed through '.*', not a lab bridge; refusing"):
+        api.exec(remote_target.vars["incus_name"], "true")
 
 
 def test_ssh_rejects_an_unknown_host_key_by_default(target, tmp_path):
@@ -208,3 +281,17 @@ def test_an_ansible_inventory_with_become_runs_a_play(target, sudo_users, tmp_pa
     """))
     done = inv("common.setup", "--inventory", str(inventory), "--check")
     assert "changed=0 failed=0" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_remote_with_another_certificate_than_the_pinned_one_is_refused(remote_target, tmp_path):
+    import subprocess
+
+    other = tmp_path / "other.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(tmp_path / "other.key"), "-out", str(other), "-days", "1", "-subj", "/CN=other"],
+                   check=True, capture_output=True, timeout=30)
+    real = incus_remote.endpoint(remote_target.vars["incus_remote"])
+    api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, real.host, real.port, str(other),
+                                                      real.client_cert, real.client_key))
+    with pytest.raises(incus.IncusError, match="presents another certificate than the one pinned"):
+        api.exec(remote_target.vars["incus_name"], "true")
