@@ -197,8 +197,11 @@ bench-canary: venv lab-up ## Canary figures: good / 500s / slow / crashing build
 bench-lb: venv lab-up ## VIP failover per advert interval (1, 0.5, 0.3 s) and kill method, per client kind; 60 s CPU saturation -> VRRP state changes; 6 config-changing haproxy.setup runs under mixed load
 	$(PYTHON) scripts/bench_lb_failover.py $(INVENTORY)
 
-bench-inventory: venv ## inventory.show vs ansible-inventory --list: 2,000 hosts, 50 groups, group_vars folders, vault (no lab)
-	$(PYTHON) scripts/bench_inventory.py $(ARGS)
+# The ansible-inventory bench-inventory compares with: ANSIBLE_VENV=DIR (a venv holding ansible-core 2.19.14, kept
+# outside the repo: python3 -m venv DIR && DIR/bin/pip install ansible-core==2.19.14), else ansible-inventory on PATH.
+ANSIBLE_VENV ?=
+bench-inventory: venv ## inventory.show vs ansible-inventory --list: 2,000 hosts, 50 groups, group_vars folders, vault (ANSIBLE_VENV=DIR; no lab)
+	ANSIBLE_INVENTORY="$(if $(ANSIBLE_VENV),$(ANSIBLE_VENV)/bin/ansible-inventory,$$ANSIBLE_INVENTORY)" $(PYTHON) scripts/bench_inventory.py $(ARGS)
 
 bench-alerts: venv lab-up ## Alert latencies: stop a backend, a stream server, a balancer, keepalived on both (ROUNDS, default 1)
 	$(PYTHON) scripts/bench_alerts.py $(INVENTORY) $(or $(ROUNDS),1)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import threading
+from functools import lru_cache
 
 MASK = "********"
 MIN_SECRET_LENGTH = 3  # shorter values would mask ordinary words
@@ -48,22 +49,31 @@ def is_secret_key(name, extra_names=()) -> bool:
     """True when a variable (or nested key) named ``name`` holds a secret (the rule above) or is listed."""
     if not isinstance(name, str):
         return False
-    return (bool(_SECRET_NAME.search(name)) and not _WHERE_A_SECRET_LIVES.search(name)) or name in extra_names
+    return _named_like_a_secret(name) or name in extra_names
+
+
+@lru_cache(maxsize=4096)  # a large inventory asks about the same few hundred names for every host
+def _named_like_a_secret(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name)) and not _WHERE_A_SECRET_LIVES.search(name)
 
 
 def pieces_of(value) -> list:
     """The strings to look for when masking ``value``: it whole, each of its lines, its JSON-escaped form."""
-    import json
-
-    if value is None or isinstance(value, bool):
-        return []
+    if value is None or isinstance(value, bool) or getattr(value, "sealed", False):
+        return []  # a sealed vault value (inventory.vault.Sealed) is registered when a task opens it
     if isinstance(value, dict):
         return [piece for item in value.values() for piece in pieces_of(item)]
     if isinstance(value, (list, tuple, set)):
         return [piece for item in value for piece in pieces_of(item)]
-    text = str(value)
+    return list(_text_pieces(str(value)))
+
+
+@lru_cache(maxsize=4096)  # hosts of one inventory share most of their values
+def _text_pieces(text: str) -> tuple:
+    import json
+
     found = [text, *text.splitlines(), json.dumps(text)[1:-1], escaped(text)]
-    return [piece for piece in found if len(piece.strip()) >= MIN_SECRET_LENGTH]
+    return tuple(piece for piece in found if len(piece.strip()) >= MIN_SECRET_LENGTH)
 
 
 def register_secret(value) -> None:

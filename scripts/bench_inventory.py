@@ -11,8 +11,10 @@ The vault texts are the ones ansible-vault wrote for tests/inventories/vault_rep
 beside them), so both tools decrypt real Ansible vaults. Each tool runs ROUNDS times, taking turns
 (wall clock, a fresh process each time); the figure is the median.
 
-Usage: .venv/bin/python scripts/bench_inventory.py [--hosts 2000] [--groups 50] [--rounds 5]
-ansible-inventory comes from PATH or $ANSIBLE_INVENTORY; without it only our figures print.
+Usage: make bench-inventory ANSIBLE_VENV=DIR [ARGS="--rounds 7"], or
+       .venv/bin/python scripts/bench_inventory.py [--hosts 2000] [--groups 50] [--rounds 5]
+ansible-inventory comes from $ANSIBLE_INVENTORY (make: ANSIBLE_VENV=DIR, a venv with ansible-core 2.19.14)
+or PATH; without it only our figures print.
 Both tools are checked to list the same hosts before any figure is printed.
 """
 
@@ -127,6 +129,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     ansible = os.environ.get("ANSIBLE_INVENTORY") or shutil.which("ansible-inventory")
+    if ansible and not os.access(ansible, os.X_OK):
+        sys.exit(f"{ansible}: no ansible-inventory there; install ansible-core 2.19.14 into that venv (see the Makefile)")
     # Python as users run it: with bytecode (this workplace sets PYTHONDONTWRITEBYTECODE; a first run writes it).
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
            "ANSIBLE_VAULT_PASSWORD_FILE": "", "ANSIBLE_INVENTORY_ENABLED": "yaml,ini",

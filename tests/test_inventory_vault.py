@@ -20,6 +20,7 @@ import pytest
 from fabfile.inventory import InventoryError, load_inventory
 from fabfile.inventory.jinja import Unresolved
 from fabfile.inventory.vault import Vault
+from fabfile.masking import secret_values
 from fabfile.output import Masker
 from fabfile.paths import REPO_ROOT
 from fabfile.tasks.inventory import host_vars_text, summary_text
@@ -68,11 +69,46 @@ def test_vault_is_lazy_a_host_needing_no_vault_needs_no_password(repo):
     assert "no vault password was given; pass --vault-password-file" in message and "\n" not in message
 
 
-def test_inline_vault_with_only_the_default_password_is_refused_for_its_hosts(repo):
-    inventory = load_inventory(repo / "inventory", vault=Vault.from_options(
-        password_files=[str(repo / "vault-password.txt")], environ={}))
-    with pytest.raises(InventoryError, match=r"group_vars/all.yml: line 2: cannot decrypt the vault \(label prod\)"):
-        inventory.select("stream")
+def test_inline_vault_is_decrypted_only_when_a_task_reads_it(repo):
+    vault = Vault.from_options(password_files=[str(repo / "vault-password.txt")], environ={})  # not label prod's
+    inventory = load_inventory(repo / "inventory", vault=vault)
+    stream = inventory.select("stream")[0]  # selecting, copying and masking its variables open nothing
+    copied = {**stream.vars_with({"stream_key": "default"})}
+    Masker(secret_values(copied))
+    assert not [text for text in vault.opened if "1.2;AES256;prod" in text]  # the inline value: still sealed
+    with pytest.raises(InventoryError) as caught:
+        str(copied["stream_key"])  # a role reading it: now the password is needed
+    message = str(caught.value)
+    assert message.startswith(str(repo / "inventory/group_vars/all.yml") + ": line 2: cannot decrypt the vault (label prod)")
+    assert "\n" not in message and INLINE_SECRET not in message
+
+
+def test_a_template_reading_a_vault_value_stays_sealed_until_read(repo):
+    (repo / "inventory/host_vars/api-1.yml").write_text('signed_url: "https://cdn/{{ stream_key }}/x"\n')
+    vault = both_passwords(repo)
+    api = load_inventory(repo / "inventory", vault=vault).hosts["api-1"]
+    assert INLINE_SECRET not in vault.opened.values()
+    assert api.vars["signed_url"] == f"https://cdn/{INLINE_SECRET}/x"  # read: rendered from the opened value
+    assert INLINE_SECRET in vault.opened.values()
+    assert Masker()(f"x {api.vars['signed_url']} y") == "x ******** y"  # made from a secret: a secret
+
+
+LAZY = Path(__file__).resolve().parent / "inventories" / "lazy_vault"
+
+
+def test_a_task_needs_the_password_of_the_vault_values_it_reads_only():
+    """stream.setup reads stream_signing_key (its env file), not unused_api_token (label ops, no password given)."""
+    env = {**os.environ, "ANSIBLE_VAULT_PASSWORD_FILE": ""}
+    command = [INV, "stream.setup", "-i", str(LAZY / "hosts.yml"), "--check"]
+    wrong = subprocess.run([*command, "--vault-id", f"prod@{LAZY / 'ops-password.txt'}"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and wrong.stdout == "", (wrong.stdout, wrong.stderr)
+    assert wrong.stderr.startswith(f"error: {LAZY / 'group_vars/stream_server_instances.yml'}: line 1: cannot decrypt")
+    right = subprocess.run([*command, "--vault-id", f"prod@{LAZY / 'prod-password.txt'}"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=60, env=env)
+    # Planned (the env file rendered with the opened key), then stopped at the unreachable host: exit 1, not 2.
+    assert right.returncode == 1 and "Unable to connect to port 1 on 127.0.0.1" in right.stdout, (right.stdout, right.stderr)
+    assert "sig-key-from-vault-42" not in right.stdout + right.stderr and "cannot decrypt" not in right.stderr
 
 
 def test_wrong_password_and_tampered_file_name_the_file(repo, tmp_path):
@@ -180,3 +216,18 @@ def test_template_errors_name_host_and_variable_and_only_stop_what_uses_them(tmp
     assert "refer to each other in a loop (a -> b -> a)" in web2["a"].reason
     assert "lookup('env', ...) is not supported here" in web2["home"].reason
     assert "<cannot template: " in host_vars_text(inventory, "web2") and "web1 (!)" in summary_text(inventory)
+
+
+def test_a_vaulted_connection_variable_opens_with_its_host_and_stops_only_that_host(tmp_path):
+    """Every task connects, so a vaulted ansible_user is read for its host at load; without the password
+    that host alone is refused (--limit away from it works), with one line naming the file."""
+    blob = (LAZY / "group_vars/stream_server_instances.yml").read_text().split("unused_api_token")[0]
+    (tmp_path / "host_vars").mkdir()
+    (tmp_path / "host_vars/web-z.yml").write_text(blob.replace("stream_signing_key", "ansible_user"))
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    web-z: {ansible_host: 10.0.0.5}\n    db-z: {}\n")
+    vault = Vault.from_options(vault_ids=[f"prod@{LAZY / 'prod-password.txt'}"], environ={})
+    assert load_inventory(tmp_path / "hosts.yml", vault=vault).hosts["web-z"].vars["ssh_user"] == "sig-key-from-vault-42"
+    closed = load_inventory(tmp_path / "hosts.yml", vault=Vault())
+    assert [host.name for host in closed.select("all", "db-z")] == ["db-z"]
+    with pytest.raises(InventoryError, match=r"host_vars/web-z.yml: line 1: encrypted with Ansible Vault, and no vault password"):
+        closed.select("all")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from .jinja_env import TemplateFailed, environment
 from .model import InventoryError, UnsafeText, is_secret_name
-from .vault import SecretText, VaultPlain
+from .vault import Sealed, SecretText, VaultPlain
 
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
 PLAIN = (int, float, bool, type(None))
@@ -59,6 +59,7 @@ class Templar:
         self.host_groups = {host: sorted(g for g in names if g != "all") for host, names in host_groups.items()}
         self.scopes: dict = {}  # host -> its _HostScope (made once)
         self.unresolved_hosts: set = set()  # hosts with a variable whose template fails
+        self.opening = 0  # > 0 while a SealedTemplate renders: vault values are read (decrypted) then
 
     def variables(self, host: str) -> dict:
         """The host's variables, every template rendered (a failing one as an Unresolved value)."""
@@ -81,6 +82,8 @@ class Templar:
             else:
                 try:
                     self.done[key] = self.rendered(key, raw)
+                except NeedsVault:  # it reads a vault value no task has used yet: rendered when one does
+                    self.done[key] = SealedTemplate(self, host, name)
                 except TemplateFailed as exc:
                     self.done[key] = Unresolved(self.sources.get(host, ""), host, name, str(exc))
                     self.unresolved_hosts.add(host)
@@ -89,6 +92,8 @@ class Templar:
         found = self.done[key]
         if self.stack and isinstance(found, Unresolved):
             raise TemplateFailed(found.reason)  # the root cause, named once
+        if self.stack and not self.opening and isinstance(found, Sealed):
+            raise NeedsVault  # the template reading it stays sealed too
         return found
 
     def rendered(self, key: tuple, raw):
@@ -121,25 +126,36 @@ class Templar:
             raise
         except Exception as exc:  # a syntax error: one line
             raise TemplateFailed(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None
-        if parts is not None:
-            return self.substitute(host, parts)  # no Jinja needed
+        # Hosts sharing a template and the very values it reads (group_vars) share its result.
+        key = self.result_key(host, value, names)
+        if key is not None and key in self.results:
+            result, secret = self.results[key]
+            if secret and self.stack:
+                self.secret.add(self.stack[-1])
+            return result
+        tainted_before = self.stack[-1] in self.secret if self.stack else False
+        result = self.substitute(host, parts) if parts is not None else self.jinja_render(host, template)
+        if key is not None and not tainted_before:
+            self.results[key] = (result, bool(self.stack) and self.stack[-1] in self.secret)
+        return result
+
+    def result_key(self, host: str, text: str, names):
+        """(text, identity of each value it reads), or None when the result is the host's own or a name is undefined."""
+        if names is None:
+            return None
+        own, known = self.raw[host], self.jinja_globals()
+        if any(name not in own and name not in known for name in names):
+            return None
+        return (text, *(id(self.lookup(host, name)) for name in names))
+
+    def jinja_render(self, host: str, template):
         from jinja2 import TemplateError, Undefined, UndefinedError
 
         try:
-            tainted_before = self.stack[-1] in self.secret if self.stack else False
-            # Hosts sharing a template and the very values it reads (group_vars) share its result.
-            key = None if names is None else (value, *(id(self.lookup(host, name)) for name in names))
-            if key is not None and key in self.results:
-                result, secret = self.results[key]
-                if secret and self.stack:
-                    self.secret.add(self.stack[-1])
-                return result
             context = template.new_context(self.scope(host), shared=True)
             result = self.environment.concat(template.root_render_func(context))
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
-            if key is not None and not tainted_before:
-                self.results[key] = (result, bool(self.stack) and self.stack[-1] in self.secret)
             return result
         except TemplateFailed:
             raise
@@ -163,7 +179,9 @@ class Templar:
             if all(not any(m in piece for m in TEMPLATE_MARKERS) for piece in pieces[::2]) and \
                     not any(piece in JINJA_LITERALS for piece in pieces[1::2]):
                 parts = [(index % 2 == 1, piece) for index, piece in enumerate(pieces) if piece or index % 2]
-                self.compiled[text] = (None, None, parts)  # no Jinja needed (nor imported)
+                names = sorted(set(pieces[1::2]))
+                per_host = any(name in HOST_MAGIC for name in names)
+                self.compiled[text] = (None, None if per_host else names, parts)  # no Jinja needed (nor imported)
             else:
                 from jinja2 import meta
 
@@ -215,6 +233,38 @@ class Templar:
             "inventory_file": source,
             "inventory_dir": source.rsplit("/", 1)[0] if "/" in source else "",
         }
+
+
+class NeedsVault(TemplateFailed):
+    """Raised inside rendering when a template reads a still-sealed vault value (see ``SealedTemplate``)."""
+
+
+class SealedTemplate(Sealed):
+    """A variable whose template reads a vault value: rendered, and so the vault decrypted, only when a task
+    reads it (``Sealed``), then kept; a template error then is the one line naming host and variable."""
+
+    def __init__(self, templar: Templar, host: str, name: str):
+        self.templar, self.host, self.name = templar, host, name
+        self.raw = templar.raw[host][name]  # the text as written (inventory.show prints it)
+        self.result = None
+        self.rendered = False
+
+    def open(self):
+        if not self.rendered:
+            templar = self.templar
+            templar.opening += 1
+            try:
+                templar.done.pop((self.host, self.name), None)
+                self.result = templar.value(self.host, self.name)
+            finally:
+                templar.opening -= 1
+            self.rendered = True
+        if isinstance(self.result, Unresolved):
+            raise self.result.error
+        return self.result
+
+    def __repr__(self):
+        return f"<template reading a vault value: {self.raw!r}>"
 
 
 class Unresolved:
@@ -293,7 +343,7 @@ def _holds_plain(value) -> bool:
         return any(_holds_plain(item) for item in value.values())
     if isinstance(value, list):
         return any(_holds_plain(item) for item in value)
-    return isinstance(value, SecretText)
+    return isinstance(value, (SecretText, Sealed))
 
 
 def _register(value) -> None:

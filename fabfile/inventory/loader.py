@@ -17,7 +17,7 @@ from .jinja import Templar, Unresolved
 from .model import Host, Inventory, InventoryError
 from .sources import inventory_files, split_sources, vars_base
 from .vars_files import VarsFiles
-from .vault import Vault, holds_vault, is_vault_text, opened
+from .vault import Sealed, Vault, holds_vault, is_vault_text, sealed
 from .vault import current as current_vault
 from .yaml_reader import parse_yaml, read_text
 
@@ -46,7 +46,10 @@ def load_inventory(sources, cli_vars: dict | None = None, vault: Vault | None = 
     vars_files = VarsFiles([vars_base(source) for source in paths], decrypt=vault.decrypt)
     cli_vars = dict(cli_vars or {})
     layers = {name: _layers(builder, entry, vars_files, vault) for name, entry in builder.hosts.items()}
-    groups = {name: [host for host in layers if name in layers[host][0]] for name in builder.groups}
+    groups: dict = {name: [] for name in builder.groups}  # group -> its hosts (descendants too), in file order
+    for host, layer in layers.items():
+        for name in layer[0]:
+            groups[name].append(host)
     templar = Templar(
         raw={name: layer[2] for name, layer in layers.items()}, groups=groups,
         sources={name: entry.source for name, entry in builder.hosts.items()},
@@ -105,16 +108,14 @@ def _read_source(builder: _Builder, path: str, single: bool, vault: Vault) -> bo
 
 def _layers(builder: _Builder, entry: _HostEntry, vars_files: VarsFiles, vault: Vault) -> tuple:
     """(groups in precedence order, merged vars as ansible-inventory shows them, the same with inline
-    vaults opened, or the host's problem)."""
-    ordered_groups = [g.name for g in builder.ordered_groups(entry)]
-    merged = dict(entry.vars)
+    vaults sealed (decrypted when a task reads them), or the host's problem)."""
     try:
         ordered_groups, merged = builder.merged_vars(entry, vars_files)
-        opened_vars = {key: opened(value, vault) if type(value) not in PLAIN_TYPES and holds_vault(value) else value
-                       for key, value in merged.items()}
-    except InventoryError as exc:
-        return ordered_groups, merged, {}, str(exc)
-    return ordered_groups, merged, opened_vars, None
+    except InventoryError as exc:  # a vars file that cannot be read or decrypted: this host's problem
+        return [g.name for g in builder.ordered_groups(entry)], dict(entry.vars), {}, str(exc)
+    sealed_vars = {key: sealed(value, vault) if type(value) not in PLAIN_TYPES and holds_vault(value) else value
+                   for key, value in merged.items()}
+    return ordered_groups, merged, sealed_vars, None
 
 
 def _secret_vars(values: dict) -> tuple:
@@ -131,6 +132,9 @@ def _host(entry: _HostEntry, layers: tuple, cli_vars: dict, templar: Templar) ->
             for name in CONNECTION_VARIABLES if entry.name in templar.unresolved_hosts else ():
                 if isinstance(resolved.get(name), Unresolved):
                     raise resolved[name].error  # where and as whom to connect must be known up front
+            for name in CONNECTION_VARIABLES.intersection(resolved):
+                if isinstance(resolved[name], Sealed):  # every task reads them: opened now (this host's problem if not)
+                    resolved[name] = resolved[name].open()
             from_inventory, _ = _Settings(entry.source, entry.name, resolved, {}).resolve()
             _, from_cli = _Settings(entry.source, entry.name, resolved, cli_vars).resolve() if cli_vars else ({}, {})
         except InventoryError as exc:

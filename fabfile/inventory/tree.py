@@ -36,6 +36,7 @@ class GroupTree:
         self.groups = {"all": _Group("all"), "ungrouped": _Group("ungrouped", parents=["all"])}
         self.groups["all"].children.append("ungrouped")
         self.hosts: dict = {}
+        self.group_layers: dict = {}  # frozenset of a host's direct groups -> (ordered names, merged group vars)
 
     def add_child(self, parent: _Group, child_name: str) -> None:
         """parent -> child edge; refuses cycles like Ansible does."""
@@ -110,13 +111,17 @@ class GroupTree:
         ``group_vars/<group>`` in the same group order (source by source) < the host's inventory
         vars < ``host_vars/<host>``. ``vars_files(kind, name)`` gives the files' vars, source by source.
         """
-        ordered = self.ordered_groups(entry)
-        merged: dict = {}
-        for group in ordered:
-            merged.update(group.vars)
-        for layer in vars_files.groups([g.name for g in ordered]):
-            merged.update(layer)
-        merged.update(entry.vars)
+        key = frozenset(entry.groups)  # hosts in the same groups share the group layers (most hosts do)
+        if key not in self.group_layers:
+            ordered = self.ordered_groups(entry)
+            from_groups: dict = {}
+            for group in ordered:
+                from_groups.update(group.vars)
+            for layer in vars_files.groups([g.name for g in ordered]):
+                from_groups.update(layer)
+            self.group_layers[key] = ([g.name for g in ordered], from_groups)
+        names, from_groups = self.group_layers[key]
+        merged = {**from_groups, **entry.vars}
         for layer in vars_files.host(entry.name):
             merged.update(layer)
-        return [g.name for g in ordered], merged
+        return list(names), merged

@@ -6,7 +6,8 @@ Passwords come as Ansible takes them (``Vault.from_options``): ``--vault-id labe
 (a file, an executable printing the password, or ``prompt``), ``--vault-password-file``,
 ``ANSIBLE_VAULT_PASSWORD_FILE``, ``--ask-vault-pass`` (no echo). A blob names its label in
 format 1.2; the secret of that label is tried first, then the others, as Ansible does.
-Decryption is on demand and cached per blob, so a vaulted value no selected host uses needs no password.
+Decryption is on demand and cached per blob: an inline value stays ``Sealed`` until a task reads it, so a
+vaulted value no task uses needs no password (a vault-encrypted vars file opens with the hosts that load it).
 Every decrypted text is registered with ``masking.register_secret`` and so masked in every output.
 """
 
@@ -217,14 +218,71 @@ def current() -> Vault:
     return _current[0]
 
 
-def opened(value, vault: Vault):
-    """``value`` with every inline ``!vault`` text inside it decrypted (decrypted texts are not templated)."""
+class Sealed:
+    """A value kept closed until something reads it, as Ansible 2.19 keeps an inline vault (EncryptedString):
+    reading it as text, a number or a collection (a role's template, a setting, a comparison) calls ``open``;
+    copying the host's variables, masking them or listing them does not. Errors opening it are the one
+    ``InventoryError`` line, raised where the task reads the value (its plan, before any host changes)."""
+
+    sealed = True  # what masking and the variable schema look for (they do not import the inventory)
+
+    def open(self):
+        raise NotImplementedError
+
+    def __str__(self):
+        return str(self.open())
+
+    def __format__(self, spec):
+        return format(self.open(), spec)
+
+    def __eq__(self, other):
+        return self.open() == (other.open() if isinstance(other, Sealed) else other)
+
+    def __hash__(self):
+        return hash(self.open())
+
+    def __getattr__(self, name):  # str methods (.split, .startswith...): a use of the value
+        if name.startswith("_") or not hasattr(str, name):
+            raise AttributeError(name)
+        return getattr(self.open(), name)
+
+    def _use(operation):
+        return lambda self, *args: operation(self.open(), *args)
+
+    __len__, __iter__, __bool__ = _use(len), _use(iter), _use(bool)
+    __int__, __float__ = _use(int), _use(float)
+    __contains__ = _use(lambda value, item: item in value)
+    __getitem__ = _use(lambda value, key: value[key])
+    __add__, __mod__ = _use(lambda value, other: value + other), _use(lambda value, other: value % other)
+    __radd__ = _use(lambda value, other: other + value)
+    del _use
+
+
+class SealedVault(Sealed):
+    """An inline ``!vault`` value of a host: decrypted (and registered as a secret) on first use."""
+
+    def __init__(self, text: VaultText, vault: Vault):
+        self.text, self.vault = text, vault
+
+    @property
+    def ciphertext(self) -> str:
+        return self.text.ciphertext
+
+    def open(self) -> "VaultPlain":
+        return VaultPlain(self.vault.decrypt(self.text.ciphertext, f"{self.text.source}: line {self.text.line}"))
+
+    def __repr__(self):
+        return f"<vault value of {self.text.source}: line {self.text.line}>"
+
+
+def sealed(value, vault: Vault):
+    """``value`` with every inline ``!vault`` text inside it a ``SealedVault`` (decrypted on use, never templated)."""
     if isinstance(value, VaultText):
-        return VaultPlain(vault.decrypt(value.ciphertext, f"{value.source}: line {value.line}"))
+        return SealedVault(value, vault)
     if isinstance(value, list):
-        return [opened(item, vault) for item in value]
+        return [sealed(item, vault) for item in value]
     if isinstance(value, dict):
-        return {key: opened(item, vault) for key, item in value.items()}
+        return {key: sealed(item, vault) for key, item in value.items()}
     return value
 
 

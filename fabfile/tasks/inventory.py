@@ -73,10 +73,12 @@ def _json_scalar(value):
     """Dates as ISO text (as ansible-inventory prints them); anything else YAML can hold as its repr."""
     if isinstance(value, (datetime.date, datetime.datetime)):
         return value.isoformat()
-    from ..inventory.vault import VaultText
+    from ..inventory.vault import SealedVault, VaultText
 
-    if isinstance(value, VaultText):  # still encrypted (no host needed it opened): as ansible-inventory shows it
+    if isinstance(value, (VaultText, SealedVault)):  # still encrypted (no task read it): as ansible-inventory shows it
         return {"__ansible_vault": value.ciphertext}
+    if getattr(value, "sealed", False):  # a template reading a vault value, not rendered until a task reads it
+        return value.raw
     return repr(value)
 
 
