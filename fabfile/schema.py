@@ -30,9 +30,6 @@ from .masking import is_secret_key, shown
 
 _DIGITS = re.compile(r"-?[0-9]{1,18}")
 _DECIMAL = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
-_SAFE_LINE = re.compile(r"[A-Za-z0-9 ._:/,()@+=%~#*\[\]-]*")
-_HAPROXY_TIME = re.compile(r"[0-9]{1,12}(?:us|ms|s|m|h|d)?")
-_PROM_DURATION = re.compile(r"[0-9]{1,12}(?:ms|s|m|h|d|w|y)")
 _SECRET_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029]*")
 
 
@@ -264,12 +261,12 @@ def _check(name: str, value, var: Var) -> None:
         except ValueError:
             raise values.InvalidValue(f"{name}: {shown(value)} is not a network like 10.1.2.0/24") from None
     elif kind == "time":
-        values.matching(name, value, _HAPROXY_TIME, "an HAProxy time (ASCII digits, optional unit us/ms/s/m/h/d)")
+        values.haproxy_time(name, value)
     elif kind == "duration":
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            values.matching(name, value, _PROM_DURATION, "a duration like 15s, 1m or 500ms")
+            values.duration(name, value)
     else:  # line
-        values.matching(name, value, _SAFE_LINE, "one plain line (letters, digits, spaces and . _ : / , ( ) @ + = % ~ -)")
+        values.plain_line(name, value)
 
 
 def _check_collection(name: str, value, var: Var) -> None:

@@ -39,20 +39,12 @@ class Secrets(dict):
 
 
 def load_secrets(path: str) -> Secrets:
+    from .files import read_named_file
+
+    text = read_named_file(path, TemplateError, "secrets file", "pass --secrets PATH (see secrets.example.yaml)")
     try:
-        with open(path, encoding="utf-8") as handle:
-            # BaseLoader keeps every scalar as the string written: no int/bool/null coercion.
-            data = yaml.load(handle, Loader=yaml.BaseLoader) or {}
-    except FileNotFoundError:
-        raise TemplateError(f"{path}: secrets file not found; pass --secrets PATH (see secrets.example.yaml)") from None
-    except IsADirectoryError:
-        raise TemplateError(f"{path}: is a folder; the secrets file is a YAML file of name: value") from None
-    except PermissionError:
-        raise TemplateError(f"{path}: not readable by this user; check its owner and mode (0600)") from None
-    except UnicodeDecodeError:
-        raise TemplateError(f"{path}: not UTF-8 text (a binary file?); the secrets file is YAML of name: value") from None
-    except OSError as exc:
-        raise TemplateError(f"{path}: cannot read the secrets file ({exc.strerror or exc})") from None
+        # BaseLoader keeps every scalar as the string written: no int/bool/null coercion.
+        data = yaml.load(text, Loader=yaml.BaseLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""

@@ -16,13 +16,9 @@ class InvalidValue(Exception):
 
 
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
-_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _PATH = re.compile(r"/[A-Za-z0-9._/@+-]*")
-_URL_PATH = re.compile(r"/[A-Za-z0-9._~/%+-]*")
-_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?(:[0-9]{1,5})?")
 
 
 def _shown(value) -> str:
@@ -48,8 +44,25 @@ def matching(name: str, value, pattern: re.Pattern, what: str) -> str:
     return shown
 
 
-def user_name(name: str, value) -> str:
-    return matching(name, value, _NAME, "a user/group name (lower-case letters, digits, '_', '-')")
+def grammar(pattern: str, what: str):
+    """A check ``(name, value) -> str``: the value as a string when the whole of it matches ``pattern``,
+    else ``InvalidValue`` naming the variable and ``what`` the slot takes."""
+    compiled = re.compile(pattern)
+
+    def check(name: str, value) -> str:
+        return matching(name, value, compiled, what)
+    return check
+
+
+user_name = grammar(r"[a-z_][a-z0-9_-]{0,31}", "a user/group name (lower-case letters, digits, '_', '-')")
+url_path = grammar(r"/[A-Za-z0-9._~/%+-]*", "a URL path starting with '/' (no spaces, quotes or control characters)")
+token = grammar(r"[A-Za-z0-9_.-]+", "a plain token (letters, digits, '_', '-', '.')")
+hostname = grammar(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?(:[0-9]{1,5})?", "a host name or address (optionally :port)")
+haproxy_time = grammar(r"[0-9]{1,12}(?:us|ms|s|m|h|d)?",  # ASCII digits: HAProxy reads no other
+                       "an HAProxy time (ASCII digits, optional unit us/ms/s/m/h/d)")
+duration = grammar(r"[0-9]{1,12}(?:ms|s|m|h|d|w|y)", "a duration like 15s, 1m or 500ms")  # Prometheus's
+plain_line = grammar(r"[A-Za-z0-9 ._:/,()@+=%~#*\[\]-]*",
+                     "one plain line (letters, digits, spaces and . _ : / , ( ) @ + = % ~ -)")
 
 
 def file_name(name: str, value) -> str:
@@ -64,18 +77,6 @@ def absolute_path(name: str, value) -> str:
     if "/../" in value + "/" or value.endswith("/.."):
         raise InvalidValue(f"{name}: {value!r} must not contain '..'")
     return value
-
-
-def url_path(name: str, value) -> str:
-    return matching(name, value, _URL_PATH, "a URL path starting with '/' (no spaces, quotes or control characters)")
-
-
-def token(name: str, value) -> str:
-    return matching(name, value, _TOKEN, "a plain token (letters, digits, '_', '-', '.')")
-
-
-def hostname(name: str, value) -> str:
-    return matching(name, value, _HOSTNAME, "a host name or address (optionally :port)")
 
 
 def integer(name: str, value, low: int, high: int | None = None) -> int:

@@ -13,7 +13,8 @@ from fabfile.canary.plan import CanaryPlan, canary_plan, parse_steps, share_of, 
 from fabfile.canary.run import Canary
 from fabfile.haproxy_runtime import ServerStat
 from fabfile.values import InvalidValue
-from test_deploy_unit import FakeClock, Lines
+from fakes import Clock
+from test_deploy_unit import Lines
 
 
 # --- plan ---------------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ class Artifact:
 
 def canary_run(runtime, instance=None, on_sleep=None, plan=PLAN):
     instance = instance or FakeInstance()
-    clock, log = FakeClock(), []
+    clock, log = Clock(start=0.0), []
 
     def sleep(seconds):
         clock.sleep(seconds)

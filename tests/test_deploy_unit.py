@@ -16,6 +16,7 @@ from fabfile.deploy.commands import ServiceCommands
 from fabfile.process import Result
 from fabfile.services import BACKEND_API
 from fabfile.shell import Command
+from fakes import Clock
 
 SETTINGS = BACKEND_API.settings(BACKEND_API.defaults)
 
@@ -136,19 +137,8 @@ class Lines:
         self.lines.append(text)
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 def make_rollout(lab, runtime=None, batch=1, min_up=1, max_fail=1):
-    clock = FakeClock()
+    clock = Clock(start=0.0)
     instances = [Instance(n, FakeTransport(lab, n), SETTINGS) for n in lab.hosts]
     return Rollout(instances, runtime or FakeRuntime(lab), "api_pool", Lines(),
                    Timeouts(drain=2, health=3, haproxy_up=3, interval=0.5), clock=clock, sleep=clock.sleep,

@@ -7,17 +7,7 @@ import pytest
 from fabfile.failover.engine import PlannedStep, StepEngine, StepFailed, Timeline, common_report, wait_for
 from fabfile.loadtest.outcomes import Sample
 from fabfile.output import Masker, Output
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
+from fakes import Clock
 
 
 def engine():

@@ -19,21 +19,11 @@ from fabfile.output import Masker, Output
 from fabfile.roles.monitoring import node_exporter_listen, prometheus_config, rules_for
 from fabfile.templating import render
 from fabfile.values import InvalidValue
+from fakes import Clock
 from test_failover_unit import VICTIM, FakeHttp, FakeRuntime, FakeStopper, World
 
 EXPECTED = AlertExpectation("VezaServerDown", {"proxy": "api_pool", "server": VICTIM}, fire_budget=7.0,
                             resolve_budget=4.0)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
 
 
 def firing_between(clock, start, end, labels=None):

@@ -6,17 +6,7 @@ import xml.etree.ElementTree as ET
 from fabfile.failover.reload_plot import render_svg
 from fabfile.failover.reload_test import ReloadRun, ReloadSettings, worker_lifetimes
 from fabfile.loadtest.outcomes import Sample
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
+from fakes import Clock
 
 
 class FakeLoad:

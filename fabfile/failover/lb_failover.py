@@ -18,7 +18,7 @@
 Whatever happens the killed node is started again before ``run`` returns. It is a configuration of
 ``engine``: its steps are ``StepOutcome``s of a ``StepEngine``, its waits ``engine.wait_for``
 (``polling.wait_until``), its marks a ``Timeline`` (report times relative to t0), its samples and the
-report's common part ``engine.common_report``; its stoppers live in ``stoppers.py`` and its VIP
+report's common part ``engine.common_report`` (``lb_report.py``); its stoppers live in ``stoppers.py`` and its VIP
 samplers in ``vip_watch.py``.
 """
 
@@ -28,11 +28,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .engine import StepEngine, Timeline, common_report, wait_for
-from .vip_watch import VipSampler, ownership_checks
+from .engine import StepEngine, Timeline, wait_for
+from .lb_report import RETRY_AFTER, lb_failover_report
+from .vip_watch import VipSampler
 
-SAMPLE_INTERVAL = 0.1
-RETRY_AFTER = 0.25
 
 
 @dataclass
@@ -207,7 +206,7 @@ class LbFailoverRun:
             for node_samplers in samplers.values():
                 for sampler in node_samplers:
                     sampler.stop()
-        return self._verdict(samplers)
+        return lb_failover_report(self, samplers)
 
     def _bring_back(self, samplers, budget):
         s = self.settings
@@ -242,72 +241,3 @@ class LbFailoverRun:
     def _wait(self, probe, timeout):
         """The clock time ``probe()`` first held within ``timeout`` (polling every 50 ms), else None."""
         return wait_for(probe, timeout, interval=0.05, clock=self.clock, sleep=self.sleep)
-
-    def _verdict(self, samplers) -> dict:
-        from ..loadtest.facade import phase_counts
-        from ..loadtest.keepalive import KEEPALIVE, kind_counts
-
-        s, m = self.settings, self.marks
-        # Up to the end of the watch: the samplers' own ends (stopped by us) are not ownership.
-        end = m.get("watch_end", float("inf"))
-        per_node = {node: [p for x in xs for p in x.samples if p[0] <= end] for node, xs in samplers.items()}
-        # The move as the peer's own samples saw it (the wait above polls after the stop returned,
-        # and a container stop may return after the peer already took over).
-        issued = m.get("kill_issued")
-        if m.get("vip_on_peer") and issued is not None:
-            m["vip_on_peer"] = next((t for t, holds in per_node[self.peer] if holds and t >= issued), m["vip_on_peer"])
-        ownership = ownership_checks(per_node, m.get("vip_on_peer"), m.get("returned"))
-        allowed_moves = 1 if s.preempt else 0
-        started = self.clock()
-        self._step("one holder at a time", ownership["two_holder_samples"] == 0,
-                   f"{ownership['two_holder_samples']} samples with two holders", started)
-        self._step("never none after move", ownership["no_holder_samples_after_move"] == 0,
-                   f"{ownership['no_holder_samples_after_move']} samples with no holder after the move", started)
-        moves = len(ownership["moves_after_return"])
-        if m.get("returned"):
-            self._step("no flapping", moves <= allowed_moves,
-                       f"VIP moved {moves} time(s) after {self.holder} returned (allowed {allowed_moves}: preemption "
-                       f"{'on' if s.preempt else 'off'})", started)
-        # The kill phase starts when the kill was issued: the container may die any time before
-        # `incus stop` returns, and a request sent meanwhile belongs to the failover, not before it.
-        phases = phase_counts(self.load.samples, [("before_kill", m.get("started")),
-                                                  ("kill_to_move", m.get("kill_issued")),
-                                                  ("after_move", m.get("vip_on_peer")),
-                                                  ("return", m.get("start_issued"))])
-        # Kept-alive connections to the dead holder each lose at most the request they were sending
-        # (no retry: the client sees it); a request on a connection opened again after that must not fail.
-        by_kind = kind_counts(self.load.samples)
-        connections = getattr(getattr(self.load, "keepalive", None), "connections", 0)
-        keepalive_failed = by_kind[KEEPALIVE]["failed"]
-        if connections:
-            self._step("keep-alive clients", keepalive_failed <= connections,
-                       f"{keepalive_failed} of {by_kind[KEEPALIVE]['total']} failed on {connections} kept-alive "
-                       f"connections (at most one per open connection)", started)
-        retried = {}
-        for _, outcome in self.retrying.results:
-            retried[outcome] = retried.get(outcome, 0) + 1
-        rel = m.rel  # every time in the report: seconds after t0
-        t0 = m.get("t0")
-        report = common_report(self.engine, m, self.load.samples, phases)
-        report["requests"].update(phases=phases, by_kind=by_kind,
-                                  load=self.load.describe() if hasattr(self.load, "describe") else None)
-        report |= {
-            "method": s.method, "vip": s.vip, "holder": self.holder, "peer": self.peer,
-            "advert_interval": s.advert_interval, "preempt": s.preempt,
-            "vip_move_seconds": round(m["vip_on_peer"] - t0, 3) if m.get("vip_on_peer") and t0 is not None else None,
-            "vip_move_from_kill_issued_seconds": round(m["vip_on_peer"] - m["kill_issued"], 3)
-            if m.get("vip_on_peer") and m.get("kill_issued") else None,
-            "peer_answers_seconds": round(m["peer_answers"] - t0, 3) if m.get("peer_answers") and t0 else None,
-            "retry_once_client": {"retry_after_seconds": RETRY_AFTER, **retried},
-            "browser_client": kind_counts(self.browser.samples),
-            "websocket": self.websocket,
-            "alert": self.alerts.report() if self.alerts is not None else None,
-            "vip_samples": {"interval": SAMPLE_INTERVAL, "count": {n: len(v) for n, v in per_node.items()},
-                            "two_holder_samples": ownership["two_holder_samples"],
-                            "no_holder_samples_after_move": ownership["no_holder_samples_after_move"],
-                            "in_transition_samples": ownership["in_transition_samples"],
-                            "moves_after_return": [{"t": rel(c["t"]), "to": c["to"]}
-                                                   for c in ownership["moves_after_return"]],
-                            "per_node": {n: [[rel(t), h] for t, h in v] for n, v in per_node.items()}},
-        }
-        return report

@@ -56,15 +56,9 @@ _InventoryLoader.add_constructor("!vault", _construct_vault)
 
 def read_text(path: str) -> str:
     """An inventory file's text, or one InventoryError line (missing, unreadable, not UTF-8)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise InventoryError(f"{path}: inventory file not found; pass --inventory PATH") from None
-    except UnicodeDecodeError:
-        raise InventoryError(f"{path}: inventory is not UTF-8 text; save it as UTF-8") from None
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read inventory ({exc.strerror}); check its permissions") from None
+    from ..files import read_named_file
+
+    return read_named_file(path, InventoryError, "inventory file", "pass --inventory PATH")
 
 
 def _read_yaml(path: str):
