@@ -233,7 +233,12 @@ class RemoteAPI:
         ``deadline`` came first. Waits in bounded steps, each a request the daemon answers in time."""
         while True:
             step = WAIT_STEP if deadline is None else max(1, min(WAIT_STEP, math.ceil(deadline - time.monotonic())))
-            done = self._call("GET", f"{operation}/wait?timeout={step}", timeout=step + REQUEST_TIMEOUT)
+            try:
+                done = self._call("GET", f"{operation}/wait?timeout={step}", timeout=step + REQUEST_TIMEOUT)
+            except IncusError:
+                # Incus 6.0 answers a wait that ran out with an error ("context deadline exceeded"), not with
+                # the running operation: ask for the operation itself (a lost remote fails here again).
+                done = self._call("GET", operation)
             finished, code, outputs = exec_outcome(done.get("metadata") or {})
             if finished:
                 return code, self._output(outputs["1"]), self._output(outputs["2"])

@@ -126,6 +126,13 @@ def test_a_missing_instance_is_a_transport_error(pick, make):
         MAKERS[make](ghost).run("true")
 
 
+@pytest.mark.parametrize("timeout", [None, 30])
+def test_a_remote_command_longer_than_one_wait_on_the_daemon_is_waited_for(remote_target, monkeypatch, timeout):
+    monkeypatch.setattr(incus_remote, "WAIT_STEP", 1)  # the daemon's wait runs out twice or more
+    done = IncusTransport(remote_target).run("sleep 2.5; echo done; exit 6", warn=True, timeout=timeout)
+    assert (done.exited, done.stdout, done.stderr) == (6, "done\n", "")
+
+
 def test_a_remote_is_reached_through_its_api_without_an_incus_process(remote_target, monkeypatch):
     def no_process(argv, **kwargs):
         raise AssertionError(f"a process was started: {argv[:3]}")
