@@ -88,6 +88,34 @@ def test_the_limit_statement_matches_the_tasks():
     assert sorted(re.findall(r"`([a-z][\w.-]*)`", statement.group(1))) == with_limit
 
 
+def test_the_tasks_without_limit_are_each_named():
+    """The sentence after the --limit list names every other task (``lab.*`` for the lab's)."""
+    tasks = all_tasks()
+    without = {name for name, task in tasks.items() if "--limit" not in flags_of(task)}
+    others = re.search(r"The others take no `--limit` and\s+pick their hosts themselves: (.+?)\n\n", section("Tasks"),
+                       re.S)
+    assert others, "the Tasks section no longer names the tasks without --limit"
+    named = set()
+    for name in re.findall(r"`([a-z][\w.*-]*)`", others.group(1)):
+        named |= {task for task in tasks if task.startswith(name[:-1])} if name.endswith(".*") else {name}
+    assert named == without, f"README vs tasks: missing {sorted(without - named)}, extra {sorted(named - without)}"
+
+
+@pytest.mark.parametrize("name", ["api.deploy", "test.reload"])
+def test_the_flags_read_from_a_task_are_what_inv_help_prints(name):
+    """``flags_of`` (what the README checks use) against the real ``inv --help TASK`` output."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "invoke", "--help", name], cwd=REPO, capture_output=True,
+                           text=True, timeout=60).stdout
+    columns = [line.strip().split("  ")[0] for line in shown.splitlines() if line.startswith("  -")]
+    printed = set()
+    for flag in re.findall(r"--(?:\[no-\])?[a-z][a-z0-9-]*", " ".join(columns)):
+        printed |= {flag.replace("[no-]", ""), flag.replace("[no-]", "no-")}
+    assert printed == flags_of(all_tasks()[name])
+
+
 def layout_block() -> list:
     block = section("Layout")
     return block[block.index("```\n") + 4:block.index("\n```", block.index("```\n") + 4)].splitlines()

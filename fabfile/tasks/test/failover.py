@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
-
 from invoke.exceptions import Exit
 
 from ... import exits, flags, values
@@ -71,6 +69,8 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
     view (see the flags). Exit 0 only when every step passed; 1 on a failed
     step; 2 on bad input; 130 on Ctrl-C (after the victim is back).
     """
+    import secrets
+
     from ...failover.metrics import ServerMetrics
     from ...failover.plot import write_svg
     from ...failover.report import write_outputs
