@@ -116,9 +116,7 @@ class RemoteAPI:
         self._idle = []
         self._lock = threading.Lock()
         self._route_checked = False
-        self._litter = []  # recorded output files read but not yet deleted (the sweeper's work)
-        self._litter_ready = threading.Condition(self._lock)
-        self._sweeper = None
+        self._sweeper = Sweeper(self)
 
     # -- connections
 
@@ -256,36 +254,12 @@ class RemoteAPI:
         status, raw = self._request("GET", url)
         if status != 200:
             raise IncusError(f"{self.point.shown}: reading the command's output: HTTP {status}")
-        with self._lock:
-            self._litter.append(url)
-            if self._sweeper is None:
-                self._sweeper = threading.Thread(target=self._sweep, name=f"incus-sweep-{self.point.name}", daemon=True)
-                self._sweeper.start()
-                atexit.register(self.flush)
-            self._litter_ready.notify_all()
+        self._sweeper.add(url)
         return raw
 
-    def _sweep(self) -> None:
-        """Delete read output files off the commands' path (two requests per command, a third of its cost)."""
-        while True:
-            with self._lock:
-                while not self._litter:
-                    self._litter_ready.wait()
-                url = self._litter[0]
-            try:
-                self._request("DELETE", url)
-            except IncusError:
-                pass  # a file left on the remote, not a wrong answer; the remote may be gone
-            with self._lock:
-                self._litter.pop(0)
-                self._litter_ready.notify_all()
-
-    def flush(self, timeout: float = SWEEP_TIMEOUT) -> None:
-        """Wait (bounded) until the sweeper has deleted every output file read so far."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while self._litter and time.monotonic() < deadline:
-                self._litter_ready.wait(max(0.0, deadline - time.monotonic()))
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait (bounded) until every output file read so far is deleted."""
+        self._sweeper.flush(SWEEP_TIMEOUT if timeout is None else timeout)
 
     def _end(self, name: str, mark: str, operation: str) -> None:
         """Best effort, bounded: kill what is left of the exec marked ``mark``, then delete its output files."""
@@ -307,6 +281,46 @@ class RemoteAPI:
     def _push(self, name, body, size, remote_path, mode) -> None:
         status, raw = self._request("POST", files_path(name, remote_path), body, file_headers(size, mode), PUSH_TIMEOUT)
         check_push_answer(status, raw)
+
+
+class Sweeper:
+    """Deletes a remote's read output files off the commands' path (two requests per command, a third of
+    its cost), in a thread of its own with its own kept connection; a run waits for it at its end."""
+
+    def __init__(self, api: RemoteAPI):
+        self.api = api
+        self.urls = []
+        self.changed = threading.Condition()
+        self.thread = None
+
+    def add(self, url: str) -> None:
+        with self.changed:
+            self.urls.append(url)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name=f"incus-sweep-{self.api.point.name}", daemon=True)
+                self.thread.start()
+                atexit.register(self.flush, SWEEP_TIMEOUT)
+            self.changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                while not self.urls:
+                    self.changed.wait()
+                url = self.urls[0]
+            try:
+                self.api._request("DELETE", url)
+            except IncusError:
+                pass  # a file left on the remote, not a wrong answer; the remote may be gone
+            with self.changed:
+                self.urls.pop(0)
+                self.changed.notify_all()
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.urls and time.monotonic() < deadline:
+                self.changed.wait(max(0.0, deadline - time.monotonic()))
 
 
 _apis: dict = {}
