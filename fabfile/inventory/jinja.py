@@ -13,6 +13,7 @@ value) is itself a secret. Errors are one line naming the host and the variable.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Mapping
 
 from .jinja_env import TemplateFailed, environment
@@ -60,6 +61,7 @@ class Templar:
         self.scopes: dict = {}  # host -> its _HostScope (made once)
         self.unresolved_hosts: set = set()  # hosts with a variable whose template fails
         self.opening = 0  # > 0 while a SealedTemplate renders: vault values are read (decrypted) then
+        self.lock = threading.RLock()
 
     def variables(self, host: str) -> dict:
         """The host's variables, every template rendered (a failing one as an Unresolved value)."""
@@ -127,13 +129,13 @@ class Templar:
         except Exception as exc:  # a syntax error: one line
             raise TemplateFailed(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}") from None
         # Hosts sharing a template and the very values it reads (group_vars) share its result.
+        tainted_before = self.stack[-1] in self.secret if self.stack else False  # before the lookups taint it
         key = self.result_key(host, value, names)
         if key is not None and key in self.results:
             result, secret = self.results[key]
             if secret and self.stack:
                 self.secret.add(self.stack[-1])
             return result
-        tainted_before = self.stack[-1] in self.secret if self.stack else False
         result = self.substitute(host, parts) if parts is not None else self.jinja_render(host, template)
         if key is not None and not tainted_before:
             self.results[key] = (result, bool(self.stack) and self.stack[-1] in self.secret)
@@ -250,15 +252,16 @@ class SealedTemplate(Sealed):
         self.rendered = False
 
     def open(self):
-        if not self.rendered:
-            templar = self.templar
-            templar.opening += 1
-            try:
-                templar.done.pop((self.host, self.name), None)
-                self.result = templar.value(self.host, self.name)
-            finally:
-                templar.opening -= 1
-            self.rendered = True
+        with self.templar.lock:  # a play's threads may read it at once; the templar renders one at a time
+            if not self.rendered:
+                templar = self.templar
+                templar.opening += 1
+                try:
+                    templar.done.pop((self.host, self.name), None)
+                    self.result = templar.value(self.host, self.name)
+                finally:
+                    templar.opening -= 1
+                self.rendered = True
         if isinstance(self.result, Unresolved):
             raise self.result.error
         return self.result

@@ -17,6 +17,7 @@ import binascii
 import getpass
 import os
 import subprocess
+import threading
 from dataclasses import dataclass, field
 
 from .model import InventoryError, SecretText
@@ -24,6 +25,9 @@ from .model import InventoryError, SecretText
 HEADER = "$ANSIBLE_VAULT"
 DEFAULT_LABEL = "default"
 SCRIPT_TIMEOUT = 30  # seconds a password script may take
+
+
+_decrypting = threading.Lock()
 
 
 class VaultError(InventoryError):
@@ -119,11 +123,18 @@ class Vault:
         """A vault text's plain text (registered as a secret); one error line naming ``where`` otherwise."""
         if text in self.opened:
             return self.opened[text]
+        with _decrypting:  # a play's threads may open one value at once: one key derivation, one result
+            return self.opened.get(text) or self._decrypt_new(text, where)
+
+    def _decrypt_new(self, text: str, where: str) -> str:
         label, salt, mac, ciphertext = _parse(text, where)
         if not self.secrets:
             raise VaultError(f"{where}: encrypted with Ansible Vault, and no vault password was given; pass "
                              "--vault-password-file PATH, --vault-id LABEL@SOURCE or --ask-vault-pass")
-        ordered = [s for s in self.secrets if s[0] == label] + [s for s in self.secrets if s[0] != label]
+        # Its label's secrets first (a 1.1 blob has none: the default-labelled ones, the likeliest), then the
+        # others, as Ansible tries them; the order only spares key derivations (the HMAC picks the password).
+        first = label or DEFAULT_LABEL
+        ordered = [s for s in self.secrets if s[0] == first] + [s for s in self.secrets if s[0] != first]
         for _, password in ordered:
             plain = _decrypt(password, salt, mac, ciphertext)
             if plain is not None:
