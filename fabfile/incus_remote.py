@@ -13,8 +13,9 @@ sequential run, one per concurrent caller in a parallel play, each returned afte
 its end. A kept connection the daemon closed while idle is noticed before use, or its first failure
 is retried once on a new one (the daemon never acted on a request it did not read).
 
-Exec records the output on the daemon (``record-output``) and waits on the operation: five requests
-on the kept connection (exec, wait, two reads, two deletes of the files), no websocket. The
+Exec records the output on the daemon (``record-output``) and waits on the operation: four requests
+on the kept connection (exec, wait, two reads), no websocket; a sweeper thread deletes the read files
+on a connection of its own, off the commands' path (a run waits for it at its end, bounded). The
 websocket exchange the local transport uses needs a TLS connection per stream, and with the
 ``websockets`` sync client over TLS the upgrade request was now and then never read by the daemon
 (its log: no request for that stream, then "Timed out waiting for websockets to connect"): that
@@ -25,6 +26,7 @@ then); its failure path then joined that reader, blocked in a TLS read no close 
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import math
@@ -47,6 +49,7 @@ REQUEST_TIMEOUT = 30  # seconds for an answer the daemon gives at once
 WAIT_STEP = 30  # seconds per operation wait: a command without a timeout is waited for in bounded steps
 PUSH_TIMEOUT = 300
 INTERRUPT_TIMEOUT = 3  # seconds for ending an interrupted command inside
+SWEEP_TIMEOUT = 5  # seconds a run waits at its end for the last output files' deletion
 
 
 def config_dir() -> str:
@@ -113,6 +116,7 @@ class RemoteAPI:
         self._idle = []
         self._lock = threading.Lock()
         self._route_checked = False
+        self._sweeper = Sweeper(self)
 
     # -- connections
 
@@ -246,12 +250,16 @@ class RemoteAPI:
                 return None
 
     def _output(self, url: str) -> bytes:
-        """A recorded output file's content, then the file deleted (the daemon keeps them otherwise)."""
+        """A recorded output file's content; the file is handed to the sweeper (the daemon keeps them otherwise)."""
         status, raw = self._request("GET", url)
         if status != 200:
             raise IncusError(f"{self.point.shown}: reading the command's output: HTTP {status}")
-        self._request("DELETE", url)  # a failed delete leaves a small file on the remote, not a wrong answer
+        self._sweeper.add(url)
         return raw
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait (bounded) until every output file read so far is deleted."""
+        self._sweeper.flush(SWEEP_TIMEOUT if timeout is None else timeout)
 
     def _end(self, name: str, mark: str, operation: str) -> None:
         """Best effort, bounded: kill what is left of the exec marked ``mark``, then delete its output files."""
@@ -273,6 +281,46 @@ class RemoteAPI:
     def _push(self, name, body, size, remote_path, mode) -> None:
         status, raw = self._request("POST", files_path(name, remote_path), body, file_headers(size, mode), PUSH_TIMEOUT)
         check_push_answer(status, raw)
+
+
+class Sweeper:
+    """Deletes a remote's read output files off the commands' path (two requests per command, a third of
+    its cost), in a thread of its own with its own kept connection; a run waits for it at its end."""
+
+    def __init__(self, api: RemoteAPI):
+        self.api = api
+        self.urls = []
+        self.changed = threading.Condition()
+        self.thread = None
+
+    def add(self, url: str) -> None:
+        with self.changed:
+            self.urls.append(url)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name=f"incus-sweep-{self.api.point.name}", daemon=True)
+                self.thread.start()
+                atexit.register(self.flush, SWEEP_TIMEOUT)
+            self.changed.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                while not self.urls:
+                    self.changed.wait()
+                url = self.urls[0]
+            try:
+                self.api._request("DELETE", url)
+            except IncusError:
+                pass  # a file left on the remote, not a wrong answer; the remote may be gone
+            with self.changed:
+                self.urls.pop(0)
+                self.changed.notify_all()
+
+    def flush(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.urls and time.monotonic() < deadline:
+                self.changed.wait(max(0.0, deadline - time.monotonic()))
 
 
 _apis: dict = {}

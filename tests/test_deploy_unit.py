@@ -24,9 +24,10 @@ SETTINGS = BACKEND_API.settings(BACKEND_API.defaults)
 class Lab:
     """Shared world of the fakes: files on each instance, HAProxy's view, and an event log."""
 
-    def __init__(self, names, broken=()):
+    def __init__(self, names, broken=(), crash_looping=()):
         self.events = []
         self.broken = set(broken)  # sha256 values whose program never gets healthy
+        self.crash_looping = set(crash_looping)  # sha256 values whose program exits at start, restarted by systemd
         self.hosts = {n: {"binary": "sha-v1", "prev": "none", "running": "sha-v1", "pending": None} for n in names}
         self.admin = {n: "ready" for n in names}
         self.pids = {}  # main PID per instance: a restart gives a new one
@@ -60,8 +61,10 @@ class FakeTransport:
         if command == built.facts():
             self.lab.events.append(f"{self.name}:facts")
             return Result("facts", 0, f"x86_64\n{host['binary']}\n{host['prev']}\nactive\n{host['running']}\n", "")
-        if command == built.running_sha256():
-            return Result("running", 0, host["running"] + "\n", "")
+        if command == built.identity_probe():
+            if host["running"] in self.lab.crash_looping:
+                return Result("identity", 0, "none\n2\n", "")
+            return Result("identity", 0, f"{host['running']}\n0\n", "")
         if command == built.discard_leftovers():
             self.lab.events.append(f"{self.name}:discard-leftovers")
             return Result("discard", 0, "", "")
@@ -193,6 +196,26 @@ def test_broken_binary_rolls_back_first_instance_and_stops(binary):
     assert untouched(lab, "b2")
     assert "b1:restore" in lab.events
     assert rollout.failed and not lab.pool_violations
+
+
+def test_a_binary_that_dies_at_start_fails_the_identity_gate_at_once(binary):
+    """systemd restarting the new process is a crash loop: rolled back on the first probe that shows it,
+    not after the health timeout."""
+    lab = Lab(["b1", "b2"], crash_looping=[binary.sha256])
+    rollout = make_rollout(lab)
+    rollout.run(binary, rollout.preflight(binary, force=False))
+    assert [o.status for o in rollout.outcomes] == ["rolled-back", "untouched"]
+    detail = rollout.outcomes[0].detail
+    assert "systemd restarted it 2 time(s)" in detail and "journalctl -u veza-backend-api" in detail, detail
+    assert "timed out" not in detail and "within 0.0s" in detail  # the fake clock: no waiting at all
+    assert lab.hosts["b1"]["running"] == "sha-v1" and lab.status("b1") == "UP" and untouched(lab, "b2")
+
+
+def test_identity_probe_output_is_parsed():
+    parse = ServiceCommands.parse_identity
+    assert parse("abc\n3\n") == ("abc", 3)
+    assert parse("abc\n") == ("abc", 0)  # no count (no such unit yet): not a crash loop
+    assert parse("\n") == ("none", 0)
 
 
 def test_refuses_when_the_pool_would_be_left_empty(binary):

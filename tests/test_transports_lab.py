@@ -145,6 +145,9 @@ def test_a_remote_is_reached_through_its_api_without_an_incus_process(remote_tar
     transport.put(b"x\n", "/tmp/veza-api-put", mode="0600")
     assert transport.run("cat /tmp/veza-api-put && rm /tmp/veza-api-put").stdout == "x\n"
     assert transport.run("hostname").stdout.strip() == remote_target.vars["incus_name"]
+    transport.api.flush()  # the recorded output files are deleted once read, none left on the remote
+    listed = transport.api._call("GET", f"/1.0/instances/{remote_target.vars['incus_name']}/logs/exec-output")
+    assert listed["metadata"] == []
 
 
 def unused_lab_address(inventory) -> str:

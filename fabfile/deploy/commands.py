@@ -56,9 +56,18 @@ class ServiceCommands:
         facts["running_sha256"] = facts["running_sha256"] or "none"
         return facts
 
-    def running_sha256(self) -> Command:
-        """The sha256 of the main process's executable: proves the pushed bytes are what runs."""
-        return Command(self._running_sha256_script())
+    def identity_probe(self) -> Command:
+        """The sha256 of the main process's executable (proves the pushed bytes are what runs), then how
+        often systemd restarted the unit since the deploy's restart (``restart`` resets that count): a
+        binary that dies at start shows as a crash loop at once."""
+        return Command(f"{self._running_sha256_script()}; "
+                       f"systemctl show -p NRestarts --value {q(self.settings.unit)} 2>/dev/null; true")
+
+    @staticmethod
+    def parse_identity(stdout: str) -> tuple:
+        """(running sha256, systemd restarts since the deploy's restart) from ``identity_probe``."""
+        sha, _, restarts = stdout.strip().partition("\n")
+        return sha.strip() or "none", int(restarts) if restarts.strip().isdigit() else 0
 
     def health(self) -> Command:
         """The health path asked on the instance itself; stdout is the body, then the status code."""

@@ -28,10 +28,8 @@ class Gates:
             ctx.timed(outcome, "restart", instance.restart)
             ctx.event("restarted", instance.name, to=expected)
         if expected and expected != "none":
-            ctx.timed(outcome, "identity", lambda: ctx.wait(
-                instance.running_sha256, lambda sha: sha == expected, ctx.timeouts.health,
-                f"{instance.name}'s main process to run sha256 {expected[:12]}"),
-                lambda w: f"/proc/MainPID/exe sha256 {w.value[:12]}")
+            ctx.timed(outcome, "identity", lambda: self._identity(expected),
+                      lambda w: f"/proc/MainPID/exe sha256 {w.value[0][:12]}")
         ctx.timed(outcome, "health", lambda: ctx.wait(
             instance.health, lambda v: v[0] == "200", ctx.timeouts.health,
             f"{instance.name} {instance.settings.health_path} to answer 200"), self._health_detail)
@@ -50,6 +48,19 @@ class Gates:
                 lambda: runtime.server(ctx.pool, instance.name), lambda s: s.is_up, ctx.timeouts.haproxy_up,
                 f"HAProxy to report {ctx.pool}/{instance.name} UP", runtime_probe=True), lambda w: w.value.status)
         outcome.state = "ready (UP)"
+
+    def _identity(self, expected: str):
+        """Wait until the main process runs ``expected``; a process that keeps dying (systemd restarted it
+        since our restart) fails at once rather than after the health timeout."""
+        ctx, instance = self.ctx, self.instance
+        waited = ctx.wait(instance.identity, lambda seen: seen[0] == expected or seen[1] > 0, ctx.timeouts.health,
+                          f"{instance.name}'s main process to run sha256 {expected[:12]}")
+        sha, restarts = waited.value
+        if sha != expected:
+            raise DeployError(f"{instance.name}: its main process exited and systemd restarted it {restarts} time(s) "
+                              f"within {waited.elapsed:.1f}s of the restart (a crash loop): sha256 {expected[:12]} "
+                              f"does not stay up; see journalctl -u {instance.settings.unit}")
+        return waited
 
     @staticmethod
     def _health_detail(waited):

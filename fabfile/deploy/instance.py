@@ -53,8 +53,9 @@ class Instance:
         """(main PID, HTTP status of the health path) in one round trip."""
         return self.commands.parse_soak_probe(self.transport.run(self.commands.soak_probe(), warn=True).stdout)
 
-    def running_sha256(self) -> str:
-        return (self.transport.run(self.commands.running_sha256(), warn=True).stdout.strip() or "none")
+    def identity(self) -> tuple:
+        """(running sha256, systemd restarts since the deploy's restart)."""
+        return self.commands.parse_identity(self.transport.run(self.commands.identity_probe(), warn=True).stdout)
 
     def stage(self, artifact: Artifact) -> None:
         """Upload to this run's temporary name (born 0700 root-only) and verify it; the service is untouched."""

@@ -67,7 +67,7 @@ class _Settings:
 
     def __init__(self, path: str, host: str, inventory_vars: dict, cli_vars: dict):
         self.path, self.host = path, host
-        self.layers = (("cli", cli_vars), ("inventory", inventory_vars))
+        self.layers = (("cli", cli_vars), ("inventory", inventory_vars)) if cli_vars else (("inventory", inventory_vars),)
 
     def fail(self, what: str):
         """Stop with one line naming the file and the host."""

@@ -155,22 +155,26 @@ def user_errors(task_body):
 
 def _run_checked(task_body, args, kwargs):
     """The task body; its known failures become one ``error:`` line and the table's exit code."""
-    bad_input, failed_step, lock_held = known_failures()
     try:
         check_common_flags(kwargs)
         return task_body(*args, **kwargs)
-    except bad_input as exc:
-        print(f"error: {safe_line(exc)}", file=sys.stderr)
-        raise Exit(code=exits.BAD_INPUT) from None
-    except failed_step as exc:
-        print(f"error: {safe_line(exc)}", file=sys.stderr)
-        raise Exit(code=exits.FAILED) from None
-    except lock_held as exc:
-        print(f"locked: {safe_line(exc)}", file=sys.stderr)
-        raise Exit(code=exits.LOCKED) from None
     except KeyboardInterrupt as interrupt:
         print(f"interrupted ({interrupt or 'SIGINT'}); hosts were left as reported above", file=sys.stderr)
         raise Exit(code=exit_code_of(interrupt)) from None
+    except Exception as exc:
+        # Sorted only when something failed: the classes live in modules (transports, locking...) that a
+        # task such as inventory.show never imports otherwise.
+        bad_input, failed_step, lock_held = known_failures()
+        if isinstance(exc, bad_input):
+            print(f"error: {safe_line(exc)}", file=sys.stderr)
+            raise Exit(code=exits.BAD_INPUT) from None
+        if isinstance(exc, failed_step):
+            print(f"error: {safe_line(exc)}", file=sys.stderr)
+            raise Exit(code=exits.FAILED) from None
+        if isinstance(exc, lock_held):
+            print(f"locked: {safe_line(exc)}", file=sys.stderr)
+            raise Exit(code=exits.LOCKED) from None
+        raise
 
 
 def check_common_flags(flags: dict) -> None:
