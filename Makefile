@@ -153,10 +153,10 @@ load: venv ## Nightly open-model load through HAProxy (RATE, DURATION, SCENARIO)
 	  --threshold 'p99<50ms' --threshold 'p90<=20ms' --threshold 'errors<0.1%' --threshold 'api:rate>=100' \
 	  --report reports/load.json --plot reports/load.svg $(ARGS)
 
-demo-binaries: host-deps ## Build the stand-in API (Go) and stream server (Rust), version VERSION
+demo-binaries: venv host-deps ## Build the stand-in API (Go) and stream server (Rust), version VERSION
 	@mkdir -p $(BUILD)
-	scripts/build-demo-api --version $(VERSION) -o $(BUILD)/veza-api-$(VERSION)
-	scripts/build-demo-stream --version $(VERSION) -o $(BUILD)/stream-server-$(VERSION)
+	$(PYTHON) scripts/build-demo-api --version $(VERSION) -o $(BUILD)/veza-api-$(VERSION)
+	$(PYTHON) scripts/build-demo-stream --version $(VERSION) -o $(BUILD)/stream-server-$(VERSION)
 
 demo: venv lab-up demo-binaries ## The main job on the local lab: lab, HAProxy, API + stream deploys, failover gate
 	@mkdir -p reports

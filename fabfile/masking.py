@@ -104,11 +104,18 @@ def mask_registered(text: str) -> str:
     return text
 
 
-def mask_text(text: str, values=()) -> str:
-    """``text`` with registered secrets, ``values`` and inline secrets (``NAME=VALUE``...) masked."""
+def mask_values(text: str, values=()) -> str:
+    """``text`` with registered secrets and ``values`` masked; no inline rule (for lines we write ourselves
+    that hold no value, such as a secrets file's changed key names)."""
     text = str(text)
     for secret in sorted({*registered(), *values}, key=len, reverse=True):
         text = text.replace(secret, MASK)
+    return text
+
+
+def mask_text(text: str, values=()) -> str:
+    """``text`` with registered secrets, ``values`` and inline secrets (``NAME=VALUE``...) masked."""
+    text = mask_values(text, values)
     # NAME=VALUE, NAME: VALUE, "NAME": "VALUE" where NAME (its last dotted part: not a file's suffix) is secret
     text = _ASSIGNMENT.sub(lambda m: m.group("name") + m.group("sep") + MASK if is_secret_key(m.group("name").rsplit(".", 1)[-1])
                            else m.group(0), text)

@@ -23,7 +23,7 @@ class Operation:
     decide: Callable[[str], Iterable]
     notify: list = field(default_factory=list)
     # For --diff: the new text of a file, the remote path whose current text it replaces, and how
-    # to show the difference: "content" (a unified diff) or "keys" (KEY (changed), for files holding secrets).
+    # to show the difference: "content" (a unified diff) or "keys" (KEY: changed, for files holding secrets).
     diff_path: str | None = None
     diff_new: str | None = None
     diff_mode: str = "content"

@@ -30,6 +30,11 @@ class Masker:
     def __call__(self, text: str) -> str:
         return masking.mask_text(text, self.secrets)
 
+    def values_only(self, text: str) -> str:
+        """``text`` with the known secret values masked but no inline rule: for lines the tool writes
+        itself that name keys and hold no value (``JWT_SECRET: changed`` must stay readable)."""
+        return masking.mask_values(text, self.secrets)
+
     def data(self, value):
         """``value`` (dicts, lists, strings...) masked (secret-named keys at any depth too), before serialisation."""
         return masking.mask_data(value, values=self.secrets)
@@ -84,9 +89,12 @@ class Output:
         self.stream = stream or sys.stdout
         self.lock = threading.Lock()
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, *, holds_values: bool = True) -> None:
+        """One line, masked; ``holds_values=False`` for a line the tool wrote that holds no value (key names
+        only): then only the known secret values are masked, not what merely looks like ``NAME: value``."""
+        mask = self.masker if holds_values else self.masker.values_only
         with self.lock:
-            self.stream.write(masking.escaped(self.masker(text), keep_newlines=True) + "\n")
+            self.stream.write(masking.escaped(mask(text), keep_newlines=True) + "\n")
             self.stream.flush()
 
     def step(self, host: str, status: str, seconds: float, step: str, detail: str = "") -> None:

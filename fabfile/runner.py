@@ -155,19 +155,20 @@ def parse_env(text: str) -> dict:
     return pairs
 
 
-def describe_difference(current: str, operation: Operation, masker: Masker) -> str:
-    """What --diff prints for one changed file: a masked unified diff, or for secret files the keys only."""
+def describe_difference(current: str, operation: Operation, masker: Masker) -> tuple:
+    """What --diff prints for one changed file, and whether it holds values: a masked unified diff (it
+    does), or for secret files the changed keys only (``KEY: changed``; it holds none, so the output masks
+    the known secret values in it but not the ``NAME: value`` look of the line)."""
     path = operation.diff_path
     if operation.diff_mode == "keys":
         old, new = parse_env(current), parse_env(operation.diff_new)
-        # "KEY (changed)", not "KEY: changed": a secret-named KEY followed by ': word' reads as an inline
-        # secret to the output's masking rule, which would hide the word the user needs.
-        changes = [f"  {key} ({'added' if key not in old else 'removed' if key not in new else 'changed'})"
+        changes = [f"  {key}: {'added' if key not in old else 'removed' if key not in new else 'changed'}"
                    for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-        return "\n".join([f"--- {path}: keys that change (values never shown)", *changes]) if changes else ""
+        text = "\n".join([f"--- {path}: keys that change (values never shown)", *changes]) if changes else ""
+        return masker.values_only(text), False
     lines = difflib.unified_diff(current.splitlines(keepends=True), operation.diff_new.splitlines(keepends=True),
                                  fromfile=f"{path} (on host)", tofile=f"{path} (rendered)")
-    return masker("".join(lines))
+    return masker("".join(lines)), True
 
 
 def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transport_factory=connect,
@@ -214,9 +215,9 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
                 continue
             if diff and operation.diff_new is not None:
                 current = transport.run(f"cat {q(operation.diff_path)} 2>/dev/null || true", warn=True).stdout
-                text = describe_difference(current, operation, output.masker)
+                text, holds_values = describe_difference(current, operation, output.masker)
                 if text:
-                    output.line(text.rstrip("\n"))
+                    output.line(text.rstrip("\n"), holds_values=holds_values)
             if not check:
                 new_handlers = [h for h in operation.notify if h in plan.handlers]
                 if new_handlers:

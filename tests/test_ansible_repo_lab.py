@@ -87,7 +87,7 @@ def test_ansible_repo_drives_setup_with_vault_secrets_only_in_env_files(deployed
                     assert 'STREAM_SIGNING_KEY="vaultStreamKey5d02f7"' in env
                     expected_env = "ansible-stream_server_instances"
                 assert f'APP_ENV="{expected_env}"' in env
-        assert "DATABASE_URL (changed)" in printed and "STREAM_SIGNING_KEY (changed)" in printed  # --diff: keys only
+        assert "DATABASE_URL: changed" in printed and "STREAM_SIGNING_KEY: changed" in printed  # --diff: keys only
         for secret in SECRETS:
             assert secret not in printed, secret
         # Without the passwords: one line naming the vault file, exit 2, nothing changed.

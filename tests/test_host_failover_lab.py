@@ -101,3 +101,25 @@ def test_sigterm_while_the_host_is_frozen_brings_it_back(second_host, tmp_path):
     restored = [s for s in result["steps"] if s["name"] == "cleanup: host brought back"]
     assert restored and restored[0]["passed"], result["steps"]
     assert "Traceback" not in out + err
+
+
+def test_status_with_the_second_host_frozen_shows_every_other_instance(second_host):
+    """An outage is when an operator reads api.status: the instances that answer keep their rows and HAProxy's
+    view (from the balancer that answers), the frozen host's instances say unreachable, one error line each,
+    exit 1. The host is resumed whatever happens."""
+    host, on_host = second_host
+    Incus().run("pause", "--", host, timeout=60)
+    try:
+        done = inv("api.status", check=False, timeout=180)
+    finally:
+        Incus().run("resume", "--", host, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[1:] if line.startswith("backend-api")}
+    pool = [h.name for h in load_inventory(str(REPO / "hosts.yaml")).group("backend_api_instances")]
+    assert set(rows) == set(pool), done.stdout
+    for name in pool:
+        if name in on_host:
+            assert "unreachable" in rows[name] and f"error: {name}:" in done.stderr
+        else:
+            assert " 200 " in rows[name] and " UP " in rows[name], rows[name]  # HAProxy's view from the survivor
+    assert outer_status(host) == "Running"

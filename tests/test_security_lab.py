@@ -144,7 +144,7 @@ def test_item2_item3_rotation_diff_shows_keys_and_service_gets_exact_bytes(deplo
                        "--report", str(report))
         assert done.returncode == 0, done
         printed = done.stdout + done.stderr + report.read_text()
-        assert "JWT_SECRET (changed)" in done.stdout and "DATABASE_URL (changed)" in done.stdout
+        assert "JWT_SECRET: changed" in done.stdout and "DATABASE_URL: changed" in done.stdout
         for value in (original["jwt_secret"], original["database_password"], TRICKY, TRICKY_DB,
                       "p%40ss%2Fw%3Ard%231", "back\\\\slash"):
             assert value not in printed, value

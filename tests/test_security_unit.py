@@ -7,6 +7,7 @@ tests/test_security_lab.py.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from fabfile import incus, output, values
 from fabfile.haproxy_runtime import RuntimeAPI, runtime_command
 from fabfile.inventory import load_inventory
 from fabfile.operations import file as file_op
-from fabfile.output import Masker, write_report
+from fabfile.output import Masker, Output, write_report
 from fabfile.roles import haproxy as haproxy_role
 from fabfile.roles.binary_service import role_for
 from fabfile.roles.haproxy_vars import template_vars, validate_vars
@@ -148,11 +149,22 @@ def test_item2_diff_of_env_file_names_keys_never_values():
     operation = _env_operation(new)
     assert operation.diff_mode == "keys"
     # An empty masker: even with nothing to mask, no value can appear.
-    text = describe_difference(current, operation, Masker())
-    assert "JWT_SECRET (changed)" in text
+    text, holds_values = describe_difference(current, operation, Masker())
+    assert "  JWT_SECRET: changed" in text.splitlines() and not holds_values
     for value in ("OLD-jwt-1234", "NEW-jwt-5678", "OLD-db-p@ss", "OLD-db-p%40ss"):
         assert value not in text
     assert "DATABASE_URL" not in text  # unchanged keys are not even named
+
+
+def test_item2_diff_key_lines_reach_the_terminal_readable_and_known_values_still_masked():
+    """``JWT_SECRET: changed`` looks like an inline secret to the output's rule; the runner prints its own
+    key lines with the known values masked only, so the word stays, and a registered value never shows."""
+    stream = io.StringIO()
+    output = Output(Masker(["s3cr3t-value"]), stream)
+    output.line("  JWT_SECRET: changed", holds_values=False)
+    output.line("  API_TOKEN: s3cr3t-value", holds_values=False)
+    output.line("JWT_SECRET: leaked-by-a-command")
+    assert stream.getvalue().splitlines() == ["  JWT_SECRET: changed", "  API_TOKEN: ********", "JWT_SECRET: ********"]
 
 
 @pytest.mark.parametrize("secret", ['multi\nline-secret\nthird', 'quote"in-it', 'back\\slash\\', 'tab\tand "both" \\'])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from invoke import Collection
 from invoke.exceptions import Exit
@@ -197,13 +198,23 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
         rollout = rollout_for(config, loaded, hosts, topology, Output(support.masker_for(hosts)))
         try:
             view = PoolView.read(rollout.runtime, config.pool)
-        except Exception as exc:  # still show what the instances say
-            view = PoolView(config.pool, [])
+        except Exception as exc:  # still show what the balancers that answer and the instances say
             print(f"warning: HAProxy runtime API: {exc}")
-        rows, fixes = [], []
+            try:
+                view = PoolView.read(rollout.runtime.answering(), config.pool)
+            except Exception:
+                view = PoolView(config.pool, [])
+        rows, fixes, unreachable = [], [], []
         for instance in rollout.instances:
-            facts = instance.facts()
-            code, body = instance.health()
+            try:
+                facts = instance.facts()
+                code, body = instance.health()
+            except Exception as exc:  # a host that is down: its row says so, the others still show
+                unreachable.append(str(exc) if instance.name in str(exc) else f"{instance.name}: {exc}")
+                rows.append({"instance": instance.name, "sha256": "?", "version": "?", "unit": "unreachable",
+                             "health": "-", "haproxy": view.status(instance.name, "-"), "running_sha256": "?",
+                             "flags": ["host unreachable"]})
+                continue
             try:
                 version = json.loads(body).get("version", "-")
             except ValueError:
@@ -231,6 +242,10 @@ def make_collection(short: str, config: ServiceConfig) -> Collection:
                   f"restart onto the binary on disk, gates, ready)")
         if report:
             write_report(report, rows, Masker())
+        if unreachable:
+            for line in unreachable:
+                print(f"error: {line}", file=sys.stderr)
+            raise Exit(code=exits.FAILED)
 
     setup.__doc__ = f"Service user, directories, env file and hardened unit for {config.description} on {config.group}."
     deploy.__doc__ = f"Rolling, health-gated deploy of a binary to {config.group}; rolls back on failure."
