@@ -67,8 +67,8 @@ def exec_figures() -> None:
         sys.exit("hosts.yaml places no instance on a second Incus host (incus_remote); nothing to compare")
     command = "echo n{0}; exit 3".format
     api = LocalAPI(local_socket())
-    local_times = timed(lambda n: (lambda r: (r.exited, r.stdout))(api.exec(local.vars["incus_name"], command(n))), 100)
-    ref = f"{remote.vars['incus_remote']}:{remote.vars['incus_name']}"
+    local_times = timed(lambda n: (lambda r: (r.exited, r.stdout))(api.exec(local.vars.get("incus_name", local.name), command(n))), 100)
+    ref = f"{remote.vars['incus_remote']}:{remote.vars.get('incus_name', remote.name)}"
 
     def cli(number):
         done = subprocess.run(["incus", "exec", "--", ref, "sh", "-c", command(number)], capture_output=True,
@@ -77,7 +77,7 @@ def exec_figures() -> None:
 
     cli_times = timed(cli, CLI_RUNS)
     remote_api_ = remote_api(remote.vars["incus_remote"])
-    api_times = timed(lambda n: (lambda r: (r.exited, r.stdout))(remote_api_.exec(remote.vars["incus_name"], command(n))),
+    api_times = timed(lambda n: (lambda r: (r.exited, r.stdout))(remote_api_.exec(remote.vars.get("incus_name", remote.name), command(n))),
                       EXEC_LOOP)
     print(f"one command (echo; exit 3), {local.name} local, {remote.name} on {remote.vars['incus_remote']}:")
     print(f"  local API (unix socket)        {figures(local_times)}")

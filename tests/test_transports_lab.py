@@ -144,9 +144,9 @@ def test_a_remote_is_reached_through_its_api_without_an_incus_process(remote_tar
     monkeypatch.setattr(incus_remote, "run_argv", no_process)
     transport.put(b"x\n", "/tmp/veza-api-put", mode="0600")
     assert transport.run("cat /tmp/veza-api-put && rm /tmp/veza-api-put").stdout == "x\n"
-    assert transport.run("hostname").stdout.strip() == remote_target.vars["incus_name"]
+    assert transport.run("hostname").stdout.strip() == remote_target.vars.get("incus_name", remote_target.name)
     transport.api.flush()  # the recorded output files are deleted once read, none left on the remote
-    listed = transport.api._call("GET", f"/1.0/instances/{remote_target.vars['incus_name']}/logs/exec-output")
+    listed = transport.api._call("GET", f"/1.0/instances/{remote_target.vars.get('incus_name', remote_target.name)}/logs/exec-output")
     assert listed["metadata"] == []
 
 
@@ -166,7 +166,7 @@ def test_a_remote_that_does_not_answer_is_one_clear_line_within_seconds(remote_t
                                                       real.client_cert, real.client_key))
     started = time.monotonic()
     with pytest.raises(incus.IncusError) as caught:
-        api.exec(remote_target.vars["incus_name"], "true")
+        api.exec(remote_target.vars.get("incus_name", remote_target.name), "true")
     assert time.monotonic() - started < incus_remote.CONNECT_TIMEOUT + 1
     message = str(caught.value)
     assert "\n" not in message and f"incus remote {real.name} ({unused_lab_address(lab)}:8443) unreachable: " in message
@@ -183,7 +183,7 @@ def test_a_remote_address_off_the_lab_bridges_is_refused_before_any_packet(remot
     api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, "192.0.2.10", 8443, real.server_cert,
                                                       real.client_cert, real.client_key))  # TEST-NET-1
     with pytest.raises(incus.IncusError, match="192.0.2.10 is routed through '.*', not a lab bridge; refusing"):
-        api.exec(remote_target.vars["incus_name"], "true")
+        api.exec(remote_target.vars.get("incus_name", remote_target.name), "true")
 
 
 def test_ssh_rejects_an_unknown_host_key_by_default(target, tmp_path):
@@ -304,4 +304,4 @@ def test_a_remote_with_another_certificate_than_the_pinned_one_is_refused(remote
     api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, real.host, real.port, str(other),
                                                       real.client_cert, real.client_key))
     with pytest.raises(incus.IncusError, match="presents another certificate than the one pinned"):
-        api.exec(remote_target.vars["incus_name"], "true")
+        api.exec(remote_target.vars.get("incus_name", remote_target.name), "true")
