@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from invoke.exceptions import Exit
-
-from ... import exits, flags, values
+from ... import flags, values
 from ...output import Masker, Output
 from ...services import BACKEND_API as API
 from .. import support
 from ..support import task
-from .shared import KEEPALIVE_HELP, MAX_WAIT_SECONDS, mixed_load
+from .shared import KEEPALIVE_HELP, MAX_WAIT_SECONDS, finish_gate, mixed_load
 
 # The background load's hard time cap is the two waits plus this, which covers the incus
 # stop/start commands, the WebSocket checks and the lead-in and tail of the load.
@@ -73,7 +71,6 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
 
     from ...failover.metrics import ServerMetrics
     from ...failover.plot import write_svg
-    from ...failover.report import write_outputs
     from ...failover.sequence import FailoverSettings, FailoverTest
     from ...failover.stoppers import DOWN_TARGETS, STOP_METHODS, make_stopper
     from ...loadtest.engine import MAX_RATE
@@ -138,10 +135,4 @@ def failover(c, victim="backend-api-1", down_timeout="30", up_timeout="90", repo
         load=background, metrics=exporter, output=output, floor=support.floor_of(loaded, API),
     )
     result = test.run()
-    write_outputs(result, report, plot, output, write_svg)
-    output.line(f"-- test.failover: {'PASSED' if result['passed'] else 'FAILED'}"
-                f"{' (interrupted)' if result['interrupted'] else ''}")
-    if result["interrupted"]:
-        raise Exit(code=support.exit_code_of(test.interruption))
-    if not result["passed"]:
-        raise Exit(code=exits.FAILED)
+    finish_gate("failover", result, report, plot, output, write_svg, test.interruption)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from invoke.exceptions import Exit
-
-from ... import exits, flags, values
+from ... import flags, values
 from ...services import BALANCER_GROUP, SERVICES
 from .. import support
 from ..support import task
-from .shared import KEEPALIVE_HELP, MAX_WAIT_SECONDS, mixed_load
+from .shared import KEEPALIVE_HELP, MAX_WAIT_SECONDS, finish_gate, mixed_load
 
 HOST_FAILOVER_HELP = {
     "method": "stop: 'incus stop --force' of the host's outer lab container, later 'incus start' (default); "
@@ -50,7 +48,6 @@ def host_failover(c, method="stop", host=None, down_budget="5", vip_budget="5", 
     from ...failover.host_failover import HostFailoverRun, HostFailoverSettings
     from ...failover.host_outage import pick_host, plan_outage
     from ...failover.host_plot import write_svg
-    from ...failover.report import write_outputs
     from ...failover.server_watch import ServerSampler
     from ...failover.stoppers import HOST_METHODS, make_host_stopper, undo_host_leftovers
     from ...failover.vip_watch import VipSampler
@@ -134,13 +131,7 @@ def host_failover(c, method="stop", host=None, down_budget="5", vip_budget="5", 
     output.line("requests per phase: " + ", ".join(f"{name} {p['failed']}/{p['total']} failed"
                                                    for name, p in phases.items()))
     output.line(f"by client kind: {kind_line(result['requests']['by_kind'])}")
-    write_outputs(result, report, plot, output, write_svg)
-    output.line(f"-- test.host-failover: {'PASSED' if result['passed'] else 'FAILED'}"
-                f"{' (interrupted)' if result['interrupted'] else ''}")
-    if result["interrupted"]:
-        raise Exit(code=support.exit_code_of(run.interruption))
-    if not result["passed"]:
-        raise Exit(code=exits.FAILED)
+    finish_gate("host-failover", result, report, plot, output, write_svg, run.interruption)
 
 
 def _seconds(value) -> str:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from invoke.exceptions import Exit
-
-from ... import exits, flags
+from ... import flags
 from ...output import Masker, Output
 from ...services import BACKEND_API as API, BALANCER_GROUP
 from .. import support
 from ..support import task
-from .shared import KEEPALIVE_HELP, mixed_load
+from .shared import KEEPALIVE_HELP, finish_gate, mixed_load
 
 LB_METHODS = ("incus", "process")
 LB_FAILOVER_HELP = {
@@ -44,7 +42,6 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     """
     from ...failover.lb_failover import LbFailoverRun, LbFailoverSettings, RetryingClient
     from ...failover.lb_plot import write_svg
-    from ...failover.report import write_outputs
     from ...failover.stoppers import IncusStopper, ProcessKiller
     from ...incus import IncusError, exec_argv, instance_ref
     from ...lb_pair import vip_sampler
@@ -130,7 +127,4 @@ def lb_failover(c, method="incus", report=None, plot=None, inventory=None, load_
     output.line(f"by client kind: {kind_line(result['requests']['by_kind'])}; "
                 f"browser-like client (keep-alive, retries a broken GET once): {kind_line(result['browser_client'])}")
     output.line(f"retry-once client: {result['retry_once_client']}")
-    write_outputs(result, report, plot, output, write_svg)
-    output.line(f"-- test.lb-failover: {'PASSED' if result['passed'] else 'FAILED'}")
-    if not result["passed"]:
-        raise Exit(code=exits.FAILED)
+    finish_gate("lb-failover", result, report, plot, output, write_svg)

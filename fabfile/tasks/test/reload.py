@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from invoke.exceptions import Exit
-
-from ... import exits, values
+from ... import values
 from ...output import Masker, Output
 from ...services import BACKEND_API as API, BALANCER_GROUP
 from .. import support
 from ..support import task
-from .shared import KEEPALIVE_HELP, MAX_WAIT_SECONDS, mixed_load
+from .shared import KEEPALIVE_HELP, MAX_WAIT_SECONDS, finish_gate, mixed_load
 
 RELOAD_HELP = {
     "reloads": "reloads per balancer (default 5), each the role's own reload: server states saved, "
@@ -41,7 +39,6 @@ def reload(c, reloads="5", interval="2", drain_timeout="30", load_rate="60", kee
     """
     from ...failover.reload_plot import write_svg
     from ...failover.reload_test import ReloadRun, ReloadSettings, WorkerSampler, worker_pids
-    from ...failover.report import write_outputs
     from ...loadtest.keepalive import kind_line
     from ...roles import haproxy as haproxy_role
     from ...roles import haproxy_vars
@@ -95,10 +92,7 @@ def reload(c, reloads="5", interval="2", drain_timeout="30", load_rate="60", kee
                     f"({kind_line(entry['by_kind']) if entry['by_kind'] else '-'}); old workers: {lifetimes}")
     output.line(f"by client kind: {kind_line(result['requests']['by_kind'])}; old workers at most "
                 f"{result['old_workers']['most_at_once']} at once, longest {result['old_workers']['longest_lifetime_seconds']}s")
-    write_outputs(result, report, plot, output, write_svg)
-    output.line(f"-- test.reload: {'PASSED' if result['passed'] else 'FAILED'}")
-    if not result["passed"]:
-        raise Exit(code=exits.FAILED)
+    finish_gate("reload", result, report, plot, output, write_svg)
 
 
 def _old_worker(worker: dict) -> str:

@@ -1,4 +1,5 @@
-"""What the ``test`` collection's gates share: the keep-alive flags' help, the wait guard, the background load."""
+"""What the ``test`` collection's gates share: the keep-alive flags' help, the wait guard, the background load,
+the verdict and exit."""
 
 from __future__ import annotations
 
@@ -27,3 +28,20 @@ def mixed_load(base_url: str, path: str, rate: float, share, connections, timeou
                          max_seconds=max_seconds, **extra)
     except LoadTestError as exc:
         raise support.UsageError(str(exc)) from None
+
+
+def finish_gate(name: str, result: dict, report, plot, output, write_svg, interruption=None) -> None:
+    """Write the gate's report and plot, print its verdict line, exit non-zero unless it passed. A gate that
+    tracks interruptions passes the one that stopped it (None: not interrupted, or not tracked)."""
+    from invoke.exceptions import Exit
+
+    from ... import exits
+    from ...failover.report import write_outputs
+
+    write_outputs(result, report, plot, output, write_svg)
+    marked = " (interrupted)" if interruption is not None and result["interrupted"] else ""
+    output.line(f"-- test.{name}: {'PASSED' if result['passed'] else 'FAILED'}{marked}")
+    if marked:
+        raise Exit(code=support.exit_code_of(interruption))
+    if not result["passed"]:
+        raise Exit(code=exits.FAILED)
