@@ -12,7 +12,7 @@ from fabfile.failover.host_failover import HostFailoverRun, HostFailoverSettings
 from fabfile.failover.host_outage import Server, first_at, flaps, is_down, is_up, pick_host, plan_outage
 from fabfile.failover.host_plot import render_svg
 from fabfile.failover.stoppers import HostFreeze, HostStop, LinkCut, StopperError, make_host_stopper, parse_link
-from fabfile.loadtest.outcomes import Sample
+from fakes import FakeLoad
 
 POOLS = [("backend_api_instances", "api_pool"), ("stream_server_instances", "stream_pool")]
 
@@ -217,32 +217,10 @@ class FakeVip:
         pass
 
 
-class FakeLoad:
-    """A request of each kind every 0.1 s; those due in ``failing`` {kind: [(from, to)]} windows fail."""
-
-    timeout = 2.0
-
-    def __init__(self, clock, failing=None):
-        self.clock, self.failing, self.started, self.stopped = clock, failing or {}, None, None
-        self.keepalive = SimpleNamespace(connections=8)
-
-    def start(self):
-        self.started = self.clock()
-
-    def stop(self):
-        self.stopped = self.clock()
-        return True
-
-    @property
-    def samples(self):
-        out, t = [], self.started
-        while t is not None and t < (self.stopped or self.clock()):
-            for kind in ("new", "keepalive"):
-                bad = any(a <= t - self.started < b for a, b in self.failing.get(kind, ()))
-                out.append(Sample(t, "timeout" if bad else "ok", None if bad else 200, "backend-api-1",
-                                  seconds=0.01, connection=kind))
-            t += 0.1
-        return out
+def failing_windows(failing):
+    """Requests of a kind due in one of its ``failing`` {kind: [(from, to)]} windows (seconds since the load
+    started) time out."""
+    return lambda kind, t, since_start: "timeout" if any(a <= since_start < b for a, b in failing.get(kind, ())) else None
 
 
 class Output:
@@ -258,7 +236,7 @@ def make_run(vip_on_host=False, failing=None, down_budget=3.0, **host):
     fake = FakeHost(clock, **host)
     inventory = two_host_inventory()
     plan = plan_outage(inventory, pick_host(inventory, None), "haproxy", POOLS)
-    load = FakeLoad(clock, failing)
+    load = FakeLoad(clock, 0.1, failing_windows(failing or {}), instance="backend-api-1")
 
     def holds(node):
         def at(t):

@@ -5,33 +5,12 @@ import xml.etree.ElementTree as ET
 
 from fabfile.failover.reload_plot import render_svg
 from fabfile.failover.reload_test import ReloadRun, ReloadSettings, worker_lifetimes
-from fabfile.loadtest.outcomes import Sample
-from fakes import Clock
+from fakes import Clock, FakeLoad
 
 
-class FakeLoad:
-    """One request of each kind due every 0.25 s of fake time, answered at once; the kept-alive one
-    fails when due inside ``failing`` windows."""
-
-    def __init__(self, clock, failing=()):
-        self.clock, self.failing, self.started, self.stopped = clock, failing, None, None
-
-    def start(self):
-        self.started = self.clock()
-
-    def stop(self):
-        self.stopped = self.clock()
-        return True
-
-    @property
-    def samples(self):
-        out, t = [], self.started
-        while t is not None and t < (self.stopped or self.clock()):
-            for kind in ("new", "keepalive"):
-                bad = kind == "keepalive" and any(a <= t < b for a, b in self.failing)
-                out.append(Sample(t, "reset" if bad else "ok", None if bad else 200, seconds=0.01, connection=kind))
-            t += 0.25
-        return out
+def keepalive_resets(failing):
+    """Kept-alive requests due inside one of the ``failing`` [(from, to)] windows (clock time) are reset."""
+    return lambda kind, t, since_start: "reset" if kind == "keepalive" and any(a <= t < b for a, b in failing) else None
 
 
 class FakeSampler:
@@ -84,7 +63,7 @@ def make_run(linger=0.5, failing=(), drain_timeout=5.0):
 
     run = ReloadRun(ReloadSettings(reloads=2, interval=1.0, lead_in=1.0, drain_timeout=drain_timeout),
                     balancers=list(samplers), reloaders={name: reloader(name) for name in samplers},
-                    samplers=samplers, load=FakeLoad(clock, failing), output=Output(), clock=clock, sleep=clock.sleep)
+                    samplers=samplers, load=FakeLoad(clock, 0.25, keepalive_resets(failing)), output=Output(), clock=clock, sleep=clock.sleep)
     return run
 
 
