@@ -16,6 +16,7 @@ import re
 import threading
 from collections.abc import Mapping
 
+from ..masking import register_secret
 from .jinja_env import TemplateFailed, environment
 from .model import InventoryError, UnsafeText, is_secret_name
 from .vault import Sealed, SecretText, VaultPlain
@@ -350,8 +351,6 @@ def _holds_plain(value) -> bool:
 
 
 def _register(value) -> None:
-    from ..masking import register_secret
-
     if isinstance(value, dict):
         for item in value.values():
             _register(item)

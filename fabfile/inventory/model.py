@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..masking import is_secret_key, mask_data
+
 CONNECTION_ALIASES = {
     "ssh": "ssh",
     "ansible.builtin.ssh": "ssh",
@@ -55,15 +57,19 @@ class Host:
         """The host's variables layered over a role's defaults."""
         return {**defaults, **self.inventory_vars, **self.cli_vars}
 
+    def get(self, name: str, default=None):
+        """``self.vars.get(name, default)`` without merging the two layers (summaries read a few names of every host)."""
+        return self.cli_vars[name] if name in self.cli_vars else self.inventory_vars.get(name, default)
+
     @property
     def connection(self) -> str:
         """incus, ssh or local."""
-        return self.vars.get("connection", DEFAULT_CONNECTION)
+        return self.get("connection", DEFAULT_CONNECTION)
 
     @property
     def address(self) -> str | None:
         """The address set in the inventory (HAProxy server lines need one); None when unset."""
-        return self.vars.get("address")
+        return self.get("address")
 
     @property
     def ssh_address(self) -> str:
@@ -76,8 +82,6 @@ class Host:
 
 def is_secret_name(name, secret_vars=()) -> bool:
     """True for variables whose value must never be shown (the one rule of ``masking``, plus ``secret_vars``)."""
-    from ..masking import is_secret_key
-
     return is_secret_key(name, secret_vars)
 
 

@@ -20,6 +20,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 
+from ..masking import register_secret
 from .model import InventoryError, SecretText
 
 HEADER = "$ANSIBLE_VAULT"
@@ -148,8 +149,6 @@ class Vault:
             result = plain.decode("utf-8")
         except UnicodeDecodeError:
             raise VaultError(f"{where}: the decrypted vault is not UTF-8 text") from None
-        from ..masking import register_secret
-
         register_secret(result)
         self.opened[text] = result
         return result
@@ -313,8 +312,6 @@ class VaultPlain(SecretText):
 
 def secret_values(value):
     """``value`` (a vault-encrypted file's data) with every string a SecretText, every value registered."""
-    from ..masking import register_secret
-
     if isinstance(value, dict):
         return {key: secret_values(item) for key, item in value.items()}
     if isinstance(value, list):
