@@ -45,7 +45,8 @@ def load_inventory(sources, cli_vars: dict | None = None, vault: Vault | None = 
     builder.reconcile()
     vars_files = VarsFiles([vars_base(source) for source in paths], decrypt=vault.decrypt)
     cli_vars = dict(cli_vars or {})
-    layers = {name: _layers(builder, entry, vars_files, vault) for name, entry in builder.hosts.items()}
+    sealed_groups: dict = {}  # id of a groups' layer (shared by hosts in the same groups) -> it sealed
+    layers = {name: _layers(builder, entry, vars_files, vault, sealed_groups) for name, entry in builder.hosts.items()}
     groups: dict = {name: [] for name in builder.groups}  # group -> its hosts (descendants too), in file order
     for host, layer in layers.items():
         for name in layer[0]:
@@ -106,16 +107,27 @@ def _read_source(builder: _Builder, path: str, single: bool, vault: Vault) -> bo
     return True
 
 
-def _layers(builder: _Builder, entry: _HostEntry, vars_files: VarsFiles, vault: Vault) -> tuple:
+def _layers(builder: _Builder, entry: _HostEntry, vars_files: VarsFiles, vault: Vault, sealed_groups: dict) -> tuple:
     """(groups in precedence order, merged vars as ansible-inventory shows them, the same with inline
-    vaults sealed (decrypted when a task reads them), or the host's problem)."""
+    vaults sealed (decrypted when a task reads them), or the host's problem). The groups' layer,
+    shared by every host in the same groups, is sealed once (``sealed_groups``)."""
     try:
-        ordered_groups, merged = builder.merged_vars(entry, vars_files)
+        ordered_groups, from_groups, own_layers = builder.merged_vars(entry, vars_files)
     except InventoryError as exc:  # a vars file that cannot be read or decrypted: this host's problem
         return [g.name for g in builder.ordered_groups(entry)], dict(entry.vars), {}, str(exc)
-    sealed_vars = {key: sealed(value, vault) if type(value) not in PLAIN_TYPES and holds_vault(value) else value
-                   for key, value in merged.items()}
+    if id(from_groups) not in sealed_groups:
+        sealed_groups[id(from_groups)] = _sealed(from_groups, vault)
+    merged, sealed_vars = dict(from_groups), dict(sealed_groups[id(from_groups)])
+    for layer in own_layers:
+        merged.update(layer)
+        sealed_vars.update(_sealed(layer, vault))
     return ordered_groups, merged, sealed_vars, None
+
+
+def _sealed(values: dict, vault: Vault) -> dict:
+    """``values`` with every inline vault a ``Sealed`` value (see ``vault.sealed``)."""
+    return {key: sealed(value, vault) if type(value) not in PLAIN_TYPES and holds_vault(value) else value
+            for key, value in values.items()}
 
 
 def _secret_vars(values: dict) -> tuple:

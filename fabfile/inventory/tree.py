@@ -105,7 +105,9 @@ class GroupTree:
         )
 
     def merged_vars(self, entry: _HostEntry, vars_files) -> tuple:
-        """(group names in precedence order, merged vars), in ansible-core 2.19's order (VariableManager):
+        """(group names in precedence order, the groups' merged vars (shared by the hosts in the same groups:
+        read only), the host's own layers: its inventory vars then its ``host_vars/`` files), which merge
+        in ansible-core 2.19's order (VariableManager):
 
         ``all`` then the other groups as written in the inventory < ``group_vars/all`` <
         ``group_vars/<group>`` in the same group order (source by source) < the host's inventory
@@ -121,7 +123,4 @@ class GroupTree:
                 from_groups.update(layer)
             self.group_layers[key] = ([g.name for g in ordered], from_groups)
         names, from_groups = self.group_layers[key]
-        merged = {**from_groups, **entry.vars}
-        for layer in vars_files.host(entry.name):
-            merged.update(layer)
-        return list(names), merged
+        return list(names), from_groups, [entry.vars, *vars_files.host(entry.name)]
