@@ -32,7 +32,8 @@ Modules: ``model`` (Host, Inventory, errors), ``yaml_reader``, ``patterns``, ``g
 """
 
 from .loader import load_inventory
-from .model import Host, Inventory, InventoryError, is_secret_name, masked
+from .model import Host, Inventory, InventoryError, is_secret_name, masked, register_secrets
 from .patterns import parse_host_pattern
 
-__all__ = ["Host", "Inventory", "InventoryError", "is_secret_name", "load_inventory", "masked", "parse_host_pattern"]
+__all__ = ["Host", "Inventory", "InventoryError", "is_secret_name", "load_inventory", "masked", "parse_host_pattern",
+           "register_secrets"]

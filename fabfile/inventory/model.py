@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..masking import is_secret_key, mask_data
+from ..masking import is_secret_key, mask_data, pieces_of, register_secret, secret_values
 
 CONNECTION_ALIASES = {
     "ssh": "ssh",
@@ -147,6 +147,29 @@ class Inventory:
 
 def masked(values, secret_vars=()):
     """A copy of ``values`` with every secret-named entry (at any depth) replaced by ``********``."""
-    from ..masking import mask_data
-
     return mask_data(values, secret_vars)
+
+
+def register_secrets(hosts) -> None:
+    """Register for masking every value held under a secret name (any host, any depth, the host's
+    ``secret_vars`` too): ``masking.secret_values`` host by host, but a mapping or list that many hosts
+    share (group vars) is scanned once per list of ``secret_vars``, not once per host."""
+    found: set = set()
+    secret: dict = {}  # (name, id of the secret_vars list) -> is it a secret name
+    scanned: dict = {}  # (id of a shared value, id of the secret_vars list) -> its secret pieces
+    for host in hosts:
+        values = host.vars
+        listed = values.get("secret_vars")
+        extra = listed if isinstance(listed, (list, tuple)) else ()
+        for key, item in values.items():
+            name = (key, id(extra))
+            if name not in secret:
+                secret[name] = is_secret_key(key, extra)
+            if secret[name]:
+                found.update(pieces_of(item))
+            elif isinstance(item, (dict, list, tuple)):
+                memo = (id(item), id(extra))
+                if memo not in scanned:
+                    scanned[memo] = secret_values(item, extra)
+                found.update(scanned[memo])
+    register_secret(sorted(found))

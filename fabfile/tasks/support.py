@@ -221,13 +221,10 @@ def inventory_path(c, inventory) -> str:
 def load(c, inventory, set_values=None):
     """The inventory with ``--set`` applied; every value under a secret name (any host, any depth)
     registered for masking, so no error line or output of this run shows it."""
-    from ..inventory import load_inventory
-    from ..masking import register_secret, secret_values
+    from ..inventory import load_inventory, register_secrets
 
     loaded = load_inventory(inventory_path(c, inventory), cli_vars=parse_set(set_values))
-    for host in loaded.hosts.values():
-        listed = host.vars.get("secret_vars")
-        register_secret(secret_values(host.vars, listed if isinstance(listed, (list, tuple)) else ()))
+    register_secrets(loaded.hosts.values())
     return loaded
 
 
