@@ -106,6 +106,25 @@ def check_route(point: RemoteEndpoint) -> None:
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError)
 
 
+def _still_open(connection) -> bool:
+    """Whether an idle kept connection can carry the next request: nothing waits on it, or only TLS records
+    for the connection itself (TLS 1.3 session tickets, which the server sends after the handshake: a
+    connection opened ahead and not used yet has them pending), not an answer or the daemon's close."""
+    sock = connection.sock
+    if sock is None:
+        return False
+    if not select.select([sock], [], [], 0)[0]:
+        return True
+    sock.settimeout(0)  # the next request sets its own timeout again
+    try:
+        sock.recv(1)  # TLS processes the records; application data or the end means it is not reusable
+    except ssl.SSLWantReadError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class RemoteAPI:
     """Exec and file push on one remote's instances, over kept HTTPS connections."""
 
@@ -130,8 +149,8 @@ class RemoteAPI:
                 self._context = tls_context(self.point)
             while self._idle:
                 connection = self._idle.pop()
-                if connection.sock is not None and not select.select([connection.sock], [], [], 0)[0]:
-                    return connection, True  # nothing pending on an idle connection: still open
+                if _still_open(connection):
+                    return connection, True
                 connection.close()  # the daemon closed it (or said something unasked): not reusable
         return http.client.HTTPSConnection(self.point.host, self.point.port, timeout=CONNECT_TIMEOUT,
                                            context=self._context), False
@@ -192,6 +211,27 @@ class RemoteAPI:
                 error += f" (is this machine's certificate still trusted there? incus remote add {self.point.name} TOKEN)"
             raise IncusError(error)
         return answer
+
+    def warm(self) -> None:
+        """Open a kept connection ahead of the first request (route checked, TLS handshake done) in a thread
+        of its own, while the caller plans: a no-op play then waits only for its command. Best effort: a
+        failure here is met again, and reported, by the first request."""
+
+        def open_one():
+            connection = None
+            try:
+                connection, reused = self._connection()
+                if not reused:
+                    connection.timeout = CONNECT_TIMEOUT
+                    connection.connect()
+            except (IncusError, OSError, http.client.HTTPException):
+                if connection is not None:
+                    connection.close()
+                return
+            with self._lock:
+                self._idle.append(connection)
+
+        threading.Thread(target=open_one, name=f"incus-warm-{self.point.name}", daemon=True).start()
 
     def close(self) -> None:
         with self._lock:

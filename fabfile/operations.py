@@ -1,9 +1,10 @@
 """The vocabulary roles are written in: small idempotent operations.
 
 Each operation is a function returning an ``Operation``: a read-only ``probe``
-(a shell snippet whose output is the fact) and a ``decide`` function that turns
-that fact into the actions needed, none when the host is already right. The
-runner batches the probes of a role into one round trip per host, so a no-op
+(a shell snippet whose output is the fact, or a ``facts.Fact`` that the probes of
+one host ask together with the others of its kind) and a ``decide`` function that
+turns that fact into the actions needed, none when the host is already right. The
+runner batches the probes of a play into one round trip per host, so a no-op
 run costs almost nothing, and ``--check`` simply stops before the actions.
 """
 
@@ -13,13 +14,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from .facts import Fact, file_fact, packages_fact, stat_fact, unit_fact
 from .shell import RUN_ID, Command, Upload, q
 
 
 @dataclass
 class Operation:
     name: str
-    probe: str
+    probe: str | Fact
     decide: Callable[[str], Iterable]
     notify: list = field(default_factory=list)
     # For --diff: the new text of a file, the remote path whose current text it replaces, and how
@@ -34,9 +36,6 @@ class Operation:
 def _mode(value) -> str:
     """Normalise a mode to four octal digits, as stat prints it after zero-padding."""
     return format(int(str(value), 8), "04o")
-
-
-STAT_PROBE = "stat -c '%U %G %a' {path} 2>/dev/null || echo missing"
 
 
 def group(name: str, gid: int | None = None) -> Operation:
@@ -93,7 +92,7 @@ def directory(path: str, owner: str = "root", group: str = "root", mode="0755") 
             return
         yield Command(f"install -d -o {q(owner)} -g {q(group)} -m {q(_mode(mode))} {q(path)}")
 
-    return Operation(f"directory {path}", STAT_PROBE.format(path=q(path)), decide)
+    return Operation(f"directory {path}", stat_fact(path), decide)
 
 
 def _normalise_stat(fact: str) -> str:
@@ -123,10 +122,6 @@ def file(path: str, content: bytes | str, *, owner: str = "root", group: str = "
     digest = hashlib.sha256(data).hexdigest()
     mode = _mode(mode)
     temporary = f"{path}.veza-tmp-{RUN_ID}"
-    probe = (
-        f"if [ -e {q(path)} ]; then sha256sum {q(path)} | cut -d' ' -f1; stat -c '%U %G %a' {q(path)}; "
-        "else echo missing; fi"
-    )
 
     def decide(fact):
         lines = fact.split("\n")
@@ -148,7 +143,7 @@ def file(path: str, content: bytes | str, *, owner: str = "root", group: str = "
         yield Command(" && ".join(steps))
 
     return Operation(
-        f"file {path}", probe, decide, notify=list(notify),
+        f"file {path}", file_fact(path), decide, notify=list(notify),
         diff_path=path if diff_mode != "none" else None,
         diff_new=data.decode(errors="replace") if diff_mode != "none" else None,
         diff_mode=diff_mode,
@@ -175,8 +170,6 @@ def apt_packages(packages: Iterable[str], *, lists_max_age: int = 3600) -> Opera
     + lists_max_age: seconds; older package lists are refreshed before installing
     """
     packages = list(packages)
-    names = " ".join(q(p) for p in packages)
-    probe = f"dpkg-query -W -f='${{Package}} ${{db:Status-Status}}\\n' {names} 2>/dev/null || true"
 
     def decide(fact):
         installed = {line.split()[0] for line in fact.splitlines() if line.endswith(" installed")}
@@ -188,7 +181,7 @@ def apt_packages(packages: Iterable[str], *, lists_max_age: int = 3600) -> Opera
             f"--no-install-recommends {' '.join(q(p) for p in missing)}"
         )
 
-    return Operation(f"packages {', '.join(packages)}", probe, decide)
+    return Operation(f"packages {', '.join(packages)}", packages_fact(packages), decide)
 
 
 # apt itself leaves no reliable "last updated" time (an unchanged list is not rewritten),
@@ -247,8 +240,7 @@ def service(name: str, *, enabled: bool = True, running: bool | None = True) -> 
     + enabled: start at boot
     + running: active now; None leaves it as it is (a deploy starts it)
     """
-    # One systemctl call for both states (is-enabled then is-active cost two): KEY=VALUE lines.
-    probe = f"systemctl show -p UnitFileState -p ActiveState {q(name)} 2>/dev/null; true"
+    # Both states from one systemctl call (is-enabled then is-active cost two): KEY=VALUE lines.
 
     def decide(fact):
         states = dict(line.strip().partition("=")[::2] for line in fact.splitlines())
@@ -266,7 +258,7 @@ def service(name: str, *, enabled: bool = True, running: bool | None = True) -> 
         if running is False and is_active:
             yield Command(f"systemctl stop {q(name)}")
 
-    return Operation(f"service {name}", probe, decide)
+    return Operation(f"service {name}", unit_fact(name), decide)
 
 
 def assert_that(name: str, test: str, message: str) -> Operation:

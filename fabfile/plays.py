@@ -14,6 +14,7 @@ import sys
 
 from .output import Output, write_report
 from .runner import plan_hosts, restart_slots, run_play
+from .transports import warm
 
 
 def play(title, loaded, hosts, roles, *, masker, check=False, diff=False, report=None, forks=10, guard=None,
@@ -22,6 +23,7 @@ def play(title, loaded, hosts, roles, *, masker, check=False, diff=False, report
 
     ``floors`` lists ``(group, CapacityFloor)``: the handlers (restarts) of a group's hosts run at most
     ``floor.restart_slots`` at once."""
+    warm(hosts)  # the connections open while the hosts are planned (nothing runs on them before)
     if roles_for is None:
         plans = plan_hosts(hosts, roles, loaded)
     else:

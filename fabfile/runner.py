@@ -26,13 +26,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from .facts import FACT_MARKER, ProbeBatch
 from .operations import Operation, PreconditionFailed
 from .output import Masker, Output
 from .roles.base import HostContext
 from .shell import Command, Upload, chain, q
 from .transports import CommandFailed, Transport, TransportError, connect
 
-FACT_MARKER = "@@veza-fact@@"
 PENDING_HANDLERS = "/var/lib/veza-ops/pending-handlers"
 DEFAULT_FORKS = 10
 
@@ -80,26 +80,12 @@ def plan_hosts(hosts, roles, inventory) -> list:
     return plans
 
 
-def probe_script(probes) -> str:
-    """One shell script printing each probe's output after a numbered marker line."""
-    return "\n".join(f"printf '\\n%s %d\\n' {FACT_MARKER} {i}; ( {probe} ) 2>/dev/null" for i, probe in enumerate(probes))
-
-
-def parse_facts(output: str, count: int) -> list:
-    facts = [""] * count
-    for chunk in output.split(f"\n{FACT_MARKER} ")[1:]:
-        index, _, fact = chunk.partition("\n")
-        if index.isdigit() and int(index) < count:
-            facts[int(index)] = fact.rstrip("\n")
-    return facts
-
-
 def probe_facts(transport: Transport, operations, extra_probes=()) -> list:
     """Run all probes (and ``extra_probes`` after them) in one round trip; one fact string each."""
-    probes = [op.probe for op in operations] + list(extra_probes)
-    if not probes:
+    batch = ProbeBatch([op.probe for op in operations] + list(extra_probes))
+    if not batch:
         return []
-    return parse_facts(transport.run(probe_script(probes), warn=True).stdout, len(probes))
+    return batch.facts(transport.run(batch.script(), warn=True).stdout)
 
 
 def remember_handlers(names) -> str:
@@ -119,8 +105,8 @@ def forget_handlers(names) -> str:
 def _apply(transport: Transport, actions, then_probe: str | None = None) -> str | None:
     """Run actions in order, joining consecutive commands into one round trip.
 
-    ``then_probe`` (a ``probe_script``) rides on the last round trip, run only once the actions
-    succeeded, and that round trip's output is returned for ``parse_facts``; None when the actions
+    ``then_probe`` (a ``ProbeBatch`` script) rides on the last round trip, run only once the actions
+    succeeded, and that round trip's output is returned for the batch to read; None when the actions
     did not end with a command (then the caller probes on its own).
     """
     pending = []
@@ -223,12 +209,12 @@ def run_host(plan: HostPlan, *, check: bool, diff: bool, output: Output, transpo
                 if new_handlers:
                     actions.insert(0, Command(remember_handlers(new_handlers)))
                 # The later steps' probes again (a change may change their facts), in the actions' last round trip.
-                later = plan.operations[index + 1:]
-                printed = _apply(transport, actions, probe_script([op.probe for op in later]) if later else None)
+                later = ProbeBatch([op.probe for op in plan.operations[index + 1:]])
+                printed = _apply(transport, actions, later.script() if later else None)
                 if printed is None or FACT_MARKER not in printed:  # no command last, or one that ended the shell early
-                    facts[index + 1:] = probe_facts(transport, later)
+                    facts[index + 1:] = probe_facts(transport, plan.operations[index + 1:])
                 else:
-                    facts[index + 1:] = parse_facts(printed, len(later))
+                    facts[index + 1:] = later.facts(printed)
             notified.extend(h for h in operation.notify if h not in notified)
             record(operation.name, "changed", started)
         except PreconditionFailed as exc:

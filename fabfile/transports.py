@@ -73,6 +73,10 @@ class Transport:
     def close(self) -> None:
         pass
 
+    def warm(self) -> None:
+        """Start opening the connection in the background (nothing runs on the host); the first command
+        then finds it open. A failure is left for that command to meet and report."""
+
     # Subclasses provide these two.
     def _run(self, command, *, timeout, stdin) -> Result:
         raise NotImplementedError
@@ -129,6 +133,10 @@ class IncusTransport(Transport):
             return
         socket_path = incus_api.local_socket()
         self.api = incus_api.LocalAPI(socket_path) if socket_path else None
+
+    def warm(self) -> None:
+        if self.instance != self.api_name:  # a remote's: the TLS connection (the local socket needs none)
+            self.api.warm()
 
     def _run(self, command, *, timeout, stdin):
         started = time.monotonic()
@@ -258,3 +266,13 @@ TRANSPORT_CLASSES = {"incus": IncusTransport, "ssh": SshTransport, "local": Loca
 
 def connect(host) -> Transport:
     return TRANSPORT_CLASSES[host.connection](host)
+
+
+def warm(hosts) -> None:
+    """Start opening the connections to ``hosts`` (``Transport.warm``) while the caller does local work;
+    a host whose transport cannot even be made is left for its run to report."""
+    for host in hosts:
+        try:
+            connect(host).warm()
+        except TransportError:
+            pass

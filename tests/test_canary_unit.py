@@ -155,6 +155,20 @@ def test_decision_course(course, actions):
     assert [decision.after(i) for i in verdicts(*course)] == actions
 
 
+def test_too_few_requests_during_the_slowstart_ramp_do_not_count_toward_the_abort():
+    """HAProxy ramps a canary back in rotation up to its weight over slowstart: intervals ending within it
+    hold without counting; once past it, the usual limit of inconclusive intervals in a row aborts."""
+    plan = CanaryPlan(steps=(10, 50), interval=5, checks=2, min_requests=20, ramp=30)
+    decision = Decision(plan)
+    course = verdicts(*[INCONCLUSIVE] * 8)
+    for number, one in enumerate(course, 1):
+        one.at = 5.0 * number
+    actions = [decision.after(one) for one in course]
+    assert actions == [HOLD] * 7 + [ABORT]  # 5 ending within the 30 s ramp, then 3 in a row from its end
+    assert "slowstart ramp" in course[0].reasons[-1] and "slowstart" not in "; ".join(course[5].reasons)
+    assert Decision(CanaryPlan(steps=(10, 50), ramp=30)).after(verdicts(FAIL, hard=True)[0]) == ABORT
+
+
 def test_a_hard_failure_aborts_at_once():
     decision = Decision(PLAN)
     assert decision.after(verdicts(FAIL, hard=True)[0]) == ABORT

@@ -26,7 +26,21 @@ def second_host(deployed_lab):
         pytest.skip("the inventory has no lab_incus_hosts: no second Incus host to take out")
     host = entries[0]["name"]
     on_host = [h.name for h in loaded.hosts.values() if h.vars.get("incus_remote") == host]
-    return host, on_host
+    yield host, on_host
+    # The lab is shared: leave every server UP on every balancer, as the next module's pre-flight wants it
+    # (a resumed host's servers stay DOWN until HAProxy's checks pass again).
+    assert wait_all_up(90), "servers still not UP on every balancer 90 s after the host came back"
+
+
+def wait_all_up(seconds):
+    """Poll haproxy.status (bounded) until every server row on every balancer says UP; True if it did."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows = inv("haproxy.status", check=False, timeout=60).stdout.splitlines()[1:]
+        if rows and all(len(row.split()) > 3 and row.split()[3] == "UP" for row in rows):
+            return True
+        time.sleep(1)
+    return False
 
 
 def outer_status(host):

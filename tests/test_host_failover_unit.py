@@ -319,7 +319,7 @@ def test_ctrl_c_mid_drill_brings_the_host_back_and_reports_interrupted():
 def test_a_host_not_ready_is_never_touched():
     run, fake = make_run()
     fake.out_at = fake.clock()  # already out, and never coming back
-    run.host_ready = lambda: (False, "outer container Stopped")
+    run.host.probe = lambda: (False, "outer container Stopped")
     report = run.run()
     assert "not ready: outer container Stopped; nothing was touched" in steps(report)["0 pre-flight"]["detail"]
     assert fake.starts == 0 and steps(report)["2 take the host out (t0)"]["status"] == "skip"

@@ -2,6 +2,7 @@
 a remote's API over HTTPS (an instance on the lab's second Incus host) and ssh."""
 
 import textwrap
+import threading
 import time
 
 import pytest
@@ -182,6 +183,47 @@ def test_a_remote_address_off_the_lab_bridges_is_refused_before_any_packet(remot
     real = incus_remote.endpoint(remote_target.vars["incus_remote"])
     api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, "192.0.2.10", 8443, real.server_cert,
                                                       real.client_cert, real.client_key))  # TEST-NET-1
+    with pytest.raises(incus.IncusError, match="192.0.2.10 is routed through '.*', not a lab bridge; refusing"):
+        api.exec(remote_target.vars.get("incus_name", remote_target.name), "true")
+
+
+def test_a_warmed_remote_runs_its_first_command_on_the_connection_opened_ahead(remote_target, monkeypatch):
+    import http.client
+
+    api = incus_remote.RemoteAPI(incus_remote.endpoint(remote_target.vars["incus_remote"]))
+    api.warm()  # returns at once; the route check and the TLS handshake happen in a thread of its own
+    deadline = time.monotonic() + 10
+    while not api._idle and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(api._idle) == 1
+
+    opened, connect = [], http.client.HTTPSConnection.connect
+
+    def counted(self):
+        opened.append(threading.current_thread().name)
+        connect(self)
+
+    monkeypatch.setattr(http.client.HTTPSConnection, "connect", counted)
+    name = remote_target.vars.get("incus_name", remote_target.name)
+    assert api.exec(name, "echo warm").stdout == "warm\n"
+    api.flush()  # the sweeper deletes the output files on a connection of its own
+    api.close()
+    assert threading.current_thread().name not in opened  # the command itself opened none
+
+
+def test_warming_a_remote_off_the_lab_bridges_sends_nothing_and_its_command_says_why(remote_target, monkeypatch):
+    import http.client
+
+    def no_connection(self):
+        raise AssertionError(f"a connection to {self.host} was opened")
+
+    monkeypatch.setattr(http.client.HTTPSConnection, "connect", no_connection)
+    real = incus_remote.endpoint(remote_target.vars["incus_remote"])
+    api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, "192.0.2.10", 8443, real.server_cert,
+                                                      real.client_cert, real.client_key))  # TEST-NET-1
+    api.warm()
+    time.sleep(0.5)  # the warming thread met the refusal and kept it to itself
+    assert not api._idle
     with pytest.raises(incus.IncusError, match="192.0.2.10 is routed through '.*', not a lab bridge; refusing"):
         api.exec(remote_target.vars.get("incus_name", remote_target.name), "true")
 

@@ -195,7 +195,8 @@ NEXT, HOLD, PROMOTE, ABORT = "next-step", "hold", "promote", "abort"
 class Decision:
     """The canary's course through its steps, interval by interval: a pass moves to the next step (after
     the last: promote), a fail holds the step and ``checks`` fails abort (a hard fail at once), an
-    inconclusive interval holds, ``inconclusive_limit`` of them in a row abort."""
+    inconclusive interval holds, ``inconclusive_limit`` of them in a row abort; one that ends within the
+    canary's slowstart ramp (``plan.ramp`` seconds after it took traffic) holds without counting."""
 
     def __init__(self, plan):
         self.plan = plan
@@ -216,6 +217,9 @@ class Decision:
                 self.reason = "; ".join(interval.reasons) + (
                     "" if interval.hard else f" ({self.failed} failed interval(s), --canary-checks {self.plan.checks})")
                 return ABORT
+            return HOLD
+        if interval.verdict == INCONCLUSIVE and interval.at < self.plan.ramp:
+            interval.reasons.append(f"within HAProxy's {self.plan.ramp:g}s slowstart ramp: not counted toward the abort")
             return HOLD
         if interval.verdict == INCONCLUSIVE:
             self.inconclusive_run += 1

@@ -31,6 +31,9 @@ class CanaryPlan:
     count: int = 1
     inconclusive_limit: int = 3  # inconclusive intervals in a row before the canary is aborted
     latency_floor_ms: float = 5.0  # a slowdown smaller than this many ms is noise, whatever its ratio
+    # HAProxy's slowstart: a canary back in rotation reaches its weight only this many seconds later, so
+    # an interval ending sooner may see too few canary requests through no fault of the build.
+    ramp: float = 0.0
 
     @property
     def abort_bound(self) -> float:
@@ -64,9 +67,10 @@ def percent(flag: str, value, high: float = 100.0) -> float:
 
 
 def canary_plan(*, steps=DEFAULT_STEPS, interval=30, checks=2, max_5xx=1, max_slowdown=50, min_requests=20,
-                count=1, targets: int, pool_size: int, variables: dict | None = None) -> CanaryPlan:
+                count=1, targets: int, pool_size: int, variables: dict | None = None, ramp: float = 0.0) -> CanaryPlan:
     """Every ``--canary-*`` flag checked before anything is touched. ``targets``: the deploy's instances;
-    ``pool_size``: the pool's servers (at least one must stay stable to compare the canaries with)."""
+    ``pool_size``: the pool's servers (at least one must stay stable to compare the canaries with); ``ramp``:
+    the balancers' slowstart in seconds."""
     variables = variables or {}
     canaries = integer("--canary-count", count, 1)
     if canaries >= pool_size or canaries > targets:
@@ -84,6 +88,7 @@ def canary_plan(*, steps=DEFAULT_STEPS, interval=30, checks=2, max_5xx=1, max_sl
                                    variables.get("deploy_canary_inconclusive_limit", 3), 1, 100),
         latency_floor_ms=seconds("deploy_canary_latency_floor_ms",
                                  variables.get("deploy_canary_latency_floor_ms", 5), high=60000),
+        ramp=ramp,
     )
 
 

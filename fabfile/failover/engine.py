@@ -108,6 +108,15 @@ class StepEngine:
         self.record(name, "pass", self.clock() - started, detail, data)
         return True
 
+    def restore(self, name: str, action: Callable, still_out: str) -> bool:
+        """The wind-down's step that brings back what the gate took out. Ctrl-C during it prints
+        ``still_out`` (what may still be out, and the command that brings it back) and propagates."""
+        try:
+            return self.step(name, action)
+        except KeyboardInterrupt:
+            self.output.line(f"WARNING: interrupted again; {still_out}")
+            raise
+
     def check(self, name: str, passed: bool, detail: str, started: float, data: dict | None = None) -> bool:
         """Record a check decided by the caller (``passed``), timed from ``started``."""
         self.record(name, "pass" if passed else "fail", self.clock() - started, detail, data)

@@ -17,8 +17,9 @@
 
 Whatever happens (a failed step, an exception, Ctrl-C or SIGTERM raised as one) a struck host is brought
 back before ``run`` returns, and the report says so. A configuration of ``engine``: ``StepEngine`` steps,
-``Timeline`` marks (report times relative to t0), ``wait_for`` waits, ``common_report``; the stoppers
-live in ``stoppers.py``, HAProxy's view in ``server_watch.ServerSampler``, the VIP in ``vip_watch``.
+``Timeline`` marks (report times relative to t0), ``wait_for`` waits; the stoppers live in ``stoppers.py``,
+HAProxy's view in ``server_watch.ServerSampler``, the VIP in ``vip_watch.VipWatch``, the load's and the
+VIP's verdict and the report in ``host_report.py``.
 """
 
 from __future__ import annotations
@@ -26,20 +27,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .engine import PlannedStep, StepEngine, StepFailed, Timeline, common_report, wait_for
-from .host_outage import first_at, flaps, is_down, is_up, path
-from .vip_watch import ownership_checks
+from .engine import PlannedStep, StepEngine, StepFailed, Timeline, wait_for
+from .host_outage import first_at, flaps, is_down, is_up, last_first_at, path
+from .host_report import STEP_VIP, host_failover_report
+from .struck_host import StruckHost
+from .vip_watch import VipWatch
 
 STEP_PREFLIGHT = "0 pre-flight"
 STEP_LOAD = "1 load flowing"
 STEP_STRIKE = "2 take the host out (t0)"
-STEP_VIP = "4 VIP on the survivor"
 STEP_CARRY = "5 survivors carry the load"
 STEP_BACK = "6 host back"
 STEP_SETTLE = "8 no flapping"
-STEP_VIP_PLACEMENT = "8 VIP placement"
-STEP_LOAD_NEW = "9 load: new connections"
-STEP_LOAD_KEEPALIVE = "9 load: kept-alive"
 STEP_RESTORE = "cleanup: host brought back"
 DOWN_GRACE = 10.0  # seconds waited past the budget, so a late DOWN is measured, not just missed
 
@@ -66,29 +65,26 @@ class HostFailoverSettings:
 
 
 class HostFailoverRun:
-    """One drill against injected pieces (``tasks/host_failover.py`` wires the real ones).
+    """One drill against injected pieces (``tasks/test/host_failover.py`` wires the real ones).
 
-    ``plan``: ``host_outage.HostPlan``; ``stopper``: ``stop()``, ``start()``, ``describe(action)``,
-    ``method``; ``host_ready()`` -> (bool, detail): the host and every instance on it running again;
-    ``servers``: a ``server_watch.ServerSampler`` on the survivor; ``vip_sampler(node, seconds)``: a
-    started ``vip_watch.VipSampler`` (None without a VIP); ``load``: a MixedLoad through the VIP;
-    ``undo_leftovers()`` -> [what it did]: bring back a host an earlier, killed drill left out."""
+    ``plan``: ``host_outage.HostPlan``; ``stopper``, ``host_ready``, ``undo_leftovers``: the
+    ``struck_host.StruckHost``'s; ``servers``: a ``server_watch.ServerSampler`` on the survivor;
+    ``vip_sampler(node, seconds)``: a started ``vip_watch.VipSampler`` (None without a VIP); ``load``: a
+    MixedLoad through the VIP."""
 
     def __init__(self, settings: HostFailoverSettings, plan, *, stopper, host_ready, servers, load, output,
                  vip_sampler=None, undo_leftovers=list, clock=time.monotonic, sleep=time.sleep):
-        self.settings, self.plan, self.stopper, self.host_ready = settings, plan, stopper, host_ready
-        self.undo_leftovers = undo_leftovers
+        self.settings, self.plan = settings, plan
         self.servers, self.load, self.output, self.vip_sampler = servers, load, output, vip_sampler
         self.clock, self.sleep = clock, sleep
         self.engine = StepEngine(output, clock)
         self.marks = Timeline()
-        self.samplers: dict = {}  # balancer -> [VipSampler]
+        self.host = StruckHost(plan.host, stopper, host_ready, self.marks, settings.return_timeout,
+                               undo_leftovers=undo_leftovers, clock=clock, sleep=sleep)
+        self.vips = None  # a VipWatch on the survivors and the host's balancers, with a VIP
         self.vip_before: list = []
-        self.host_detail = ""
         self.interrupted = False
         self.interruption = None
-        self._struck = False
-        self._restored = False
 
     @property
     def survivor(self) -> str:
@@ -98,23 +94,23 @@ class HostFailoverRun:
     def run(self) -> dict:
         self.marks["started"] = self.clock()
         self.output.line(f"== test.host-failover: Incus host {self.plan.host} ({', '.join(self.plan.instances)}) "
-                         f"out by {self.stopper.describe('stop')}; survivor {self.survivor}")
+                         f"out by {self.host.stopper.describe('stop')}; survivor {self.survivor}")
         try:
             self.servers.start()
             if self.vip_sampler is not None:
-                for node in [*self.plan.survivors, *self.plan.balancers]:
-                    self.samplers[node] = [self.vip_sampler(node, self.settings.budget_seconds)]
+                self.vips = VipWatch(self.vip_sampler, [*self.plan.survivors, *self.plan.balancers],
+                                     self.settings.budget_seconds)
             self.engine.run_plan(self._plan())
         except KeyboardInterrupt as interruption:  # Ctrl-C, or SIGTERM/SIGHUP raised as one by the task
             self.interrupted, self.interruption = True, interruption
             self.output.line(f"interrupted ({interruption or 'SIGINT'}): bringing {self.plan.host} back before exiting")
         self._wind_down()
-        return self._report()
+        return host_failover_report(self)
 
     def _plan(self) -> list:
         plan = [PlannedStep(STEP_PREFLIGHT, self._preflight, abort_on_failure=True),
                 PlannedStep(STEP_LOAD, self._load_flowing, abort_on_failure=True),
-                PlannedStep(STEP_STRIKE, self._strike, abort_on_failure=True)]
+                PlannedStep(STEP_STRIKE, self.host.strike, abort_on_failure=True)]
         plan += [PlannedStep(f"3 DOWN {server.label}", lambda s=server: self._down(s)) for server in self.plan.servers]
         if self.vip_sampler is not None:
             plan.append(PlannedStep(STEP_VIP, self._vip_on_survivor))
@@ -125,11 +121,8 @@ class HostFailoverRun:
         return plan
 
     def _preflight(self):
-        undone = self.undo_leftovers()  # an earlier drill killed mid-way: converge first
-        if undone:
-            self.output.line(f"an earlier drill left {self.plan.host} out: {'; '.join(undone)}")
-            wait_for(self._ready, self.settings.return_timeout, interval=0.5, clock=self.clock, sleep=self.sleep)
-        ready, detail = self.host_ready()
+        self.host.converge(self.output)
+        ready, detail = self.host.probe()
         if not ready:
             raise StepFailed(f"{self.plan.host} not ready: {detail}; nothing was touched")
         if not wait_for(lambda: self.servers.all(is_up), 15.0, interval=0.1, clock=self.clock, sleep=self.sleep):
@@ -138,10 +131,9 @@ class HostFailoverRun:
                              "nothing was touched")
         detail = f"{self.plan.host}: {detail}; on {self.survivor}: " + \
             ", ".join(f"{s.label} UP" for s in self.plan.servers)
-        if self.samplers:
-            held = wait_for(lambda: all(x[-1].samples for x in self.samplers.values()), 5.0, clock=self.clock,
-                            sleep=self.sleep)
-            self.vip_before = [node for node, xs in self.samplers.items() if xs[-1].samples and xs[-1].samples[-1][1]]
+        if self.vips is not None:
+            held = wait_for(self.vips.all_sampled, 5.0, clock=self.clock, sleep=self.sleep)
+            self.vip_before = self.vips.holders()
             if held is None or len(self.vip_before) != 1:
                 raise StepFailed(f"VIP held by {', '.join(self.vip_before) or 'nobody'} (want exactly one); "
                                  "run inv haproxy.setup; nothing was touched")
@@ -160,22 +152,17 @@ class HostFailoverRun:
                              "fix the pools before taking a host out")
         return f"{len(samples)} requests in {self.settings.lead_in:g}s ({', '.join(kinds)}), all answered"
 
-    def _strike(self):
-        self.marks["t0"] = self.clock()
-        self._struck = True  # set first: a strike that fails half-way (or Ctrl-C) may have taken effect
-        self.stopper.stop()
-        self.marks["strike_returned"] = self.clock()
-        seconds = self.marks["strike_returned"] - self.marks["t0"]
-        return f"{self.stopper.describe('stop')} (returned after {seconds:.2f}s)", {"command_seconds": round(seconds, 3)}
+    def _first(self, server, wanted, since: float, timeout: float, interval: float, shown_from: float):
+        """When ``server`` first reached a status ``wanted`` accepts since ``since`` (waiting up to
+        ``timeout``), else None; and its states from ``shown_from`` on."""
+        wait_for(lambda: first_at(self.servers.changes[server], wanted, since) is not None, max(0.0, timeout),
+                 interval=interval, clock=self.clock, sleep=self.sleep)
+        changes = self.servers.changes[server]
+        return first_at(changes, wanted, since), path([c for c in changes if c[0] >= shown_from], self.marks.rel)
 
     def _down(self, server):
         s, t0 = self.settings, self.marks["t0"]
-        wait_for(lambda: first_at(self.servers.changes[server], is_down, t0) is not None,
-                 max(0.0, t0 + s.down_budget + DOWN_GRACE - self.clock()), interval=0.05, clock=self.clock,
-                 sleep=self.sleep)
-        changes = self.servers.changes[server]
-        down = first_at(changes, is_down, t0)
-        states = path([c for c in changes if c[0] >= t0 - 2], self.marks.rel)
+        down, states = self._first(server, is_down, t0, t0 + s.down_budget + DOWN_GRACE - self.clock(), 0.05, t0 - 2)
         if down is None:
             raise StepFailed(f"not DOWN within {s.down_budget + DOWN_GRACE:g}s on {self.survivor}; states {states}")
         seconds = round(down - t0, 3)
@@ -184,17 +171,14 @@ class HostFailoverRun:
             raise StepFailed(detail, {"down_seconds": seconds})
         return detail, {"down_seconds": seconds}
 
-    def _holds(self, node) -> bool:
-        return any(x.samples and x.samples[-1][1] for x in self.samplers.get(node, []))
-
     def _vip_on_survivor(self):
         t0, budget = self.marks["t0"], self.settings.vip_budget
-        held = wait_for(lambda: self._holds(self.survivor), max(0.0, t0 + budget - self.clock()), clock=self.clock,
-                        sleep=self.sleep)
+        held = wait_for(lambda: self.vips.holds(self.survivor), max(0.0, t0 + budget - self.clock()),
+                        clock=self.clock, sleep=self.sleep)
         if held is None:
             raise StepFailed(f"{self.survivor} does not hold the VIP {budget:g}s after t0 "
                              f"(held before by {', '.join(self.vip_before) or 'nobody'})")
-        samples = [p for x in self.samplers[self.survivor] for p in x.samples]
+        samples = self.vips.samples(self.survivor)
         since = next((t for t, holds in samples if holds and t >= t0), held)
         if self.vip_before == [self.survivor] and all(holds for t, holds in samples if t >= t0 - 1):
             since = t0
@@ -203,12 +187,8 @@ class HostFailoverRun:
         how = "held it before and kept it" if since == t0 else f"took it {seconds:.2f}s after t0"
         return f"{self.survivor} {how}", {"vip_move_seconds": seconds}
 
-    def _all_down_at(self):
-        times = [first_at(self.servers.changes[s], is_down, self.marks["t0"]) for s in self.plan.servers]
-        return max(times) if times and None not in times else None
-
     def _carry(self):
-        all_down = self._all_down_at()
+        all_down = last_first_at(self.servers.changes, self.plan.servers, is_down, self.marks["t0"])
         self.marks["all_down"] = all_down
         start = all_down if all_down is not None else self.clock()
         self.sleep(max(0.0, start + self.settings.dwell - self.clock()))
@@ -225,45 +205,19 @@ class HostFailoverRun:
             raise StepFailed(detail + (f"; {len(on_host)} answered by an instance on {self.plan.host}" if on_host else ""))
         return detail
 
-    def _start_host(self):
-        """Start / resume / reconnect the host and wait until it and its instances run; the clock time, or None."""
-        self.marks["start_issued"] = self.clock()
-        self.stopper.start()
-        self._restored = True
-        back = wait_for(self._ready, self.settings.return_timeout, interval=0.5, clock=self.clock, sleep=self.sleep)
-        self.marks["host_back"] = back
-        if back is None:
-            raise StepFailed(f"{self.stopper.describe('start')}; not back within {self.settings.return_timeout:g}s: "
-                             f"{self.host_detail}")
-        return back
-
     def _bring_back(self):
         try:
-            back = self._start_host()
+            back = self.host.bring_back()
         finally:
-            self._restart_samplers()
+            if self.vips is not None:  # a stop ended the host's VIP samplers (a freeze or a cut only paused them)
+                self.vips.resample_ended(self.plan.balancers)
         seconds = round(back - self.marks["start_issued"], 3)
-        return f"{self.stopper.describe('start')}; {self.host_detail} {seconds:.2f}s later", \
+        return f"{self.host.stopper.describe('start')}; {self.host.detail} {seconds:.2f}s later", \
             {"host_back_seconds": seconds}
 
-    def _ready(self) -> bool:
-        ready, self.host_detail = self.host_ready()
-        return ready
-
-    def _restart_samplers(self) -> None:
-        """A stop ended the host's VIP samplers (a freeze or a cut only paused them): sample it again."""
-        for node in self.plan.balancers:
-            if node in self.samplers and not any(x.alive() for x in self.samplers[node]):
-                self.samplers[node].append(self.vip_sampler(node, self.settings.budget_seconds))
-
     def _up(self, server):
-        start = self.marks["start_issued"]
-        wait_for(lambda: first_at(self.servers.changes[server], is_up, start) is not None,
-                 max(0.0, start + self.settings.return_timeout + self.settings.up_timeout - self.clock()),
-                 interval=0.1, clock=self.clock, sleep=self.sleep)
-        changes = self.servers.changes[server]
-        up = first_at(changes, is_up, start)
-        states = path([c for c in changes if c[0] >= start], self.marks.rel)
+        s, start = self.settings, self.marks["start_issued"]
+        up, states = self._first(server, is_up, start, start + s.return_timeout + s.up_timeout - self.clock(), 0.1, start)
         if up is None:
             raise StepFailed(f"not UP again on {self.survivor}; states {states}")
         back = self.marks.get("host_back")
@@ -271,13 +225,8 @@ class HostFailoverRun:
                 "up_after_host_back_seconds": round(up - back, 3) if back is not None else None}
         return f"UP {up - start:.2f}s after the start was issued; states {states}", data
 
-    def _all_up_at(self):
-        start = self.marks.get("start_issued")
-        times = [first_at(self.servers.changes[s], is_up, start) for s in self.plan.servers]
-        return max(times) if times and None not in times else None
-
     def _settle(self):
-        all_up = self._all_up_at()
+        all_up = last_first_at(self.servers.changes, self.plan.servers, is_up, self.marks.get("start_issued"))
         self.marks["all_up"] = all_up
         if all_up is None:
             raise StepFailed("not every server came back UP: nothing to watch")
@@ -298,117 +247,17 @@ class HostFailoverRun:
     # -- wind-down and verdict ------------------------------------------------------------------------------
     def _wind_down(self) -> None:
         try:
-            if self._struck and not self._restored:
-                self.engine.step(STEP_RESTORE, self._restore)
-        except KeyboardInterrupt:
-            self.output.line(f"WARNING: interrupted again; {self.plan.host} may still be out: run "
-                             f"{self.stopper.describe('start')}")
-            raise
+            if self.host.out:
+                self.engine.restore(STEP_RESTORE, self._restore,
+                                    f"{self.plan.host} may still be out: run {self.host.stopper.describe('start')}")
         finally:
             self.marks["load_stopped"] = self.clock()
             if "load_started" in self.marks and not self.load.stop():
                 self.output.line("warning: the load did not end in time; its last requests are not counted")
             self.servers.stop()
-            for samplers in self.samplers.values():
-                for sampler in samplers:
-                    sampler.stop()
+            if self.vips is not None:
+                self.vips.stop()
 
     def _restore(self):
-        self._start_host()
-        return f"{self.stopper.describe('start')}; {self.host_detail}"
-
-    def vip_move_window(self):
-        """(start, end) when the VIP was on the host at the strike: requests sent from a request timeout
-        before t0 until the survivor held the VIP went to a balancer that died under them (test.lb-failover's
-        case, inside this drill); None when the survivor held the VIP throughout."""
-        moved = self.marks.get("vip_on_survivor")
-        if not set(self.vip_before) & set(self.plan.balancers) or moved is None:
-            return None
-        return self.marks["t0"] - getattr(self.load, "timeout", 0.0), moved
-
-    def _judge_load(self, samples: list, by_kind: dict, connections: int) -> dict:
-        """New connections: none may fail, but for those sent to a dying VIP holder before the VIP moved
-        (counted apart). Kept-alive connections: at most one failure each."""
-        from ..loadtest.keepalive import KEEPALIVE, NEW_CONNECTION
-
-        started = self.clock()
-        new, kept = by_kind[NEW_CONNECTION], by_kind[KEEPALIVE]
-        window = self.vip_move_window()
-        failed_new = [x for x in samples if x.failed and x.connection == NEW_CONNECTION]
-        in_move = [x for x in failed_new if window is not None and window[0] <= x.t <= window[1]]
-        if new["total"]:
-            detail = f"{len(failed_new) - len(in_move)} of {new['total']} failed"
-            if window is not None:
-                detail += (f"; {len(in_move)} more sent to {', '.join(self.vip_before)} on {self.plan.host} in the "
-                           f"{window[1] - self.marks['t0']:.2f}s before the VIP moved (counted apart)")
-            self.engine.check(STEP_LOAD_NEW, len(failed_new) == len(in_move), detail, started)
-        if kept["total"]:
-            self.engine.check(STEP_LOAD_KEEPALIVE, kept["failed"] <= connections,
-                              f"{kept['failed']} of {kept['total']} failed on {connections} kept-alive connections "
-                              "(at most one per open connection)", started)
-        return {"new_failed_outside_vip_move": len(failed_new) - len(in_move), "new_failed_in_vip_move": len(in_move),
-                "vip_move_window": [self.marks.rel(t) for t in window] if window is not None else None}
-
-    def _judge_vip(self, per_node: dict, allowed_moves: int) -> dict:
-        m = self.marks
-        ownership = ownership_checks(per_node, m.get("vip_on_survivor"), m.get("host_back"))
-        survivor = per_node.get(self.survivor, [])
-        since, until = m.get("vip_on_survivor"), m.get("start_issued")
-        lost = [t for t, holds in survivor if since is not None and until is not None and since <= t < until and not holds]
-        moves = ownership["moves_after_return"]
-        if m.get("host_back") is not None and self.engine.passed(STEP_VIP):
-            started = self.clock()
-            self.engine.check(STEP_VIP_PLACEMENT, not lost and len(moves) <= allowed_moves,
-                              f"{self.survivor} held the VIP throughout the outage"
-                              + (f" except {len(lost)} samples" if lost else "")
-                              + f"; after the return the VIP moved {len(moves)} time(s) (allowed {allowed_moves}: "
-                              f"preemption {'on' if self.settings.preempt else 'off'})", started)
-        return ownership | {"survivor_lost_samples": len(lost)}
-
-    def _report(self) -> dict:
-        from ..loadtest.facade import phase_counts
-        from ..loadtest.keepalive import kind_counts
-
-        m, s = self.marks, self.settings
-        samples = list(self.load.samples) if "load_started" in m else []
-        by_kind = kind_counts(samples)
-        connections = getattr(getattr(self.load, "keepalive", None), "connections", 0)
-        end = m.get("settle_end", m.get("load_stopped", float("inf")))
-        per_node = {node: [p for x in xs for p in x.samples if p[0] <= end] for node, xs in self.samplers.items()}
-        vip = self._judge_vip(per_node, 1 if s.preempt else 0) if per_node else {}
-        judged = self._judge_load(samples, by_kind, connections) if m.get("t0") is not None and not self.interrupted \
-            else {}
-        phases = phase_counts(samples, [("before", m.get("started")), ("outage", m.get("t0")),
-                                        ("all_down", m.get("all_down")), ("return", m.get("start_issued")),
-                                        ("back_up", m.get("all_up"))])
-        report = common_report(self.engine, m, samples, phases, interrupted=self.interrupted)
-        report["requests"].update(phases=phases, by_kind=by_kind, **judged,
-                                  load=self.load.describe() if hasattr(self.load, "describe") else None)
-        step_data = {step.name: step.data for step in self.engine.steps}
-        rel = m.rel
-        instances = []
-        for server in self.plan.servers:
-            changes = self.servers.changes[server]
-            instances.append({
-                "pool": server.pool, "server": server.name,
-                "down_seconds": step_data.get(f"3 DOWN {server.label}", {}).get("down_seconds"),
-                "up_seconds": step_data.get(f"7 UP {server.label}", {}).get("up_seconds"),
-                "up_after_host_back_seconds": step_data.get(f"7 UP {server.label}", {}).get("up_after_host_back_seconds"),
-                "transitions": [{"t": rel(t), "status": status} for t, status in changes]})
-        return report | {
-            "host": self.plan.host, "address": self.plan.address, "method": s.method,
-            "stop_command": self.stopper.describe("stop"), "start_command": self.stopper.describe("start"),
-            "survivor": self.survivor, "balancers_on_host": self.plan.balancers,
-            "settings": dict(s.__dict__),
-            "instances": instances,
-            "host_back_seconds": m.between("start_issued", "host_back"),
-            "vip": {"held_before": self.vip_before,
-                    "move_seconds": step_data.get(STEP_VIP, {}).get("vip_move_seconds"),
-                    "two_holder_samples": vip.get("two_holder_samples"),
-                    "no_holder_samples_after_move": vip.get("no_holder_samples_after_move"),
-                    "survivor_lost_samples": vip.get("survivor_lost_samples"),
-                    "moves_after_return": [{"t": rel(c["t"]), "to": c["to"]} for c in vip.get("moves_after_return", [])],
-                    "per_node": {n: [[rel(t), h] for t, h in v] for n, v in per_node.items()}},
-            "runtime_reads": {"balancer": self.survivor, "reads": self.servers.reads,
-                              "errors": self.servers.error_count},
-        }
+        self.host.bring_back()
+        return f"{self.host.stopper.describe('start')}; {self.host.detail}"

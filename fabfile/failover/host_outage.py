@@ -103,6 +103,13 @@ def first_at(changes: list, wanted, after: float | None):
     return next((t for t, status in changes if t > after and wanted(status)), None)
 
 
+def last_first_at(changes_by_server: dict, servers: list, wanted, after: float | None):
+    """When the last of ``servers`` first reached a status ``wanted`` accepts (``first_at`` each); None
+    while any has not."""
+    times = [first_at(changes_by_server[server], wanted, after) for server in servers]
+    return max(times) if times and None not in times else None
+
+
 def is_up(status: str) -> bool:
     return status == "UP"
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from .engine import StepEngine, Timeline, wait_for
 from .lb_report import RETRY_AFTER, lb_failover_report
-from .vip_watch import VipSampler
+from .vip_watch import VipSampler, VipWatch
 
 
 
@@ -136,7 +136,7 @@ class LbFailoverRun:
     def run(self) -> dict:
         s = self.settings
         budget = s.move_timeout + s.dwell + s.return_timeout + s.watch_after_return + s.preempt_delay + 30
-        samplers = {self.holder: [self._sampler(self.holder, budget)], self.peer: [self._sampler(self.peer, budget)]}
+        vips = VipWatch(self._sampler, [self.holder, self.peer], budget)
         killed = False
         try:
             self.marks["started"] = self.clock()
@@ -169,7 +169,7 @@ class LbFailoverRun:
             self.marks["t0"] = getattr(self.stopper, "killed_at", None) or self.marks["stop_returned"]
             self._step("kill", True, f"{self.stopper.describe('stop')} (t0 {self.marks['t0'] - started:+.2f}s "
                        "after issuing)", started)
-            moved = self._wait(lambda: self._holds(samplers[self.peer]), s.move_timeout)
+            moved = self._wait(lambda: vips.holds(self.peer), s.move_timeout)
             self.marks["vip_on_peer"] = moved
             answered = self._wait(self.fetch_ok, s.move_timeout) if moved else None
             self.marks["peer_answers"] = answered
@@ -199,16 +199,14 @@ class LbFailoverRun:
             self.sleep(s.dwell)
         finally:
             if killed:
-                self._bring_back(samplers, budget)
+                self._bring_back(vips)
             self.load.stop()
             self.retrying.stop()
             self.browser.stop()
-            for node_samplers in samplers.values():
-                for sampler in node_samplers:
-                    sampler.stop()
-        return lb_failover_report(self, samplers)
+            vips.stop()
+        return lb_failover_report(self, vips)
 
-    def _bring_back(self, samplers, budget):
+    def _bring_back(self, vips):
         s = self.settings
         started = self.clock()
         self.marks["start_issued"] = started
@@ -221,8 +219,7 @@ class LbFailoverRun:
             detail = f"{self.holder} back (keepalived, haproxy active) {back - started:.2f}s after start" if back \
                 else f"{self.holder} not back within {s.return_timeout:g}s"
         self.marks["returned"] = back
-        if not any(x.alive() for x in samplers[self.holder]):  # a container kill ended its sampler
-            samplers[self.holder].append(self._sampler(self.holder, budget))
+        vips.resample_ended([self.holder])  # a container kill ended its sampler
         self._step("node back", back is not None, detail, started)
         watch_from = self.clock()
         if self.alerts is not None and self._passed("alert fired") and back is not None:
@@ -234,9 +231,6 @@ class LbFailoverRun:
 
     def _passed(self, name: str) -> bool:
         return self.engine.passed(name)
-
-    def _holds(self, node_samplers) -> bool:
-        return any(x.samples and x.samples[-1][1] for x in node_samplers)
 
     def _wait(self, probe, timeout):
         """The clock time ``probe()`` first held within ``timeout`` (polling every 50 ms), else None."""

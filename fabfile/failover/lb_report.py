@@ -12,15 +12,15 @@ SAMPLE_INTERVAL = 0.1  # seconds between two VIP samples on a node
 RETRY_AFTER = 0.25  # the retry-once client's pause before its one retry
 
 
-def lb_failover_report(run, samplers) -> dict:
-    """The last steps of one ``LbFailoverRun`` and its report; ``samplers``: node -> its ``VipSampler``s."""
+def lb_failover_report(run, vips) -> dict:
+    """The last steps of one ``LbFailoverRun`` and its report; ``vips``: the run's ``VipWatch``."""
     from ..loadtest.facade import phase_counts
     from ..loadtest.keepalive import KEEPALIVE, kind_counts
 
     s, m = run.settings, run.marks
     # Up to the end of the watch: the samplers' own ends (stopped by us) are not ownership.
     end = m.get("watch_end", float("inf"))
-    per_node = {node: [p for x in xs for p in x.samples if p[0] <= end] for node, xs in samplers.items()}
+    per_node = vips.per_node(end)
     # The move as the peer's own samples saw it (the wait above polls after the stop returned,
     # and a container stop may return after the peer already took over).
     issued = m.get("kill_issued")

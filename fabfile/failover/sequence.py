@@ -169,11 +169,8 @@ class FailoverTest:
         """Victim back, load stopped and judged, sessions closed, final pool state shown."""
         try:
             if self._stop_issued and not self._victim_back:
-                self.engine.step(STEP_RESTORE, self._restore_victim)
-        except KeyboardInterrupt:
-            self.output.line(f"WARNING: interrupted again; {self.settings.victim} may still be stopped: "
-                             f"run {self.stopper.describe('start')}")
-            raise
+                self.engine.restore(STEP_RESTORE, self._restore_victim, f"{self.settings.victim} may still be "
+                                    f"stopped: run {self.stopper.describe('start')}")
         finally:
             self.load.stop()
         if self.load.load is not None and "load_started" in self.marks:

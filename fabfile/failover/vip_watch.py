@@ -56,6 +56,47 @@ class VipSampler:
         return self.process is not None and self.process.poll() is None
 
 
+class VipWatch:
+    """The VIP samplers of a drill's balancers: one per node from the start, and another when a node's
+    ended (a stopped container ends its loop; a frozen or cut one only pauses it).
+
+    ``start_sampler(node, seconds)``: a started ``VipSampler`` whose loop ends after ``seconds``;
+    ``nodes``: the balancers watched; ``seconds``: the bound of every loop (the drill's longest run)."""
+
+    def __init__(self, start_sampler, nodes, seconds: float):
+        self.start_sampler, self.seconds = start_sampler, seconds
+        self.samplers = {node: [start_sampler(node, seconds)] for node in nodes}
+
+    def holds(self, node: str) -> bool:
+        """``node`` holds the VIP by the latest sample of one of its loops."""
+        return any(x.samples and x.samples[-1][1] for x in self.samplers.get(node, []))
+
+    def all_sampled(self) -> bool:
+        """Every node's current loop has taken a sample."""
+        return all(loops[-1].samples for loops in self.samplers.values())
+
+    def holders(self) -> list:
+        return [node for node in self.samplers if self.holds(node)]
+
+    def samples(self, node: str, until: float = float("inf")) -> list:
+        """``node``'s (clock time, holds) samples over all its loops, up to ``until``."""
+        return [p for x in self.samplers[node] for p in x.samples if p[0] <= until]
+
+    def per_node(self, until: float = float("inf")) -> dict:
+        return {node: self.samples(node, until) for node in self.samplers}
+
+    def resample_ended(self, nodes) -> None:
+        """A new loop on each of ``nodes`` whose loops all ended (its container was stopped and is back)."""
+        for node in nodes:
+            if node in self.samplers and not any(x.alive() for x in self.samplers[node]):
+                self.samplers[node].append(self.start_sampler(node, self.seconds))
+
+    def stop(self) -> None:
+        for loops in self.samplers.values():
+            for sampler in loops:
+                sampler.stop()
+
+
 def state_at(points: list, t: float):
     """A node's VIP state at ``t``: known when its samples just before and just after ``t`` agree (or one
     sits at ``t``); None while it changes between two samples (up to one interval, 100 ms) or outside them."""

@@ -17,6 +17,7 @@ back, reloaded, and the task fails.
 
 from .. import values
 from ..haproxy_runtime import SERVER_STATE_SCRIPT
+from ..facts import stat_fact
 from ..operations import Operation, apt_packages, assert_that, directory, file, service
 from ..shell import Command, q
 from ..templating import TemplateError, render
@@ -80,7 +81,7 @@ def admin_socket_private(path: str) -> Operation:
         if len(parts) == 3 and (parts[0], parts[2]) != ("root", "600"):
             yield Command(f"chown root {q(path)} && chmod 600 {q(path)}")
 
-    return Operation(f"admin socket {path} root-only", f"stat -c '%U %G %a' {q(path)} 2>/dev/null || true", decide)
+    return Operation(f"admin socket {path} root-only", stat_fact(path), decide)
 
 
 # Debian 12's unit reloads with a config check then SIGUSR2 to the master; the drop-in saves the

@@ -29,13 +29,13 @@ BALANCE_VARIABLES = {"api_pool": ("haproxy_api_balance", None),
 def plan_and_mode(config, topology, hosts, flags: dict):
     """The checked ``CanaryPlan`` and what a weight moves in the pool; a static pool is refused (exit 2)."""
     from ..canary.plan import canary_plan, weight_mode
-    from ..roles.haproxy_vars import DEFAULTS
+    from ..roles.haproxy_vars import DEFAULTS, time_ms
 
     variables = hosts[0].vars_with(config.defaults)
-    plan = canary_plan(**flags, targets=len(hosts), pool_size=len(topology.inventory.group(config.group)),
-                       variables=variables)
-    balance_var, hash_var = BALANCE_VARIABLES[config.pool]
     balancer_vars = topology.balancers[0].vars_with(DEFAULTS)
+    plan = canary_plan(**flags, targets=len(hosts), pool_size=len(topology.inventory.group(config.group)),
+                       variables=variables, ramp=time_ms(balancer_vars["haproxy_slowstart"]) / 1000)
+    balance_var, hash_var = BALANCE_VARIABLES[config.pool]
     balance = balancer_vars[balance_var]
     hash_type = balancer_vars[hash_var] if hash_var else None
     mode = weight_mode(balance, hash_type)
@@ -80,12 +80,9 @@ def start(config, topology, hosts, rollout, plan, mode, facts, artifact, output,
         else:
             lock_host.run(state.write({**current, "who": who(), "run": RUN_ID}), warn=True)
 
-    from ..roles.haproxy_vars import DEFAULTS
-
-    slowstart = str(topology.balancers[0].vars_with(DEFAULTS).get("haproxy_slowstart") or "")
-    notes = [] if slowstart.strip() in ("", "0", "0s", "0ms") else [
-        f"HAProxy's slowstart ({slowstart}) ramps each canary up to its weight over its first {slowstart} in rotation: "
-        "intervals in that time see less than the step's share"]
+    notes = [f"HAProxy's slowstart ramps each canary up to its weight over its first {plan.ramp:g}s in rotation: "
+             "intervals in that time see less than the step's share, and too few requests then does not count "
+             "toward the abort"] if plan.ramp else []
     instances = [i for i in rollout.instances if i.name in names]
     return Canary(plan, mode, instances, rollout.runtime, config.pool, output, deploy_rollout=deploy_rollout,
                   audit=recorder, publish=publish, notes=notes)

@@ -8,6 +8,7 @@ hosts safe (see ``exits``).
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import signal
@@ -78,6 +79,16 @@ class Task(invoke.Task):
     def __eq__(self, other):
         return self is other
 
+    def __deepcopy__(self, memo):
+        """Invoke copies every task of the collection deeply on each run (``Collection.from_module``): the
+        function and its ``inspect.Signature`` (immutable) are shared, the rest (help, flag lists) copied
+        as before. Copying the signatures was half of building the collection."""
+        clone = copy.copy(self)
+        memo[id(self)] = clone
+        clone.__dict__.update({name: copy.deepcopy(value, memo) for name, value in vars(self).items()
+                               if name not in _SHARED_WHEN_COPIED})
+        return clone
+
     def arg_opts(self, name, default, taken_names):
         """Numeric flags are taken as text: the project's parser (``flags``, ``values``) reads them, so a typo
         is one line and exit 2, never Invoke's ``int()`` traceback. Short flags come from ``SHORT_FLAGS``
@@ -94,6 +105,7 @@ class Task(invoke.Task):
         return id(self)
 
 
+_SHARED_WHEN_COPIED = ("body", "__wrapped__", "__signature__")
 task = functools.partial(invoke.task, klass=Task, auto_shortflags=False)
 
 VAULT_HELP = {
@@ -324,10 +336,14 @@ def lock_wait_value(value) -> float:
 def guard(loaded, task_name, lock_wait, built=None):
     """The deploy lock for a setup play (``--lock-wait`` checked now), on the control host of ``topology``
     (``built``, or built from ``loaded`` when the play first needs the lock: a no-op run never does)."""
-    from ..deploy.locking import held
-
     wait = lock_wait_value(lock_wait)
-    return lambda: held(built or topology(loaded), task_name, lock_wait=wait)
+
+    def lock():
+        from ..deploy.locking import held
+
+        return held(built or topology(loaded), task_name, lock_wait=wait)
+
+    return lock
 
 
 def forks_value(forks) -> int:
