@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import yaml
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from .model import InventoryError, UnsafeText
 from .vault import VaultText
@@ -21,6 +22,10 @@ class _InventoryLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """Safe YAML plus Ansible's tags: ``!unsafe`` (never templated), ``!vault`` (kept encrypted until used)."""
 
     source_path = ""
+
+
+STR_TAG, MAP_TAG, SEQ_TAG = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+KEY_TAGS_NEEDING_FLATTENING = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")  # << and =
 
 
 def _unsafe(value):
@@ -76,7 +81,7 @@ def parse_yaml(path: str, text: str):
     loader = _InventoryLoader(text)
     loader.source_path = path
     try:
-        data = loader.get_single_data()
+        data = _construct(loader, loader.get_single_node(), plain="&" not in text)
     except _Refused as exc:
         raise InventoryError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -84,16 +89,55 @@ def parse_yaml(path: str, text: str):
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InventoryError(f"{path}:{where}: YAML syntax error: {problem}; fix the file") from None
+    except (ValueError, OverflowError) as exc:  # a typed scalar that is not one (2024-13-45, !!int x): Ansible refuses too
+        raise InventoryError(f"{path}: YAML value cannot be read ({exc}); fix the file") from None
     except RecursionError:
         raise InventoryError(f"{path}: YAML nested too deeply (over {MAX_NESTING} levels); flatten it") from None
     finally:
         loader.dispose()
-    _check_shape(path, data)
+    _check_shape(path, data, aliases="&" in text or 2 * len(text) >= MAX_NODES)
     return data
 
 
-def _check_shape(path: str, data) -> None:
-    """Refuse self-referencing aliases, deep nesting and alias bombs, so later code may recurse freely."""
+def _construct(loader, node, plain: bool):
+    """The document's data, as the safe constructor builds it. A text without anchors (no ``&``, so no node
+    appears twice) takes a direct walk (``_plain_data``); anything it meets that fails goes through the
+    safe constructor again from the start, so errors are the ones (and in the order) it reports."""
+    if node is None:
+        return None
+    if plain:
+        try:
+            return _plain_data(loader, node)
+        except Exception:  # noqa: BLE001 - the safe constructor below reports it (or the shape check does)
+            loader.constructed_objects, loader.recursive_objects, loader.state_generators = {}, {}, []
+            loader.deep_construct = False
+    return loader.construct_document(node)
+
+
+def _plain_data(loader, node):
+    """Plain mappings, lists and strings directly; every other node (numbers, booleans, ``!unsafe``, ``!vault``,
+    merge keys...) through the safe constructor's own function for it."""
+    kind, tag = type(node), node.tag
+    if kind is ScalarNode and tag == STR_TAG:
+        return node.value
+    if kind is SequenceNode and tag == SEQ_TAG:
+        return [_plain_data(loader, item) for item in node.value]
+    if kind is MappingNode and tag == MAP_TAG and all(
+            type(key) is ScalarNode and key.tag not in KEY_TAGS_NEEDING_FLATTENING for key, _ in node.value):
+        mapping = {}
+        for key_node, value_node in node.value:
+            mapping[_plain_data(loader, key_node)] = _plain_data(loader, value_node)
+        return mapping
+    return loader.construct_object(node, deep=True)
+
+
+def _check_shape(path: str, data, aliases: bool = True) -> None:
+    """Refuse self-referencing aliases, deep nesting and alias bombs, so later code may recurse freely.
+
+    ``aliases`` False: the text has no anchor (so no alias) and is too short to hold MAX_NODES values
+    (each takes at least one character), so only the nesting can be wrong."""
+    if not aliases:
+        return _check_depth(path, data)
     expanded: dict = {}  # id(container) -> number of values it holds once aliases are expanded
     open_containers: set = set()
     pending = [(data, 0, False)]
@@ -118,3 +162,14 @@ def _check_shape(path: str, data) -> None:
         open_containers.add(key)
         pending.append((node, depth, True))
         pending.extend((value, depth + 1, False) for value in inner)
+
+
+def _check_depth(path: str, data) -> None:
+    """Refuse nesting over MAX_NESTING levels (the check above, for data in which no value appears twice)."""
+    pending = [(data, 0)] if isinstance(data, (dict, list)) else []
+    while pending:
+        node, depth = pending.pop()
+        if depth >= MAX_NESTING:
+            raise InventoryError(f"{path}: YAML nested too deeply (over {MAX_NESTING} levels); flatten it")
+        pending.extend((value, depth + 1) for value in (node.values() if isinstance(node, dict) else node)
+                       if isinstance(value, (dict, list)))
