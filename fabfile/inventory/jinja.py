@@ -63,6 +63,7 @@ class Templar:
         self.unresolved_hosts: set = set()  # hosts with a variable whose template fails
         self.opening = 0  # > 0 while a SealedTemplate renders: vault values are read (decrypted) then
         self.lock = threading.RLock()
+        self.shared = _SharedValues()
 
     def variables(self, host: str) -> dict:
         """The host's variables, every template rendered (a failing one as an Unresolved value)."""
@@ -78,9 +79,10 @@ class Templar:
         key = (host, name)
         if key not in self.done:
             raw = self.raw[host][name]
-            if _holds_plain(raw) or is_secret_name(name, self.secret_vars.get(host, ())):
+            from_secret, templated = self.shared.kind_of(raw)
+            if from_secret or is_secret_name(name, self.secret_vars.get(host, ())):
                 self.secret.add(key)
-            if type(raw) is not str and not isinstance(raw, (dict, list)) or not needs_templating(raw):
+            if not templated:
                 self.done[key] = raw
             else:
                 try:
@@ -111,9 +113,7 @@ class Templar:
         finally:
             self.stack.pop()
         if key in self.secret:
-            _register(result)
-            if isinstance(result, str):
-                result = SecretText(result)  # made from a vault value: a secret like it
+            result = self.shared.secret_result(result)  # made from a vault value: a secret like it
         return result
 
     def render(self, host: str, value):
@@ -236,6 +236,34 @@ class Templar:
             "inventory_file": source,
             "inventory_dir": source.rsplit("/", 1)[0] if "/" in source else "",
         }
+
+
+class _SharedValues:
+    """What the templar works out once per value object rather than once per host: hosts in the same groups
+    share their group vars' objects, and hosts sharing a template and the values it reads share its result.
+    Each memo keeps the object it describes, so its id cannot be reused by another."""
+
+    def __init__(self):
+        self.kinds: dict = {}  # id of a raw value -> (the value, holds a secret, needs templating)
+        self.secret_results: dict = {}  # id of a result made from a secret -> (it, it as a secret)
+
+    def kind_of(self, raw) -> tuple:
+        """(does ``raw`` hold a secret (a vault value), does it need templating)."""
+        if type(raw) is str:
+            return False, is_template(raw)
+        known = self.kinds.get(id(raw))
+        if known is None or known[0] is not raw:
+            templated = isinstance(raw, (dict, list)) and needs_templating(raw)
+            known = self.kinds[id(raw)] = (raw, _holds_plain(raw), templated)  # raw kept: its id stays its own
+        return known[1:]
+
+    def secret_result(self, result):
+        """A result made from a secret: registered for masking, and text a SecretText (once per result object)."""
+        known = self.secret_results.get(id(result))
+        if known is None or known[0] is not result:
+            _register(result)
+            known = self.secret_results[id(result)] = (result, SecretText(result) if isinstance(result, str) else result)
+        return known[1]
 
 
 class NeedsVault(TemplateFailed):
