@@ -155,13 +155,16 @@ def secret_values(variables: dict, extra_names=()) -> list:
 
 def escaped(text, keep_newlines: bool = False) -> str:
     """``text`` with control characters (and bidi overrides) shown as ``\\xNN``/``\\uNNNN`` escapes."""
+    text = str(text)
+    if text.isprintable():  # the common case: every character the patterns match is unprintable
+        return text
     pattern = _CONTROL if keep_newlines else _CONTROL_ANY
 
     def escape(match):
         code = ord(match.group())
         return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
-    return pattern.sub(escape, str(text))
+    return pattern.sub(escape, text)
 
 
 def shown(value, limit: int = 120) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 
@@ -31,17 +32,23 @@ def _ansible_host_grammar() -> dict:
     }
 
 
-HOST_PATTERNS = _ansible_host_grammar()
+@functools.lru_cache(maxsize=1)
+def host_patterns() -> dict:
+    """The grammar, compiled on first use: only a pattern with a ':' needs it (the IPv6 part takes a few ms)."""
+    return _ansible_host_grammar()
 
 
 def _split_port(pattern: str) -> tuple:
     """``host:port`` / ``[v6]:port`` -> (host, port); the pattern unchanged (no port) if it is no valid host."""
+    if ":" not in pattern:  # no port to split off (and the pattern is kept whether it is a valid host or not)
+        return pattern, None
+    grammar = host_patterns()
     host, port = pattern, None
     for name in ("bracketed_hostport", "hostport"):
-        match = HOST_PATTERNS[name].match(host)
+        match = grammar[name].match(host)
         if match:
             host, port = match.group(1), int(match.group(2))
-    if not HOST_PATTERNS["host"].match(host):
+    if not grammar["host"].match(host):
         return pattern, None
     return host, port
 

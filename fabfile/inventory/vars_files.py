@@ -40,7 +40,16 @@ class VarsFiles:
         return [layer for layer in layers if layer]
 
     def host(self, name: str) -> list:
-        return [layer for layer in (self.vars_of(base, "host_vars", name) for base in self.bases) if layer]
+        """Vars of host ``name`` from every base (most hosts have no file: one look at each folder's listing)."""
+        candidates = (name, *(name + ext for ext in EXTENSIONS))
+        layers = []
+        for base in self.bases:
+            names = self.listing(os.path.join(base, "host_vars"))
+            if "/" in name or any(candidate in names for candidate in candidates):
+                layer = self.vars_of(base, "host_vars", name)
+                if layer:
+                    layers.append(layer)
+        return layers
 
     def vars_of(self, base: str, kind: str, name: str) -> dict:
         """One entity's vars from one base folder (names starting with '/' are skipped, as in Ansible)."""
@@ -57,12 +66,15 @@ class VarsFiles:
     def files(self, folder: str, name: str) -> list:
         key = (folder, name)
         if key not in self.found:
-            if folder not in self.listed:
-                self.listed[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-            names = self.listed[folder]
+            names = self.listing(folder)
             candidates = [name] + [name + ext for ext in EXTENSIONS]
             self.found[key] = _find(folder, name) if ("/" in name or any(c in names for c in candidates)) else []
         return self.found[key]
+
+    def listing(self, folder: str) -> set:
+        if folder not in self.listed:
+            self.listed[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        return self.listed[folder]
 
     def file_vars(self, path: str) -> dict:
         if path not in self.read:
