@@ -70,8 +70,12 @@ class Templar:
         found = {}
         for name, raw in self.raw[host].items():
             kind = type(raw)
-            # Plain values (most of them) need no bookkeeping here: value() does it if a template reads them.
-            found[name] = raw if kind in PLAIN or kind is str and "{" not in raw else self.value(host, name)
+            # Values with nothing to render (most of them) need no bookkeeping here: value() does it if a
+            # template reads them.
+            if kind in PLAIN or kind is str and "{" not in raw or not self.shared.kind_of(raw)[1]:
+                found[name] = raw
+            else:
+                found[name] = self.value(host, name)
         return found
 
     def value(self, host: str, name: str):

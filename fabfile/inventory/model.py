@@ -155,21 +155,21 @@ def register_secrets(hosts) -> None:
     ``secret_vars`` too): ``masking.secret_values`` host by host, but a mapping or list that many hosts
     share (group vars) is scanned once per list of ``secret_vars``, not once per host."""
     found: set = set()
-    secret: dict = {}  # (name, id of the secret_vars list) -> is it a secret name
-    scanned: dict = {}  # (id of a shared value, id of the secret_vars list) -> its secret pieces
+    secret: dict = {}  # id of a secret_vars list -> {name: is it a secret name}
+    scanned: dict = {}  # id of a secret_vars list -> {id of a shared value: its secret pieces}
     for host in hosts:
         values = host.vars
         listed = values.get("secret_vars")
         extra = listed if isinstance(listed, (list, tuple)) else ()
+        secret_names, scanned_values = secret.setdefault(id(extra), {}), scanned.setdefault(id(extra), {})
         for key, item in values.items():
-            name = (key, id(extra))
-            if name not in secret:
-                secret[name] = is_secret_key(key, extra)
-            if secret[name]:
+            is_secret = secret_names.get(key)
+            if is_secret is None:
+                is_secret = secret_names[key] = is_secret_key(key, extra)
+            if is_secret:
                 found.update(pieces_of(item))
             elif isinstance(item, (dict, list, tuple)):
-                memo = (id(item), id(extra))
-                if memo not in scanned:
-                    scanned[memo] = secret_values(item, extra)
-                found.update(scanned[memo])
+                if id(item) not in scanned_values:
+                    scanned_values[id(item)] = secret_values(item, extra)
+                found.update(scanned_values[id(item)])
     register_secret(sorted(found))

@@ -31,6 +31,7 @@ class VarsFiles:
         self.found: dict = {}  # (folder, name) -> [paths]
         self.listed: dict = {}  # folder -> the names in it (one listdir per folder, not four stats per host)
         self.merged: dict = {}  # (base, kind, name) -> merged vars
+        self.stemmed: dict = {}  # folder -> its names, and those with a vars extension without it
 
     def groups(self, names: list) -> list:
         """Vars of ``all`` from every base, then of the other groups (base by base, in ``names`` order)."""
@@ -41,11 +42,9 @@ class VarsFiles:
 
     def host(self, name: str) -> list:
         """Vars of host ``name`` from every base (most hosts have no file: one look at each folder's listing)."""
-        candidates = (name, *(name + ext for ext in EXTENSIONS))
         layers = []
         for base in self.bases:
-            names = self.listing(os.path.join(base, "host_vars"))
-            if "/" in name or any(candidate in names for candidate in candidates):
+            if "/" in name or name in self.stems(os.path.join(base, "host_vars")):
                 layer = self.vars_of(base, "host_vars", name)
                 if layer:
                     layers.append(layer)
@@ -75,6 +74,13 @@ class VarsFiles:
         if folder not in self.listed:
             self.listed[folder] = set(os.listdir(folder)) if os.path.isdir(folder) else set()
         return self.listed[folder]
+
+    def stems(self, folder: str) -> set:
+        """The names in ``folder`` with and without a vars extension: NAME is there as NAME, NAME.yml... if in it."""
+        if folder not in self.stemmed:
+            names = self.listing(folder)
+            self.stemmed[folder] = names | {name[:-len(ext)] for name in names for ext in EXTENSIONS if name.endswith(ext)}
+        return self.stemmed[folder]
 
     def file_vars(self, path: str) -> dict:
         if path not in self.read:
