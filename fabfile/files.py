@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 PRIVATE = 0o600
@@ -37,6 +36,8 @@ def atomic_file(path, mode: int = PRIVATE, *, make_parents: bool = False, apply_
     """``with atomic_file(path) as staging:`` write ``staging`` (a Path, born with ``mode``); on a clean exit
     it replaces ``path``, on an exception it is removed. ``apply_umask=False``: exactly ``mode`` (an upload
     whose mode the caller decided)."""
+    import tempfile  # here, not at the top: reading a file (every inventory load) needs none of it
+
     target = Path(path)
     if make_parents:
         target.parent.mkdir(parents=True, exist_ok=True)
