@@ -173,7 +173,10 @@ def test_a_remote_that_does_not_answer_is_one_clear_line_within_seconds(remote_t
     assert "\n" not in message and f"incus remote {real.name} ({unused_lab_address(lab)}:8443) unreachable: " in message
 
 
-def test_a_remote_address_off_the_lab_bridges_is_refused_before_any_packet(remote_target, monkeypatch):
+@pytest.fixture
+def off_bridge_api(remote_target, monkeypatch):
+    """The lab's remote with its address moved off the lab bridges (TEST-NET-1); opening any connection fails
+    the test."""
     import http.client
 
     def no_connection(self):
@@ -181,8 +184,12 @@ def test_a_remote_address_off_the_lab_bridges_is_refused_before_any_packet(remot
 
     monkeypatch.setattr(http.client.HTTPSConnection, "connect", no_connection)
     real = incus_remote.endpoint(remote_target.vars["incus_remote"])
-    api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, "192.0.2.10", 8443, real.server_cert,
-                                                      real.client_cert, real.client_key))  # TEST-NET-1
+    return incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, "192.0.2.10", 8443, real.server_cert,
+                                                       real.client_cert, real.client_key))
+
+
+def test_a_remote_address_off_the_lab_bridges_is_refused_before_any_packet(remote_target, off_bridge_api):
+    api = off_bridge_api
     with pytest.raises(incus.IncusError, match="192.0.2.10 is routed through '.*', not a lab bridge; refusing"):
         api.exec(remote_target.vars.get("incus_name", remote_target.name), "true")
 
@@ -211,16 +218,8 @@ def test_a_warmed_remote_runs_its_first_command_on_the_connection_opened_ahead(r
     assert threading.current_thread().name not in opened  # the command itself opened none
 
 
-def test_warming_a_remote_off_the_lab_bridges_sends_nothing_and_its_command_says_why(remote_target, monkeypatch):
-    import http.client
-
-    def no_connection(self):
-        raise AssertionError(f"a connection to {self.host} was opened")
-
-    monkeypatch.setattr(http.client.HTTPSConnection, "connect", no_connection)
-    real = incus_remote.endpoint(remote_target.vars["incus_remote"])
-    api = incus_remote.RemoteAPI(incus.RemoteEndpoint(real.name, "192.0.2.10", 8443, real.server_cert,
-                                                      real.client_cert, real.client_key))  # TEST-NET-1
+def test_warming_a_remote_off_the_lab_bridges_sends_nothing_and_its_command_says_why(remote_target, off_bridge_api):
+    api = off_bridge_api
     api.warm()
     time.sleep(0.5)  # the warming thread met the refusal and kept it to itself
     assert not api._idle
