@@ -5,6 +5,7 @@ common part plus the host, each instance's transitions and the VIP, times relati
 
 from __future__ import annotations
 
+from .engine import common_report
 from .vip_watch import ownership_checks
 
 STEP_VIP = "4 VIP on the survivor"
@@ -66,7 +67,6 @@ def judge_vip(run, per_node: dict, allowed_moves: int) -> dict:
 def host_failover_report(run) -> dict:
     """The last checks of one ``HostFailoverRun`` and its report."""
     from ..loadtest.facade import phase_counts
-    from .engine import common_report
     from ..loadtest.keepalive import kind_counts
 
     m, s = run.marks, run.settings
